@@ -1,0 +1,2 @@
+core_DEPS :=
+core_LDLIBS := -lm

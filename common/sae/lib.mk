@@ -1,0 +1,2 @@
+sae_DEPS := tensor safetensors core
+sae_LDLIBS := -lopenblas -lcjson -lm

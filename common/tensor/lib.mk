@@ -1,0 +1,2 @@
+tensor_DEPS := core
+tensor_LDLIBS := -lopenblas -lm

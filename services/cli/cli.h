@@ -1,0 +1,17 @@
+/* The `saeflow` command: one-shot stages from a terminal. Each subcommand lives in
+ * its own file (cmd_<name>.c) and is listed in the table in main.c.
+ * A command returns the process exit code: 0 ok, 1 runtime failure, 2 usage error. */
+#ifndef SAEFLOW_CLI_H
+#define SAEFLOW_CLI_H
+
+struct cli_cmd {
+    const char *name;    /* first word, e.g. "generate" or "model" */
+    const char *sub;     /* second word or NULL, e.g. "info" for `saeflow model info` */
+    int (*run)(int argc, char **argv); /* argv[0] is the (sub)command name */
+    const char *summary;
+};
+
+/* One declaration per command file. */
+int cmd_version(int argc, char **argv);
+
+#endif
