@@ -1,0 +1,2 @@
+safetensors_DEPS := core
+safetensors_LDLIBS := -lcjson
