@@ -1,0 +1,2 @@
+store_DEPS := core
+store_LDLIBS := -lrocksdb
