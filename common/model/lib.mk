@@ -1,0 +1,2 @@
+model_DEPS := tensor safetensors core
+model_LDLIBS := -lopenblas -lcjson -lm
