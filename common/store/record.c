@@ -34,9 +34,9 @@ uint32_t record_crc32c(uint32_t crc, const void *data, size_t n)
         uint32_t lo = c ^ record_le32_get(p);
         uint32_t hi = record_le32_get(p + 4);
         c = crc_table[7][lo & 0xff] ^ crc_table[6][(lo >> 8) & 0xff] ^
-            crc_table[5][(lo >> 16) & 0xff] ^ crc_table[4][lo >> 24] ^
-            crc_table[3][hi & 0xff] ^ crc_table[2][(hi >> 8) & 0xff] ^
-            crc_table[1][(hi >> 16) & 0xff] ^ crc_table[0][hi >> 24];
+            crc_table[5][(lo >> 16) & 0xff] ^ crc_table[4][lo >> 24] ^ crc_table[3][hi & 0xff] ^
+            crc_table[2][(hi >> 8) & 0xff] ^ crc_table[1][(hi >> 16) & 0xff] ^
+            crc_table[0][hi >> 24];
         p += 8;
         n -= 8;
     }
@@ -112,8 +112,7 @@ int record_finish(struct buf *b, size_t start)
     return buf_append(b, crc, sizeof crc);
 }
 
-int record_encode(struct buf *b, uint16_t type, uint16_t version, const void *payload,
-                  size_t len)
+int record_encode(struct buf *b, uint16_t type, uint16_t version, const void *payload, size_t len)
 {
     size_t start;
     int rc = record_begin(b, type, version, &start);
@@ -225,8 +224,7 @@ int record_decode_as(const void *data, size_t len, uint16_t type, uint16_t max_v
     int rc = record_decode(data, len, out);
     if (rc) return rc;
     if (out->type != type) {
-        log_warn("record_invalid", "reason=\"unexpected type\" type=%u want=%u", out->type,
-                 type);
+        log_warn("record_invalid", "reason=\"unexpected type\" type=%u want=%u", out->type, type);
         memset(out, 0, sizeof *out);
         return SF_EFORMAT;
     }

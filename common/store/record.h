@@ -31,11 +31,11 @@
 
 #include "core/core.h"
 
-#define RECORD_MAGIC0      0x53 /* 'S' */
-#define RECORD_MAGIC1      0x46 /* 'F' */
-#define RECORD_HEADER_SIZE 10
+#define RECORD_MAGIC0       0x53 /* 'S' */
+#define RECORD_MAGIC1       0x46 /* 'F' */
+#define RECORD_HEADER_SIZE  10
 #define RECORD_TRAILER_SIZE 4
-#define RECORD_OVERHEAD    (RECORD_HEADER_SIZE + RECORD_TRAILER_SIZE)
+#define RECORD_OVERHEAD     (RECORD_HEADER_SIZE + RECORD_TRAILER_SIZE)
 /* Largest payload a record may carry (a stored value should never be near this). */
 #define RECORD_MAX_PAYLOAD ((size_t)1 << 30)
 
@@ -59,8 +59,7 @@ int record_begin(struct buf *b, uint16_t type, uint16_t version, size_t *start);
  * since) and appends the CRC. SF_ERANGE if the payload exceeds RECORD_MAX_PAYLOAD. */
 int record_finish(struct buf *b, size_t start);
 /* begin + payload + finish in one call. */
-int record_encode(struct buf *b, uint16_t type, uint16_t version, const void *payload,
-                  size_t len);
+int record_encode(struct buf *b, uint16_t type, uint16_t version, const void *payload, size_t len);
 
 /* Payload field writers: append to `b`, return 0 or SF_ENOMEM (buffer cap). */
 int record_put_u8(struct buf *b, uint8_t v);
@@ -99,8 +98,8 @@ int record_decode_as(const void *data, size_t len, uint16_t type, uint16_t max_v
 struct record_reader {
     const uint8_t *p;
     size_t left;
-    int err;          /* 0 or SF_EFORMAT */
-    const char *why;  /* static text: the first failure */
+    int err;         /* 0 or SF_EFORMAT */
+    const char *why; /* static text: the first failure */
 };
 
 void record_reader_init(struct record_reader *r, const void *data, size_t n);

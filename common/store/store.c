@@ -84,12 +84,14 @@ static int store_fail(const char *op, const char *path, char *err)
     msg_clean(msg, sizeof msg, err ? err : "unknown error");
     int rc = map_status(msg);
     if (rc == SF_ESTATE && strcmp(op, "open") == 0)
-        log_error("store_locked",
-                  "op=%s path=\"%s\" reason=\"store is owned by another process\" msg=\"%s\"",
-                  op, path, msg);
+        log_error("store_locked", "op=%s path=\"%s\" reason=\"%s\" msg=\"%s\"", op, path,
+                  strstr(msg, "current process")
+                      ? "store is already open for writing in this process"
+                      : "store is owned by another process",
+                  msg);
     else
-        log_error("store_error", "op=%s path=\"%s\" rc=%s msg=\"%s\"", op, path,
-                  sf_strerror(rc), msg);
+        log_error("store_error", "op=%s path=\"%s\" rc=%s msg=\"%s\"", op, path, sf_strerror(rc),
+                  msg);
     rocksdb_free(err);
     return rc;
 }
@@ -97,8 +99,10 @@ static int store_fail(const char *op, const char *path, char *err)
 static int check_cf(const struct store *s, size_t cf, const char *op)
 {
     if (cf < s->n_cf) return 0;
-    log_error("store_error", "op=%s path=\"%s\" reason=\"no such column family index\" cf=%zu "
-              "n_cf=%zu", op, s->path, cf, s->n_cf);
+    log_error("store_error",
+              "op=%s path=\"%s\" reason=\"no such column family index\" cf=%zu "
+              "n_cf=%zu",
+              op, s->path, cf, s->n_cf);
     return SF_EINVAL;
 }
 
@@ -187,8 +191,7 @@ static int store_open_mode(struct store **out, const char *path, const char *sec
     }
     for (size_t i = 0; i < n_cfs; i++) {
         if (!cfs[i] || !*cfs[i]) {
-            log_error("store_open_failed", "path=\"%s\" reason=\"empty column family name\"",
-                      path);
+            log_error("store_open_failed", "path=\"%s\" reason=\"empty column family name\"", path);
             return SF_EINVAL;
         }
         for (size_t j = 0; j < i; j++)
@@ -261,15 +264,14 @@ static int store_open_mode(struct store **out, const char *path, const char *sec
 
     const char *const *names = (const char *const *)s->cf_names;
     if (mode == MODE_PRIMARY)
-        s->db = rocksdb_open_column_families(s->opts, path, (int)s->n_cf, names, cf_opts, s->cf,
-                                             &err);
+        s->db =
+            rocksdb_open_column_families(s->opts, path, (int)s->n_cf, names, cf_opts, s->cf, &err);
     else if (mode == MODE_READONLY)
         s->db = rocksdb_open_for_read_only_column_families(s->opts, path, (int)s->n_cf, names,
                                                            cf_opts, s->cf, 0, &err);
     else
-        s->db = rocksdb_open_as_secondary_column_families(s->opts, path, secondary_path,
-                                                          (int)s->n_cf, names, cf_opts, s->cf,
-                                                          &err);
+        s->db = rocksdb_open_as_secondary_column_families(
+            s->opts, path, secondary_path, (int)s->n_cf, names, cf_opts, s->cf, &err);
     if (err || !s->db) {
         rc = store_fail("open", path, err);
         err = NULL;
@@ -287,20 +289,19 @@ static int store_open_mode(struct store **out, const char *path, const char *sec
     s = NULL;
     rc = 0;
 out:
-    if (rc == SF_ENOMEM) log_error("store_open_failed", "path=\"%s\" reason=\"out of memory\"",
-                                   path);
+    if (rc == SF_ENOMEM)
+        log_error("store_open_failed", "path=\"%s\" reason=\"out of memory\"", path);
     if (existing) rocksdb_list_column_families_destroy(existing, n_existing);
     free(cf_opts);
     if (s) store_free_fields(s);
     return rc;
 }
 
-int store_open_opts(struct store **out, const char *path, const char *const *cfs,
-                    size_t n_cfs, const struct store_opts *opts)
+int store_open_opts(struct store **out, const char *path, const char *const *cfs, size_t n_cfs,
+                    const struct store_opts *opts)
 {
     int flags = opts ? opts->flags : 0;
-    return store_open_mode(out, path, NULL, cfs, n_cfs, flags,
-                           opts ? opts->write_buffer_size : 0,
+    return store_open_mode(out, path, NULL, cfs, n_cfs, flags, opts ? opts->write_buffer_size : 0,
                            (flags & STORE_READONLY) ? MODE_READONLY : MODE_PRIMARY);
 }
 
@@ -321,8 +322,10 @@ int store_open_secondary(struct store **out, const char *path, const char *secon
         return SF_EINVAL;
     }
     if (file_mkdirs(secondary_path, 0755) != 0) {
-        log_error("store_open_failed", "path=\"%s\" secondary=\"%s\" reason=\"cannot create "
-                  "secondary directory\"", path ? path : "", secondary_path);
+        log_error("store_open_failed",
+                  "path=\"%s\" secondary=\"%s\" reason=\"cannot create "
+                  "secondary directory\"",
+                  path ? path : "", secondary_path);
         return SF_EIO;
     }
     return store_open_mode(out, path, secondary_path, cfs, n_cfs, 0, 0, MODE_SECONDARY);
@@ -369,8 +372,7 @@ int store_cf_find(const struct store *s, const char *name, size_t *cf)
 
 /* ---- single operations ---- */
 
-int store_get(struct store *s, size_t cf, const void *key, size_t klen, void **val,
-              size_t *vlen)
+int store_get(struct store *s, size_t cf, const void *key, size_t klen, void **val, size_t *vlen)
 {
     *val = NULL;
     *vlen = 0;
@@ -387,8 +389,7 @@ int store_get(struct store *s, size_t cf, const void *key, size_t klen, void **v
     char *copy = malloc(n + 1);
     if (!copy) {
         rocksdb_pinnableslice_destroy(ps);
-        log_error("store_error", "op=get path=\"%s\" reason=\"out of memory\" len=%zu", s->path,
-                  n);
+        log_error("store_error", "op=get path=\"%s\" reason=\"out of memory\" len=%zu", s->path, n);
         return SF_ENOMEM;
     }
     if (n) memcpy(copy, v, n);
@@ -454,8 +455,8 @@ struct store_batch *store_batch_new(struct store *s)
     return b;
 }
 
-int store_batch_put(struct store_batch *b, size_t cf, const void *key, size_t klen,
-                    const void *val, size_t vlen)
+int store_batch_put(struct store_batch *b, size_t cf, const void *key, size_t klen, const void *val,
+                    size_t vlen)
 {
     int rc = check_cf(b->s, cf, "batch_put");
     if (rc) return rc;
@@ -527,8 +528,7 @@ struct store_iter *store_iter_new(struct store *s, size_t cf, const void *prefix
             free(it->upper);
             it->upper = NULL;
         }
-        rocksdb_readoptions_set_iterate_lower_bound(it->ro, (const char *)it->lower,
-                                                    it->lower_len);
+        rocksdb_readoptions_set_iterate_lower_bound(it->ro, (const char *)it->lower, it->lower_len);
         if (it->upper)
             rocksdb_readoptions_set_iterate_upper_bound(it->ro, (const char *)it->upper,
                                                         it->upper_len);
@@ -629,14 +629,18 @@ void store_iter_destroy(struct store_iter **itp)
 int store_checkpoint(struct store *s, const char *dir)
 {
     if (s->mode != MODE_PRIMARY) {
-        log_error("store_error", "op=checkpoint path=\"%s\" reason=\"only a primary store "
-                  "can checkpoint\"", s->path);
+        log_error("store_error",
+                  "op=checkpoint path=\"%s\" reason=\"only a primary store "
+                  "can checkpoint\"",
+                  s->path);
         return SF_EUNSUP;
     }
     struct stat st;
     if (stat(dir, &st) == 0 || errno != ENOENT) {
-        log_error("store_error", "op=checkpoint path=\"%s\" dir=\"%s\" reason=\"target "
-                  "exists or is unreachable\"", s->path, dir);
+        log_error("store_error",
+                  "op=checkpoint path=\"%s\" dir=\"%s\" reason=\"target "
+                  "exists or is unreachable\"",
+                  s->path, dir);
         return SF_EINVAL;
     }
     char *err = NULL;

@@ -65,8 +65,8 @@ struct store_opts {
  * or another negative code. Without STORE_CREATE a listed column family must exist. */
 int store_open(struct store **out, const char *path, const char *const *cfs, size_t n_cfs,
                int flags);
-int store_open_opts(struct store **out, const char *path, const char *const *cfs,
-                    size_t n_cfs, const struct store_opts *opts);
+int store_open_opts(struct store **out, const char *path, const char *const *cfs, size_t n_cfs,
+                    const struct store_opts *opts);
 /* Opens a secondary instance of the database at `path` (owned by another process
  * or by this one): reads see the primary's state as of the last store_catch_up().
  * `secondary_path` is a private directory (created if missing) for the secondary's
@@ -92,8 +92,7 @@ int store_cf_find(const struct store *s, const char *name, size_t *cf);
 /* ---- single operations ---- */
 /* 0 with *val (malloc'd, caller frees with store_free; never NULL, even for an
  * empty value) and *vlen; SF_NOTFOUND (positive) when the key is absent. */
-int store_get(struct store *s, size_t cf, const void *key, size_t klen, void **val,
-              size_t *vlen);
+int store_get(struct store *s, size_t cf, const void *key, size_t klen, void **val, size_t *vlen);
 /* sync = true: returns after the write is fsync'ed to the WAL. */
 int store_put(struct store *s, size_t cf, const void *key, size_t klen, const void *val,
               size_t vlen, bool sync);
@@ -106,8 +105,8 @@ int store_flush(struct store *s);
 /* ---- atomic write batches: all of a batch's writes land together or none do ---- */
 /* NULL on allocation failure (logged). The batch copies keys and values. */
 struct store_batch *store_batch_new(struct store *s);
-int store_batch_put(struct store_batch *b, size_t cf, const void *key, size_t klen,
-                    const void *val, size_t vlen);
+int store_batch_put(struct store_batch *b, size_t cf, const void *key, size_t klen, const void *val,
+                    size_t vlen);
 int store_batch_delete(struct store_batch *b, size_t cf, const void *key, size_t klen);
 size_t store_batch_count(const struct store_batch *b); /* operations queued */
 void store_batch_clear(struct store_batch *b);
@@ -119,8 +118,7 @@ void store_batch_destroy(struct store_batch **b);
 /* ---- iterators: a consistent snapshot of one column family, in key order ---- */
 /* Iterates column family `cf`, restricted to keys that begin with prefix[0..plen)
  * (plen 0: every key). Starts unpositioned: call a seek first. NULL on failure. */
-struct store_iter *store_iter_new(struct store *s, size_t cf, const void *prefix,
-                                  size_t plen);
+struct store_iter *store_iter_new(struct store *s, size_t cf, const void *prefix, size_t plen);
 void store_iter_seek_first(struct store_iter *it); /* first key with the prefix */
 void store_iter_seek_last(struct store_iter *it);  /* last key with the prefix */
 /* First key >= key (within the prefix). */
@@ -152,8 +150,8 @@ void store_key_u8(struct store_key *k, uint8_t v);
 void store_key_u16(struct store_key *k, uint16_t v);
 void store_key_u32(struct store_key *k, uint32_t v);
 void store_key_u64(struct store_key *k, uint64_t v);
-void store_key_i64(struct store_key *k, int64_t v);  /* sign bit flipped: orders signed */
-void store_key_f32(struct store_key *k, float v);    /* total order: -inf < ... < +inf */
+void store_key_i64(struct store_key *k, int64_t v); /* sign bit flipped: orders signed */
+void store_key_f32(struct store_key *k, float v);   /* total order: -inf < ... < +inf */
 void store_key_raw(struct store_key *k, const void *p, size_t n);
 void store_key_str(struct store_key *k, const char *s); /* bytes, no terminator */
 
