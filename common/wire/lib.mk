@@ -1,0 +1,2 @@
+wire_DEPS := core
+wire_LDLIBS := -lzmq -lprotobuf-c
