@@ -1,0 +1,46 @@
+/* model_impl: the model's insides, shared by the loaders (model*.c) and the forward
+ * pass (forward.c). Not part of the public API: include model.h instead. */
+#ifndef SAEFLOW_MODEL_IMPL_H
+#define SAEFLOW_MODEL_IMPL_H
+
+#include "model.h"
+
+/* One block's weights, all float32 row-major, linear weights [out, in].
+ * q_dim = n_heads*head_dim, kv_dim = n_kv_heads*head_dim. */
+struct model_layer {
+    float *norm1_w, *norm1_b; /* (dim); b NULL for RMSNorm */
+    float *wqkv, *bqkv;       /* (q_dim + 2*kv_dim, dim): Q rows, then K, then V */
+    float *wo, *bo;           /* (dim, q_dim) */
+    float *norm2_w, *norm2_b; /* (dim) */
+    float *w_up, *b_up;       /* llama: (2*hidden, dim) gate rows then up rows;
+                                 gpt2: (hidden, dim) */
+    float *w_down, *b_down;   /* (dim, hidden) */
+};
+
+struct model {
+    struct model_config cfg;
+    enum model_format format;
+    float *arena; /* every weight lives here */
+    size_t arena_len;
+    float *tok_emb; /* (vocab, dim) */
+    float *pos_emb; /* (max_seq_len, dim), gpt2 only */
+    struct model_layer *layers;
+    float *normf_w, *normf_b; /* (dim) */
+    float *unembed;           /* (vocab, dim); == tok_emb when tied */
+    struct tokenizer *tok;
+    size_t n_params;
+};
+
+/* Checks a config for consistency and sane bounds (logs why not): SF_EFORMAT/ERANGE. */
+int model_config_check(const struct model_config *cfg);
+/* Allocates the model and its weight arena for cfg (validated first). Weights are
+ * zero; norm weights are not set. */
+int model_alloc(const struct model_config *cfg, enum model_format format, struct model **out);
+/* Default config values for a Llama / GPT-2 model (eps, theta, ids). */
+void model_config_defaults(struct model_config *cfg, enum model_arch arch);
+
+/* Loaders (model_gguf.c, model_hf.c). */
+int model_load_gguf(const char *path, struct model **out);
+int model_load_hf(const char *dir, struct model **out);
+
+#endif

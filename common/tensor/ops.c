@@ -1,0 +1,346 @@
+/* ops: CPU implementations of the engine's ops (see ops.h), each next to its plain
+ * reference loop. Fast paths parallelise over rows with OpenMP (only when the work is
+ * large enough to pay for the fork) and vectorise inner loops with `omp simd`. */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/core.h"
+#include "ops.h"
+#include "tensor.h"
+
+/* Below this many floats of work an op runs on one thread. */
+#define OPS_PAR_MIN 16384
+
+/* ---- RMSNorm ---- */
+
+void rmsnorm_forward(float *out, const float *inp, const float *w, size_t rows, size_t d,
+                     float eps)
+{
+#pragma omp parallel for schedule(static) if (rows * d >= OPS_PAR_MIN)
+    for (size_t r = 0; r < rows; r++) {
+        const float *x = inp + r * d;
+        float *o = out + r * d;
+        float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
+        for (size_t i = 0; i < d; i++) ss += x[i] * x[i];
+        float s = 1.0f / sqrtf(ss / (float)d + eps);
+#pragma omp simd
+        for (size_t i = 0; i < d; i++) o[i] = w[i] * (s * x[i]);
+    }
+}
+
+void rmsnorm_forward_ref(float *out, const float *inp, const float *w, size_t rows, size_t d,
+                         float eps)
+{
+    for (size_t r = 0; r < rows; r++) {
+        double ss = 0;
+        for (size_t i = 0; i < d; i++) ss += (double)inp[r * d + i] * inp[r * d + i];
+        double s = 1.0 / sqrt(ss / (double)d + eps);
+        for (size_t i = 0; i < d; i++) out[r * d + i] = (float)(w[i] * (s * inp[r * d + i]));
+    }
+}
+
+/* ---- LayerNorm ---- */
+
+void layernorm_forward(float *out, const float *inp, const float *w, const float *b,
+                       size_t rows, size_t d, float eps)
+{
+#pragma omp parallel for schedule(static) if (rows * d >= OPS_PAR_MIN)
+    for (size_t r = 0; r < rows; r++) {
+        const float *x = inp + r * d;
+        float *o = out + r * d;
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (size_t i = 0; i < d; i++) sum += x[i];
+        float mean = sum / (float)d;
+        float var = 0.0f;
+#pragma omp simd reduction(+ : var)
+        for (size_t i = 0; i < d; i++) var += (x[i] - mean) * (x[i] - mean);
+        float s = 1.0f / sqrtf(var / (float)d + eps);
+        if (b) {
+#pragma omp simd
+            for (size_t i = 0; i < d; i++) o[i] = (x[i] - mean) * s * w[i] + b[i];
+        } else {
+#pragma omp simd
+            for (size_t i = 0; i < d; i++) o[i] = (x[i] - mean) * s * w[i];
+        }
+    }
+}
+
+void layernorm_forward_ref(float *out, const float *inp, const float *w, const float *b,
+                           size_t rows, size_t d, float eps)
+{
+    for (size_t r = 0; r < rows; r++) {
+        const float *x = inp + r * d;
+        double mean = 0, var = 0;
+        for (size_t i = 0; i < d; i++) mean += x[i];
+        mean /= (double)d;
+        for (size_t i = 0; i < d; i++) var += (x[i] - mean) * (x[i] - mean);
+        var /= (double)d;
+        double s = 1.0 / sqrt(var + eps);
+        for (size_t i = 0; i < d; i++)
+            out[r * d + i] = (float)((x[i] - mean) * s * w[i] + (b ? b[i] : 0.0f));
+    }
+}
+
+/* ---- GELU (tanh) ---- */
+
+#define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
+
+void gelu_forward(float *out, const float *inp, size_t n)
+{
+#pragma omp parallel for simd schedule(static) if (n >= OPS_PAR_MIN)
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        out[i] = 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x)));
+    }
+}
+
+void gelu_forward_ref(float *out, const float *inp, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        double x = inp[i];
+        out[i] = (float)(0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x))));
+    }
+}
+
+/* ---- SwiGLU ---- */
+
+void swiglu_forward(float *out, const float *gate_up, size_t rows, size_t hidden)
+{
+#pragma omp parallel for schedule(static) if (rows * hidden >= OPS_PAR_MIN)
+    for (size_t r = 0; r < rows; r++) {
+        const float *g = gate_up + r * 2 * hidden;
+        const float *u = g + hidden;
+        float *o = out + r * hidden;
+        for (size_t i = 0; i < hidden; i++) o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    }
+}
+
+void swiglu_forward_ref(float *out, const float *gate_up, size_t rows, size_t hidden)
+{
+    for (size_t r = 0; r < rows; r++)
+        for (size_t i = 0; i < hidden; i++) {
+            double g = gate_up[r * 2 * hidden + i], u = gate_up[r * 2 * hidden + hidden + i];
+            out[r * hidden + i] = (float)(g / (1.0 + exp(-g)) * u);
+        }
+}
+
+/* ---- linear ---- */
+
+void linear_forward(float *out, const float *inp, const float *w, const float *b, size_t rows,
+                    size_t in, size_t n_out)
+{
+    if (rows == 0 || n_out == 0) return;
+    float beta = 0.0f;
+    if (b) {
+        for (size_t r = 0; r < rows; r++) memcpy(out + r * n_out, b, n_out * sizeof(float));
+        beta = 1.0f;
+    }
+    if (rows == 1) {
+        /* A GEMM with one row would pack the whole weight first: GEMV streams it once. */
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (blasint)n_out, (blasint)in, 1.0f, w,
+                    (blasint)in, inp, 1, beta, out, 1);
+        return;
+    }
+    tensor_sgemm(false, true, rows, n_out, in, 1.0f, inp, in, w, in, beta, out, n_out);
+}
+
+void linear_forward_ref(float *out, const float *inp, const float *w, const float *b,
+                        size_t rows, size_t in, size_t n_out)
+{
+    for (size_t r = 0; r < rows; r++)
+        for (size_t o = 0; o < n_out; o++) {
+            double acc = b ? b[o] : 0.0;
+            for (size_t i = 0; i < in; i++) acc += (double)inp[r * in + i] * w[o * in + i];
+            out[r * n_out + o] = (float)acc;
+        }
+}
+
+/* ---- RoPE ---- */
+
+static void rope_row(float *x, size_t pos, size_t n_heads, size_t head_dim, size_t rot_dim,
+                     float theta, enum rope_layout layout)
+{
+    size_t half = rot_dim / 2;
+    for (size_t j = 0; j < half; j++) {
+        float freq = 1.0f / powf(theta, (float)(2 * j) / (float)rot_dim);
+        float ang = (float)pos * freq;
+        float c = cosf(ang), s = sinf(ang);
+        size_t i0 = layout == ROPE_INTERLEAVED ? 2 * j : j;
+        size_t i1 = layout == ROPE_INTERLEAVED ? 2 * j + 1 : j + half;
+        for (size_t h = 0; h < n_heads; h++) {
+            float *xh = x + h * head_dim;
+            float a = xh[i0], bb = xh[i1];
+            xh[i0] = a * c - bb * s;
+            xh[i1] = a * s + bb * c;
+        }
+    }
+}
+
+void rope_forward(float *x, size_t ld, const size_t *pos, size_t rows, size_t n_heads,
+                  size_t head_dim, size_t rot_dim, float theta, enum rope_layout layout)
+{
+#pragma omp parallel for schedule(static) if (rows * n_heads * head_dim >= OPS_PAR_MIN)
+    for (size_t r = 0; r < rows; r++)
+        rope_row(x + r * ld, pos[r], n_heads, head_dim, rot_dim, theta, layout);
+}
+
+void rope_forward_ref(float *x, size_t ld, const size_t *pos, size_t rows, size_t n_heads,
+                      size_t head_dim, size_t rot_dim, float theta, enum rope_layout layout)
+{
+    for (size_t r = 0; r < rows; r++)
+        for (size_t h = 0; h < n_heads; h++) {
+            float *xh = x + r * ld + h * head_dim;
+            for (size_t j = 0; j < rot_dim / 2; j++) {
+                double ang = (double)pos[r] * pow((double)theta, -(double)(2 * j) / (double)rot_dim);
+                size_t i0 = layout == ROPE_INTERLEAVED ? 2 * j : j;
+                size_t i1 = layout == ROPE_INTERLEAVED ? 2 * j + 1 : j + rot_dim / 2;
+                double a = xh[i0], b = xh[i1];
+                xh[i0] = (float)(a * cos(ang) - b * sin(ang));
+                xh[i1] = (float)(a * sin(ang) + b * cos(ang));
+            }
+        }
+}
+
+/* ---- attention ---- */
+
+int attention_forward(float *out, const float *q, size_t q_ld, const float *k, const float *v,
+                      const size_t *kv_off, const size_t *n_ctx, size_t rows, size_t n_heads,
+                      size_t n_kv_heads, size_t head_dim)
+{
+    size_t max_ctx = 0;
+    for (size_t r = 0; r < rows; r++) max_ctx = SF_MAX(max_ctx, n_ctx[r]);
+    size_t kv_dim = n_kv_heads * head_dim, group = n_heads / n_kv_heads;
+    size_t q_dim = n_heads * head_dim;
+    float scale = 1.0f / sqrtf((float)head_dim);
+    int failed = 0;
+    size_t work = rows * n_heads;
+#pragma omp parallel if (work * max_ctx * head_dim >= OPS_PAR_MIN)
+    {
+        float *att = malloc(SF_MAX(max_ctx, 1) * sizeof(float));
+        if (!att) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(dynamic, 4)
+        for (size_t wi = 0; wi < work; wi++) {
+            if (!att) continue;
+            size_t r = wi / n_heads, h = wi % n_heads;
+            const float *qh = q + r * q_ld + h * head_dim;
+            const float *kb = k + kv_off[r] + (h / group) * head_dim;
+            const float *vb = v + kv_off[r] + (h / group) * head_dim;
+            size_t n = n_ctx[r];
+            float mx = -INFINITY;
+            for (size_t j = 0; j < n; j++) {
+                const float *kj = kb + j * kv_dim;
+                float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+                for (size_t i = 0; i < head_dim; i++) s += qh[i] * kj[i];
+                s *= scale;
+                att[j] = s;
+                if (s > mx) mx = s;
+            }
+            float sum = 0.0f;
+            for (size_t j = 0; j < n; j++) {
+                att[j] = expf(att[j] - mx);
+                sum += att[j];
+            }
+            float inv = 1.0f / sum;
+            float *oh = out + r * q_dim + h * head_dim;
+            memset(oh, 0, head_dim * sizeof(float));
+            for (size_t j = 0; j < n; j++) {
+                const float *vj = vb + j * kv_dim;
+                float p = att[j] * inv;
+#pragma omp simd
+                for (size_t i = 0; i < head_dim; i++) oh[i] += p * vj[i];
+            }
+        }
+        free(att);
+    }
+    if (failed) {
+        log_error("attention_oom", "max_ctx=%zu", max_ctx);
+        return SF_ENOMEM;
+    }
+    return 0;
+}
+
+int attention_forward_ref(float *out, const float *q, size_t q_ld, const float *k,
+                          const float *v, const size_t *kv_off, const size_t *n_ctx,
+                          size_t rows, size_t n_heads, size_t n_kv_heads, size_t head_dim)
+{
+    size_t kv_dim = n_kv_heads * head_dim, group = n_heads / n_kv_heads;
+    size_t max_ctx = 0;
+    for (size_t r = 0; r < rows; r++) max_ctx = SF_MAX(max_ctx, n_ctx[r]);
+    double *att = malloc(SF_MAX(max_ctx, 1) * sizeof(double));
+    if (!att) return SF_ENOMEM;
+    for (size_t r = 0; r < rows; r++)
+        for (size_t h = 0; h < n_heads; h++) {
+            const float *qh = q + r * q_ld + h * head_dim;
+            size_t kvh = h / group;
+            double mx = -INFINITY, sum = 0;
+            for (size_t j = 0; j < n_ctx[r]; j++) {
+                const float *kj = k + kv_off[r] + j * kv_dim + kvh * head_dim;
+                double s = 0;
+                for (size_t i = 0; i < head_dim; i++) s += (double)qh[i] * kj[i];
+                att[j] = s / sqrt((double)head_dim);
+                if (att[j] > mx) mx = att[j];
+            }
+            for (size_t j = 0; j < n_ctx[r]; j++) sum += (att[j] = exp(att[j] - mx));
+            for (size_t i = 0; i < head_dim; i++) {
+                double acc = 0;
+                for (size_t j = 0; j < n_ctx[r]; j++)
+                    acc += att[j] / sum * v[kv_off[r] + j * kv_dim + kvh * head_dim + i];
+                out[r * n_heads * head_dim + h * head_dim + i] = (float)acc;
+            }
+        }
+    free(att);
+    return 0;
+}
+
+/* ---- softmax, logsumexp, add ---- */
+
+void softmax_forward(float *out, const float *inp, size_t rows, size_t n)
+{
+#pragma omp parallel for schedule(static) if (rows * n >= OPS_PAR_MIN)
+    for (size_t r = 0; r < rows; r++) {
+        const float *x = inp + r * n;
+        float *o = out + r * n;
+        float mx = -INFINITY;
+        for (size_t i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+        float sum = 0.0f;
+        for (size_t i = 0; i < n; i++) {
+            o[i] = expf(x[i] - mx);
+            sum += o[i];
+        }
+        float inv = 1.0f / sum;
+        for (size_t i = 0; i < n; i++) o[i] *= inv;
+    }
+}
+
+void softmax_forward_ref(float *out, const float *inp, size_t rows, size_t n)
+{
+    for (size_t r = 0; r < rows; r++) {
+        double lse = logsumexp(inp + r * n, n);
+        for (size_t i = 0; i < n; i++) out[r * n + i] = (float)exp(inp[r * n + i] - lse);
+    }
+}
+
+double logsumexp(const float *x, size_t n)
+{
+    if (n == 0) return -INFINITY;
+    float mx = x[0];
+    for (size_t i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    if (isinf(mx)) return mx;
+    double sum = 0;
+    for (size_t i = 0; i < n; i++) sum += exp((double)x[i] - mx);
+    return mx + log(sum);
+}
+
+void add_inplace(float *out, const float *inp, size_t n)
+{
+#pragma omp parallel for simd schedule(static) if (n >= OPS_PAR_MIN)
+    for (size_t i = 0; i < n; i++) out[i] += inp[i];
+}
