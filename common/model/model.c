@@ -12,13 +12,7 @@
 
 #include "core/core.h"
 #include "model_impl.h"
-#if __has_include("tokenizer.h")
 #include "tokenizer.h"
-#else /* until the tokenizer lands */
-#define tokenizer_free(t) ((void)(t))
-#define tokenizer_load_llama2c(p, v, t) ((void)(p), (void)(v), (void)(t), 0)
-#define tokenizer_from_gguf(g, t) ((void)(g), (void)(t), 0)
-#endif
 
 /* Bounds on a config: large enough for any real model, small enough that sizes
  * computed from them cannot overflow. */
@@ -192,7 +186,7 @@ void model_destroy(struct model **pm)
 {
     if (!pm || !*pm) return;
     struct model *m = *pm;
-    tokenizer_free(&m->tok);
+    tokenizer_destroy(&m->tok);
     free(m->layers);
     free(m->arena);
     free(m);
@@ -416,7 +410,7 @@ static int load_llama2c(const char *path, const struct model_load_opts *opts, st
         }
         tp = tpath;
     }
-    rc = tokenizer_load_llama2c(tp, (*out)->cfg.vocab_size, &(*out)->tok);
+    rc = tokenizer_load_llama2c(tp, &(*out)->tok);
     if (rc) {
         model_destroy(out);
         return rc;
@@ -437,7 +431,7 @@ int model_load(const char *path, const struct model_load_opts *opts, struct mode
     if (S_ISDIR(st.st_mode)) {
         rc = model_load_hf(path, out);
     } else {
-        char magic[4] = {0};
+        unsigned char magic[9] = {0};
         FILE *f = fopen(path, "rb");
         if (!f) {
             log_error("model_open_failed", "path=%s err=\"%s\"", path, strerror(errno));
@@ -445,9 +439,11 @@ int model_load(const char *path, const struct model_load_opts *opts, struct mode
         }
         size_t got = fread(magic, 1, sizeof magic, f);
         fclose(f);
-        if (got == 4 && !memcmp(magic, "GGUF", 4)) rc = model_load_gguf(path, out);
+        if (got >= 4 && !memcmp(magic, "GGUF", 4)) rc = model_load_gguf(path, out);
+        else if (got == 9 && magic[8] == '{' && magic[6] == 0 && magic[7] == 0)
+            rc = model_load_hf(path, out); /* safetensors: u64 header length, then JSON */
         else return load_llama2c(path, opts, out);
     }
-    if (rc == 0 && opts && opts->no_tokenizer) tokenizer_free(&(*out)->tok);
+    if (rc == 0 && opts && opts->no_tokenizer) tokenizer_destroy(&(*out)->tok);
     return rc;
 }

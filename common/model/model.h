@@ -74,7 +74,9 @@ struct model_load_opts {
  * (config.json + model.safetensors or model.safetensors.index.json shards, model_type
  * "llama"/"mistral"/"gpt2"; minGPT-style GPT-2 safetensors with [out,in] weights are
  * recognised by shape), a file starting with "GGUF" is GGUF (general.architecture
- * llama or gpt2), anything else a llama2.c legacy checkpoint. opts may be NULL.
+ * llama or gpt2), a .safetensors file is a minGPT/HF GPT-2 or Llama whose config is
+ * in the file's __metadata__ (string values, e.g. gpt-nano-sort.safetensors), anything
+ * else a llama2.c legacy checkpoint. opts may be NULL.
  * Returns 0 or SF_EIO / SF_EFORMAT / SF_ERANGE / SF_EUNSUP / SF_ENOMEM (logged). */
 int model_load(const char *path, const struct model_load_opts *opts, struct model **out);
 /* llama2.c checkpoint from memory (7 int32 header + float32 weights); no tokenizer.

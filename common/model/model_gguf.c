@@ -8,13 +8,7 @@
 #include "core/core.h"
 #include "gguf.h"
 #include "model_impl.h"
-#if __has_include("tokenizer.h")
 #include "tokenizer.h"
-#else /* until the tokenizer lands */
-#define tokenizer_free(t) ((void)(t))
-#define tokenizer_load_llama2c(p, v, t) ((void)(p), (void)(v), (void)(t), 0)
-#define tokenizer_from_gguf(g, t) ((void)(g), (void)(t), 0)
-#endif
 
 /* Reads tensor `name` of row-major shape (rows, cols) (1-D when rows == 0) into dst. */
 static int read_tensor(const struct gguf *g, const char *name, size_t rows, size_t cols,
