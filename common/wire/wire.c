@@ -1204,8 +1204,7 @@ int wire_recv(struct wire_sock *s, struct wire_msg *out, int timeout_ms)
     size_t want = has_head ? 2 : 1;
     enum wire_reject r = WIRE_REJ_NONE;
     size_t plen = 0;
-    if (total != want) r = WIRE_REJ_FRAMING;
-    if (r == WIRE_REJ_NONE && s->type == WIRE_ROUTER) {
+    if (s->type == WIRE_ROUTER) { /* ZeroMQ prepends the routing id: keep it even on reject */
         size_t idn = zmq_msg_size(&parts[0]);
         if (idn == 0 || idn > WIRE_MAX_PEER_LEN) {
             r = WIRE_REJ_FRAMING;
@@ -1214,6 +1213,7 @@ int wire_recv(struct wire_sock *s, struct wire_msg *out, int timeout_ms)
             out->peer_len = idn;
         }
     }
+    if (total != want) r = WIRE_REJ_FRAMING;
     if (r == WIRE_REJ_NONE) {
         zmq_msg_t *pm = &parts[want - 1];
         plen = zmq_msg_size(pm);
