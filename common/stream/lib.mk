@@ -1,0 +1,2 @@
+stream_DEPS := wire core
+stream_LDLIBS := -lzmq -lprotobuf-c
