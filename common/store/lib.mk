@@ -1,2 +1,1 @@
-store_DEPS := core
-store_LDLIBS := -lrocksdb
+store_DEPS : = core store_LDLIBS : = -lrocksdb
