@@ -1,1 +1,2 @@
-store_DEPS : = core store_LDLIBS : = -lrocksdb
+store_DEPS := core
+store_LDLIBS := -lrocksdb
