@@ -27,8 +27,8 @@ struct meta_entry {
 struct safetensors {
     const uint8_t *base; /* whole file / buffer */
     size_t len;
-    bool mapped; /* base is our mmap */
-    cJSON *root; /* names and metadata strings point into it */
+    bool mapped;               /* base is our mmap */
+    cJSON *root;               /* names and metadata strings point into it */
     struct st_tensor *tensors; /* in offset order */
     size_t n_tensors;
     const struct st_tensor **by_name; /* into tensors, sorted by name */
@@ -40,12 +40,11 @@ static const struct {
     const char *name;
     size_t size;
 } dtype_info[ST_DTYPE_COUNT] = {
-    [ST_BOOL] = {"BOOL", 1},    [ST_U8] = {"U8", 1},   [ST_I8] = {"I8", 1},
-    [ST_F8_E4M3] = {"F8_E4M3", 1}, [ST_F8_E5M2] = {"F8_E5M2", 1},
-    [ST_I16] = {"I16", 2},      [ST_U16] = {"U16", 2}, [ST_F16] = {"F16", 2},
-    [ST_BF16] = {"BF16", 2},    [ST_I32] = {"I32", 4}, [ST_U32] = {"U32", 4},
-    [ST_F32] = {"F32", 4},      [ST_I64] = {"I64", 8}, [ST_U64] = {"U64", 8},
-    [ST_F64] = {"F64", 8},
+    [ST_BOOL] = {"BOOL", 1},       [ST_U8] = {"U8", 1},           [ST_I8] = {"I8", 1},
+    [ST_F8_E4M3] = {"F8_E4M3", 1}, [ST_F8_E5M2] = {"F8_E5M2", 1}, [ST_I16] = {"I16", 2},
+    [ST_U16] = {"U16", 2},         [ST_F16] = {"F16", 2},         [ST_BF16] = {"BF16", 2},
+    [ST_I32] = {"I32", 4},         [ST_U32] = {"U32", 4},         [ST_F32] = {"F32", 4},
+    [ST_I64] = {"I64", 8},         [ST_U64] = {"U64", 8},         [ST_F64] = {"F64", 8},
 };
 
 const char *safetensors_dtype_name(enum st_dtype dtype)
@@ -213,8 +212,9 @@ static int parse_header(struct safetensors *st, const char *origin)
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--) n = (n << 8) | st->base[i];
     if (n > ST_MAX_HEADER) {
-        log_error("safetensors_bad_header", "src=%s header_len=%llu cap=%u reason=\"header too long\"",
-                  origin, (unsigned long long)n, ST_MAX_HEADER);
+        log_error("safetensors_bad_header",
+                  "src=%s header_len=%llu cap=%u reason=\"header too long\"", origin,
+                  (unsigned long long)n, ST_MAX_HEADER);
         return SF_ERANGE;
     }
     if (n > st->len - 8) {
@@ -287,8 +287,8 @@ static int parse_header(struct safetensors *st, const char *origin)
     for (size_t i = 0; i < st->n_tensors; i++) {
         struct st_tensor *t = &st->tensors[i];
         if (t->nbytes > 0 && t->offset < max_end) {
-            log_error("safetensors_bad_offsets", "src=%s tensor=%s reason=\"overlaps another tensor\"",
-                      origin, t->name);
+            log_error("safetensors_bad_offsets",
+                      "src=%s tensor=%s reason=\"overlaps another tensor\"", origin, t->name);
             return SF_EFORMAT;
         }
         if (t->offset + t->nbytes > max_end) max_end = t->offset + t->nbytes;
@@ -351,8 +351,8 @@ int safetensors_open(const char *path, struct safetensors **out)
     size_t len = (size_t)sb.st_size;
     if (len < 8) {
         close(fd);
-        log_error("safetensors_bad_header", "src=%s len=%zu reason=\"shorter than 8 bytes\"",
-                  path, len);
+        log_error("safetensors_bad_header", "src=%s len=%zu reason=\"shorter than 8 bytes\"", path,
+                  len);
         return SF_EFORMAT;
     }
     void *p = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -397,8 +397,10 @@ const struct st_tensor *safetensors_find(const struct safetensors *st, const cha
         const struct st_tensor *t = st->by_name[mid];
         int c = strcmp(name, t->name);
         if (c == 0) return t;
-        if (c < 0) hi = mid;
-        else lo = mid + 1;
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
     }
     return NULL;
 }
@@ -416,7 +418,9 @@ int safetensors_tensor_to_f32(const struct st_tensor *t, float *out, size_t n)
     /* memcpy per element: the data need not be aligned. */
     for (size_t i = 0; i < n; i++, p += es) {
         switch (t->dtype) {
-        case ST_F32: memcpy(&out[i], p, 4); break;
+        case ST_F32:
+            memcpy(&out[i], p, 4);
+            break;
         case ST_F64: {
             double d;
             memcpy(&d, p, 8);
@@ -435,9 +439,15 @@ int safetensors_tensor_to_f32(const struct st_tensor *t, float *out, size_t n)
             out[i] = bf16_to_f32(h);
             break;
         }
-        case ST_BOOL: out[i] = p[0] ? 1.0f : 0.0f; break;
-        case ST_U8: out[i] = (float)p[0]; break;
-        case ST_I8: out[i] = (float)(int8_t)p[0]; break;
+        case ST_BOOL:
+            out[i] = p[0] ? 1.0f : 0.0f;
+            break;
+        case ST_U8:
+            out[i] = (float)p[0];
+            break;
+        case ST_I8:
+            out[i] = (float)(int8_t)p[0];
+            break;
         case ST_I16: {
             int16_t v;
             memcpy(&v, p, 2);

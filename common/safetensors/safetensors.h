@@ -28,8 +28,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define ST_MAX_DIMS       8
-#define ST_MAX_HEADER     (100u * 1024u * 1024u) /* header JSON cap, bytes */
+#define ST_MAX_DIMS   8
+#define ST_MAX_HEADER (100u * 1024u * 1024u) /* header JSON cap, bytes */
 
 enum st_dtype {
     ST_BOOL = 0,
@@ -64,12 +64,12 @@ int safetensors_dtype_parse(const char *name, enum st_dtype *out);
 struct st_tensor {
     const char *name;
     enum st_dtype dtype;
-    size_t ndim;                  /* 0 = scalar */
-    int64_t shape[ST_MAX_DIMS];   /* shape[0..ndim) */
-    size_t numel;                 /* product of shape (1 for a scalar) */
+    size_t ndim;                /* 0 = scalar */
+    int64_t shape[ST_MAX_DIMS]; /* shape[0..ndim) */
+    size_t numel;               /* product of shape (1 for a scalar) */
     const void *data;
-    size_t nbytes;                /* numel * dtype size */
-    uint64_t offset;              /* data_offsets[0], relative to the data section */
+    size_t nbytes;   /* numel * dtype size */
+    uint64_t offset; /* data_offsets[0], relative to the data section */
 };
 
 struct safetensors;
@@ -93,8 +93,7 @@ const struct st_tensor *safetensors_find(const struct safetensors *st, const cha
  * to float32. `n` must equal the tensor's numel (else SF_EINVAL). */
 int safetensors_tensor_to_f32(const struct st_tensor *t, float *out, size_t n);
 /* The same by name: SF_NOTFOUND (positive, logged at debug only) when absent. */
-int safetensors_read_f32(const struct safetensors *st, const char *name, float *out,
-                         size_t n);
+int safetensors_read_f32(const struct safetensors *st, const char *name, float *out, size_t n);
 
 /* __metadata__: the value for `key`, or NULL. Borrowed from the handle. */
 const char *safetensors_metadata(const struct safetensors *st, const char *key);
@@ -111,8 +110,8 @@ void st_writer_destroy(struct st_writer **w);
 /* Adds a tensor whose bytes are already in `dtype`'s little-endian layout; `data` is
  * borrowed until st_writer_write() returns. Names must be unique and non-empty, and
  * not "__metadata__". ndim <= ST_MAX_DIMS; dims >= 0. */
-int st_writer_add(struct st_writer *w, const char *name, enum st_dtype dtype,
-                  const int64_t *shape, size_t ndim, const void *data);
+int st_writer_add(struct st_writer *w, const char *name, enum st_dtype dtype, const int64_t *shape,
+                  size_t ndim, const void *data);
 /* Adds float32 data stored as `dtype` (F32, F16 or BF16; converted with round to
  * nearest even while writing). `data` is borrowed until st_writer_write() returns. */
 int st_writer_add_f32(struct st_writer *w, const char *name, enum st_dtype dtype,

@@ -104,8 +104,8 @@ static int add_common(struct st_writer *w, const char *name, enum st_dtype dtype
     return SF_OK;
 }
 
-int st_writer_add(struct st_writer *w, const char *name, enum st_dtype dtype,
-                  const int64_t *shape, size_t ndim, const void *data)
+int st_writer_add(struct st_writer *w, const char *name, enum st_dtype dtype, const int64_t *shape,
+                  size_t ndim, const void *data)
 {
     return add_common(w, name, dtype, shape, ndim, data, false);
 }
@@ -114,7 +114,8 @@ int st_writer_add_f32(struct st_writer *w, const char *name, enum st_dtype dtype
                       const int64_t *shape, size_t ndim, const float *data)
 {
     if (dtype != ST_F32 && dtype != ST_F16 && dtype != ST_BF16) {
-        log_error("st_writer_add", "tensor=%s dtype=%s reason=\"float32 data can be stored as "
+        log_error("st_writer_add",
+                  "tensor=%s dtype=%s reason=\"float32 data can be stored as "
                   "F32, F16 or BF16 only\"",
                   name ? name : "", safetensors_dtype_name(dtype));
         return SF_EINVAL;
@@ -199,12 +200,13 @@ static int build_header(struct st_writer *w, struct buf *h)
         if (!first) rc = buf_putc(h, ',');
         first = false;
         rc = rc ? rc : json_str(h, t->name);
-        rc = rc ? rc : buf_printf(h, ":{\"dtype\":\"%s\",\"shape\":[",
-                                  safetensors_dtype_name(t->dtype));
+        rc = rc ? rc
+                : buf_printf(h, ":{\"dtype\":\"%s\",\"shape\":[", safetensors_dtype_name(t->dtype));
         for (size_t d = 0; rc == 0 && d < t->ndim; d++)
             rc = buf_printf(h, d ? ",%lld" : "%lld", (long long)t->shape[d]);
-        rc = rc ? rc : buf_printf(h, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
-                                  (unsigned long long)(off + t->nbytes));
+        rc = rc ? rc
+                : buf_printf(h, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
+                             (unsigned long long)(off + t->nbytes));
         off += t->nbytes;
     }
     rc = rc ? rc : buf_putc(h, '}');

@@ -28,28 +28,52 @@ static void fill(enum st_dtype dtype, void *out)
 {
     for (int64_t i = 0; i < N_EL; i++) {
         switch (dtype) {
-        case ST_F64: ((double *)out)[i] = (double)g(i) / 1237.0; break;
+        case ST_F64:
+            ((double *)out)[i] = (double)g(i) / 1237.0;
+            break;
         case ST_F32:
         case ST_F16:
-        case ST_BF16: ((float *)out)[i] = (float)((double)g(i) / 1237.0); break;
-        case ST_I64: ((int64_t *)out)[i] = g(i) * 4294967311LL; break;
-        case ST_I32: ((int32_t *)out)[i] = (int32_t)(g(i) * 1000); break;
-        case ST_I16: ((int16_t *)out)[i] = (int16_t)g(i); break;
-        case ST_I8: ((int8_t *)out)[i] = (int8_t)((i * 31 % 256) - 128); break;
-        case ST_U8: ((uint8_t *)out)[i] = (uint8_t)(i * 31 % 256); break;
-        case ST_BOOL: ((uint8_t *)out)[i] = i % 3 == 0; break;
-        case ST_U16: ((uint16_t *)out)[i] = (uint16_t)(i * 7919 % 65536); break;
-        case ST_U32: ((uint32_t *)out)[i] = (uint32_t)((uint64_t)i * 2654435761u); break;
-        case ST_U64: ((uint64_t *)out)[i] = (uint64_t)i * 11400714819323198485ull; break;
-        default: break;
+        case ST_BF16:
+            ((float *)out)[i] = (float)((double)g(i) / 1237.0);
+            break;
+        case ST_I64:
+            ((int64_t *)out)[i] = g(i) * 4294967311LL;
+            break;
+        case ST_I32:
+            ((int32_t *)out)[i] = (int32_t)(g(i) * 1000);
+            break;
+        case ST_I16:
+            ((int16_t *)out)[i] = (int16_t)g(i);
+            break;
+        case ST_I8:
+            ((int8_t *)out)[i] = (int8_t)((i * 31 % 256) - 128);
+            break;
+        case ST_U8:
+            ((uint8_t *)out)[i] = (uint8_t)(i * 31 % 256);
+            break;
+        case ST_BOOL:
+            ((uint8_t *)out)[i] = i % 3 == 0;
+            break;
+        case ST_U16:
+            ((uint16_t *)out)[i] = (uint16_t)(i * 7919 % 65536);
+            break;
+        case ST_U32:
+            ((uint32_t *)out)[i] = (uint32_t)((uint64_t)i * 2654435761u);
+            break;
+        case ST_U64:
+            ((uint64_t *)out)[i] = (uint64_t)i * 11400714819323198485ull;
+            break;
+        default:
+            break;
         }
     }
 }
 
-static const enum st_dtype all_dtypes[] = {ST_F64, ST_F32, ST_F16, ST_BF16, ST_I64, ST_I32,
-                                           ST_I16, ST_I8,  ST_U8,  ST_BOOL, ST_U16, ST_U32,
-                                           ST_U64};
-static const char *meta_value = "round trip \"quoted\" \\ \xc3\xbc" "n\xc3\xaf" "code\n\ttab";
+static const enum st_dtype all_dtypes[] = {ST_F64, ST_F32, ST_F16,  ST_BF16, ST_I64, ST_I32, ST_I16,
+                                           ST_I8,  ST_U8,  ST_BOOL, ST_U16,  ST_U32, ST_U64};
+static const char *meta_value = "round trip \"quoted\" \\ \xc3\xbc"
+                                "n\xc3\xaf"
+                                "code\n\ttab";
 
 static char tmpdir[64];
 
@@ -169,8 +193,10 @@ static void test_round_trip(void)
     char script[512], cmd[1024];
     snprintf(script, sizeof(script), "%s", __FILE__);
     char *slash = strrchr(script, '/');
-    if (slash) snprintf(slash + 1, sizeof(script) - (size_t)(slash + 1 - script), "st_verify.py");
-    else snprintf(script, sizeof(script), "st_verify.py");
+    if (slash)
+        snprintf(slash + 1, sizeof(script) - (size_t)(slash + 1 - script), "st_verify.py");
+    else
+        snprintf(script, sizeof(script), "st_verify.py");
     struct stat sb;
     if (stat(script, &sb) != 0 || system("python3 -c '' 2>/dev/null") != 0) {
         printf("note: %s or python3 missing, independent check skipped\n", script);
@@ -322,7 +348,8 @@ static void test_validation(void)
     }
     /* conversions refuse a size mismatch and F8 */
     size_t len;
-    uint8_t *f8 = mk("{\"a\":{\"dtype\":\"F8_E4M3\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2, &len);
+    uint8_t *f8 =
+        mk("{\"a\":{\"dtype\":\"F8_E4M3\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2, &len);
     CHECK_EQ_INT(safetensors_open_mem(f8, len, &st), 0);
     float out[2];
     CHECK(safetensors_read_f32(st, "a", out, 2) == SF_EUNSUP);
@@ -343,40 +370,175 @@ static const struct {
     {"transformer.wpe.weight", 2, {11, 48}, 0.0131315198f, -0.127455249f, 0.74486511925351806},
     {"transformer.h.0.ln_1.weight", 1, {48, 0}, 1.01462543f, 0.978669822f, 48.025936663150787},
     {"transformer.h.0.ln_1.bias", 1, {48, 0}, 0.0019145431f, -0.0180039387f, 0.0071482320781797171},
-    {"transformer.h.0.attn.c_attn.weight", 2, {144, 48}, 0.0254641157f, 0.00246590027f, -2.074041436009793},
-    {"transformer.h.0.attn.c_attn.bias", 1, {144, 0}, -0.0570452288f, 0.00806093682f, -0.28629082230418135},
-    {"transformer.h.0.attn.c_proj.weight", 2, {48, 48}, -0.015179229f, 0.00358359376f, 0.082137200679426314},
-    {"transformer.h.0.attn.c_proj.bias", 1, {48, 0}, 0.00242566736f, 0.000167546561f, -0.017344457155559212},
+    {"transformer.h.0.attn.c_attn.weight",
+     2,
+     {144, 48},
+     0.0254641157f,
+     0.00246590027f,
+     -2.074041436009793},
+    {"transformer.h.0.attn.c_attn.bias",
+     1,
+     {144, 0},
+     -0.0570452288f,
+     0.00806093682f,
+     -0.28629082230418135},
+    {"transformer.h.0.attn.c_proj.weight",
+     2,
+     {48, 48},
+     -0.015179229f,
+     0.00358359376f,
+     0.082137200679426314},
+    {"transformer.h.0.attn.c_proj.bias",
+     1,
+     {48, 0},
+     0.00242566736f,
+     0.000167546561f,
+     -0.017344457155559212},
     {"transformer.h.0.ln_2.weight", 1, {48, 0}, 0.982989788f, 1.02367544f, 47.981860518455505},
-    {"transformer.h.0.ln_2.bias", 1, {48, 0}, -0.0282161999f, 0.0012000635f, -0.0050613403582246974},
-    {"transformer.h.0.mlp.c_fc.weight", 2, {192, 48}, 0.0118775908f, -0.0260763355f, 5.0532806829887704},
-    {"transformer.h.0.mlp.c_fc.bias", 1, {192, 0}, -0.00464963401f, 0.0072673657f, -0.4198292459041113},
-    {"transformer.h.0.mlp.c_proj.weight", 2, {48, 192}, -0.0417064168f, 0.00155860244f, -0.77470807291319943},
-    {"transformer.h.0.mlp.c_proj.bias", 1, {48, 0}, 0.0162313841f, 0.00917338952f, 0.036865976377157494},
+    {"transformer.h.0.ln_2.bias",
+     1,
+     {48, 0},
+     -0.0282161999f,
+     0.0012000635f,
+     -0.0050613403582246974},
+    {"transformer.h.0.mlp.c_fc.weight",
+     2,
+     {192, 48},
+     0.0118775908f,
+     -0.0260763355f,
+     5.0532806829887704},
+    {"transformer.h.0.mlp.c_fc.bias",
+     1,
+     {192, 0},
+     -0.00464963401f,
+     0.0072673657f,
+     -0.4198292459041113},
+    {"transformer.h.0.mlp.c_proj.weight",
+     2,
+     {48, 192},
+     -0.0417064168f,
+     0.00155860244f,
+     -0.77470807291319943},
+    {"transformer.h.0.mlp.c_proj.bias",
+     1,
+     {48, 0},
+     0.0162313841f,
+     0.00917338952f,
+     0.036865976377157494},
     {"transformer.h.1.ln_1.weight", 1, {48, 0}, 0.98775202f, 0.975660741f, 47.629213273525238},
     {"transformer.h.1.ln_1.bias", 1, {48, 0}, 0.00147696864f, -0.024849955f, 0.0752020166546572},
-    {"transformer.h.1.attn.c_attn.weight", 2, {144, 48}, -0.0368477702f, 0.00518786721f, -1.4179769513903011},
-    {"transformer.h.1.attn.c_attn.bias", 1, {144, 0}, 0.000315153942f, 0.00939158443f, 0.020170078746332365},
-    {"transformer.h.1.attn.c_proj.weight", 2, {48, 48}, 0.0227980297f, -0.00818349607f, 0.18597100680926815},
-    {"transformer.h.1.attn.c_proj.bias", 1, {48, 0}, 0.0297390558f, 0.00840673782f, 0.057166509777744068},
+    {"transformer.h.1.attn.c_attn.weight",
+     2,
+     {144, 48},
+     -0.0368477702f,
+     0.00518786721f,
+     -1.4179769513903011},
+    {"transformer.h.1.attn.c_attn.bias",
+     1,
+     {144, 0},
+     0.000315153942f,
+     0.00939158443f,
+     0.020170078746332365},
+    {"transformer.h.1.attn.c_proj.weight",
+     2,
+     {48, 48},
+     0.0227980297f,
+     -0.00818349607f,
+     0.18597100680926815},
+    {"transformer.h.1.attn.c_proj.bias",
+     1,
+     {48, 0},
+     0.0297390558f,
+     0.00840673782f,
+     0.057166509777744068},
     {"transformer.h.1.ln_2.weight", 1, {48, 0}, 0.961528301f, 1.02910948f, 48.550518929958344},
-    {"transformer.h.1.ln_2.bias", 1, {48, 0}, -0.0196927618f, 0.00453743804f, -0.0026918373332591727},
-    {"transformer.h.1.mlp.c_fc.weight", 2, {192, 48}, 0.00991958193f, -0.0175082143f, 1.3396709529642976},
-    {"transformer.h.1.mlp.c_fc.bias", 1, {192, 0}, -0.0207507927f, -0.024129428f, -1.1281202031459543},
-    {"transformer.h.1.mlp.c_proj.weight", 2, {48, 192}, -0.0145846512f, 0.0039272937f, -2.0908894387130204},
-    {"transformer.h.1.mlp.c_proj.bias", 1, {48, 0}, 0.029617019f, 0.0012437338f, 0.013081792334560305},
+    {"transformer.h.1.ln_2.bias",
+     1,
+     {48, 0},
+     -0.0196927618f,
+     0.00453743804f,
+     -0.0026918373332591727},
+    {"transformer.h.1.mlp.c_fc.weight",
+     2,
+     {192, 48},
+     0.00991958193f,
+     -0.0175082143f,
+     1.3396709529642976},
+    {"transformer.h.1.mlp.c_fc.bias",
+     1,
+     {192, 0},
+     -0.0207507927f,
+     -0.024129428f,
+     -1.1281202031459543},
+    {"transformer.h.1.mlp.c_proj.weight",
+     2,
+     {48, 192},
+     -0.0145846512f,
+     0.0039272937f,
+     -2.0908894387130204},
+    {"transformer.h.1.mlp.c_proj.bias",
+     1,
+     {48, 0},
+     0.029617019f,
+     0.0012437338f,
+     0.013081792334560305},
     {"transformer.h.2.ln_1.weight", 1, {48, 0}, 1.01512194f, 0.961570203f, 47.828215539455414},
     {"transformer.h.2.ln_1.bias", 1, {48, 0}, 0.0172331035f, 0.0169767868f, 0.084152308118063956},
-    {"transformer.h.2.attn.c_attn.weight", 2, {144, 48}, 0.0282691028f, 0.0168102719f, -1.907291225343215},
-    {"transformer.h.2.attn.c_attn.bias", 1, {144, 0}, 0.0352362506f, 0.00748258596f, 0.097637462342959225},
-    {"transformer.h.2.attn.c_proj.weight", 2, {48, 48}, 0.0447274856f, 0.0218213275f, 0.38238602760338836},
-    {"transformer.h.2.attn.c_proj.bias", 1, {48, 0}, 0.0578433834f, 0.00298836688f, 0.028782985013094731},
+    {"transformer.h.2.attn.c_attn.weight",
+     2,
+     {144, 48},
+     0.0282691028f,
+     0.0168102719f,
+     -1.907291225343215},
+    {"transformer.h.2.attn.c_attn.bias",
+     1,
+     {144, 0},
+     0.0352362506f,
+     0.00748258596f,
+     0.097637462342959225},
+    {"transformer.h.2.attn.c_proj.weight",
+     2,
+     {48, 48},
+     0.0447274856f,
+     0.0218213275f,
+     0.38238602760338836},
+    {"transformer.h.2.attn.c_proj.bias",
+     1,
+     {48, 0},
+     0.0578433834f,
+     0.00298836688f,
+     0.028782985013094731},
     {"transformer.h.2.ln_2.weight", 1, {48, 0}, 0.979087532f, 1.0484134f, 49.127260267734528},
-    {"transformer.h.2.ln_2.bias", 1, {48, 0}, -0.0144564221f, 0.000270289311f, 0.058219688246026635},
-    {"transformer.h.2.mlp.c_fc.weight", 2, {192, 48}, 0.00854878593f, -0.00979204755f, -0.43264276042555139},
-    {"transformer.h.2.mlp.c_fc.bias", 1, {192, 0}, 0.0072054239f, -0.0176852774f, -1.0612052727228729},
-    {"transformer.h.2.mlp.c_proj.weight", 2, {48, 192}, 0.024762135f, 0.015527077f, 1.5503348826332513},
-    {"transformer.h.2.mlp.c_proj.bias", 1, {48, 0}, 0.0393576548f, -0.00682950066f, -0.015311383991502225},
+    {"transformer.h.2.ln_2.bias",
+     1,
+     {48, 0},
+     -0.0144564221f,
+     0.000270289311f,
+     0.058219688246026635},
+    {"transformer.h.2.mlp.c_fc.weight",
+     2,
+     {192, 48},
+     0.00854878593f,
+     -0.00979204755f,
+     -0.43264276042555139},
+    {"transformer.h.2.mlp.c_fc.bias",
+     1,
+     {192, 0},
+     0.0072054239f,
+     -0.0176852774f,
+     -1.0612052727228729},
+    {"transformer.h.2.mlp.c_proj.weight",
+     2,
+     {48, 192},
+     0.024762135f,
+     0.015527077f,
+     1.5503348826332513},
+    {"transformer.h.2.mlp.c_proj.bias",
+     1,
+     {48, 0},
+     0.0393576548f,
+     -0.00682950066f,
+     -0.015311383991502225},
     {"transformer.ln_f.weight", 1, {48, 0}, 1.10787368f, 1.20995343f, 56.887646555900574},
     {"transformer.ln_f.bias", 1, {48, 0}, 0.00572339725f, 0.0296654496f, 0.073683778027771041},
     {"lm_head.weight", 2, {3, 48}, 0.131876603f, -0.225180015f, 0.29240013399976306},
