@@ -1,0 +1,2 @@
+http_DEPS := core
+http_LDLIBS := -lmicrohttpd -lcjson
