@@ -177,7 +177,7 @@ fuzz_objs = $(foreach l,$(call lib_closure,$(1)),$(patsubst %.c,$(FUZZ_BUILD)/ob
 
 $(FUZZ_BUILD)/obj/%.o: %.c $(patsubst $(BUILD)/%,$(FUZZ_BUILD)/%,$(PROTO_H))
 	@mkdir -p $(@D)
-	$(CLANG) $(subst $(BUILD)/gen,$(FUZZ_BUILD)/gen,$(CPPFLAGS_ALL)) -DSAEFLOW_FUZZ=1 $(FUZZ_CFLAGS) -MMD -MP -c $< -o $@
+	$(CLANG) $(subst $(BUILD)/gen,$(FUZZ_BUILD)/gen,$(filter-out -DSAEFLOW_CUDA=1,$(CPPFLAGS_ALL))) -DSAEFLOW_FUZZ=1 $(FUZZ_CFLAGS) -MMD -MP -c $< -o $@
 $(FUZZ_BUILD)/obj/gen/%.o: $(FUZZ_BUILD)/gen/%.c
 	@mkdir -p $(@D)
 	$(CLANG) $(subst $(BUILD)/gen,$(FUZZ_BUILD)/gen,$(CPPFLAGS_ALL)) -std=c11 -O1 -g $(FUZZ_SAN) -c $< -o $@
