@@ -1,11 +1,12 @@
 /* record: versioned, checksummed store values and their field codecs (see record.h). */
 #include "store/record.h"
 
+#include <pthread.h>
 #include <string.h>
 
 /* ---- CRC32C: table-driven, slice-by-8, table built once on first use ---- */
 static uint32_t crc_table[8][256];
-static int crc_ready;
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
 
 static void crc_init(void)
 {
@@ -21,13 +22,11 @@ static void crc_init(void)
             crc_table[t][i] = c;
         }
     }
-    __atomic_store_n(&crc_ready, 1, __ATOMIC_RELEASE);
 }
 
 uint32_t record_crc32c(uint32_t crc, const void *data, size_t n)
 {
-    /* Racing first callers compute identical tables; the writes are idempotent. */
-    if (!__atomic_load_n(&crc_ready, __ATOMIC_ACQUIRE)) crc_init();
+    pthread_once(&crc_once, crc_init);
     const uint8_t *p = data;
     uint32_t c = ~crc;
     while (n >= 8) {
