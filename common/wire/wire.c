@@ -759,6 +759,31 @@ static size_t lim_budget(const struct wire_limits *lim)
     return lim && lim->alloc_budget ? lim->alloc_budget : WIRE_DEFAULT_ALLOC_BUDGET;
 }
 
+/* protobuf-c keeps unknown fields and accepts a non-minimal varint key for field
+ * number 0, which it cannot read back once re-encoded: such frames are invalid
+ * protobuf, so they are refused here (so are field numbers beyond 2^29 - 1). */
+static bool unknown_ok(const ProtobufCMessage *m)
+{
+    for (unsigned i = 0; i < m->n_unknown_fields; i++)
+        if (m->unknown_fields[i].tag == 0 || m->unknown_fields[i].tag > 536870911u) return false;
+    return true;
+}
+
+static bool unknown_tree_ok(const Saeflow__Frame *f, enum wire_kind kind, const void *body)
+{
+    if (!unknown_ok(&f->base) || !unknown_ok(body)) return false;
+    if (kind == WIRE_ACK) {
+        const Saeflow__Ack *a = body;
+        for (size_t i = 0; i < a->n_ranges; i++)
+            if (a->ranges[i] && !unknown_ok(&a->ranges[i]->base)) return false;
+    } else if (kind == WIRE_METRICS) {
+        const Saeflow__TrainMetrics *t = body;
+        for (size_t i = 0; i < t->n_extra; i++)
+            if (t->extra[i] && !unknown_ok(&t->extra[i]->base)) return false;
+    }
+    return true;
+}
+
 /* Decode + validate. With `borrow`, batch activations may point into buf (which must
  * outlive out); *borrowed says whether they do. Returns the rejection reason. */
 static enum wire_reject decode(const uint8_t *buf, size_t len, const struct wire_limits *lim,
@@ -809,6 +834,7 @@ static enum wire_reject decode(const uint8_t *buf, size_t len, const struct wire
     default: break;
     }
     if (!body) return WIRE_REJ_NO_BODY;
+    if (!unknown_tree_ok(pv->frame, kind, body)) return WIRE_REJ_UNPACK;
     enum wire_reject r = wire_validate(kind, body);
     if (r != WIRE_REJ_NONE) return r;
     out->kind = kind;
