@@ -25,7 +25,9 @@
  *
  * Threads: a store may be used from several threads at once (get, put, delete,
  * batch commits, new iterators); one batch or iterator belongs to one thread.
- * Never fork() while a store is open and then use it in the child.
+ * fork(): RocksDB's background threads do not survive it. A child that is to use
+ * RocksDB must be a fresh exec'd program (or fork before the parent's first open),
+ * never a bare fork of a process that has opened a store.
  *
  * Ownership: store_get() returns a malloc'd value the caller frees with
  * store_free() (or free()); iterator keys/values are borrowed until the iterator
@@ -62,7 +64,8 @@ struct store_opts {
  * families cfs[0..n_cfs) (unique names; "default" may be listed or not).
  * Returns 0 and *out, SF_NOTFOUND (*out NULL) when there is no database at `path`
  * and STORE_CREATE is not set, SF_ESTATE when another owner holds the LOCK,
- * or another negative code. Without STORE_CREATE a listed column family must exist. */
+ * or another negative code. Without STORE_CREATE a listed column family must exist
+ * (else SF_EINVAL). A missing database is logged as a warning, not an error. */
 int store_open(struct store **out, const char *path, const char *const *cfs, size_t n_cfs,
                int flags);
 int store_open_opts(struct store **out, const char *path, const char *const *cfs, size_t n_cfs,
@@ -74,7 +77,8 @@ int store_open_opts(struct store **out, const char *path, const char *const *cfs
 int store_open_secondary(struct store **out, const char *path, const char *secondary_path,
                          const char *const *cfs, size_t n_cfs);
 /* Secondary only: replays what the primary has written since the last catch-up
- * (WAL and MANIFEST). Existing iterators keep their old view. */
+ * (WAL and MANIFEST). Existing iterators keep their old view. On failure the old
+ * view stays readable; a polling reader just tries again on its next tick. */
 int store_catch_up(struct store *s);
 /* Closes and frees; NULL-safe; nulls *s. Unsynced writes stay in the WAL. */
 void store_close(struct store **s);
