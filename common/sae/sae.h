@@ -65,4 +65,31 @@ void sae_destroy(struct sae **sae);
 int sae_encode_ref(const struct sae *sae, const float *x, float *z);
 void sae_decode_ref(const struct sae *sae, const float *z, float *x_hat);
 
+/* ---- fast inference (threads over tokens; the encoder is one GEMM per chunk) ----
+ * x is (B, d_in) raw activations (the SAE applies norm_scale itself).
+ *
+ * sae_encode: per token, the active latents as (index, value) pairs, largest value
+ * first, at most max_per_token of them (topk: the k largest pre-activations, ReLU'd,
+ * zeros dropped; batchtopk/jumprelu: a_i > threshold_i and a_i > 0; standard:
+ * a_i > 0). When more than max_per_token latents are active, the largest are kept.
+ *   idx, val: (B, max_per_token); count: (B). Returns 0 or SF_ENOMEM / SF_EINVAL.
+ * sae_encode_dense: z (B, n), zeros where inactive (same rule, no cap).
+ * sae_decode: x_hat (B, d_in) from the sparse codes of sae_encode.
+ * sae_forward: x_hat (B, d_in) from x (encode + decode, no cap on active latents).
+ * All allocate only their own scratch (a chunk of pre-activations) and free it. */
+int sae_encode(const struct sae *sae, const float *x, size_t B, size_t max_per_token,
+               uint32_t *idx, float *val, uint32_t *count);
+int sae_encode_dense(const struct sae *sae, const float *x, size_t B, float *z);
+void sae_decode(const struct sae *sae, const uint32_t *idx, const float *val,
+                const uint32_t *count, size_t max_per_token, size_t B, float *x_hat);
+int sae_forward(const struct sae *sae, const float *x, size_t B, float *x_hat);
+
+/* Folds norm_scale into the weights (W_enc *= s, W_dec /= s, b_dec /= s, s = 1), so
+ * that the SAE reads raw activations; pre-activations, codes and x_hat are unchanged. */
+void sae_fold_norm(struct sae *sae);
+/* Deep copy (NULL on OOM). Free with sae_destroy(). */
+struct sae *sae_clone(const struct sae *sae);
+/* Rescales every decoder row to unit L2 norm (rows of norm 0 are left alone). */
+void sae_normalize_decoder(struct sae *sae);
+
 #endif
