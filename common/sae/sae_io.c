@@ -1025,6 +1025,14 @@ static int check_replaceable(const char *final, const char *const *allowed)
 static int install_dir(const char *tmp, const char *final, const char *const *allowed)
 {
     struct stat st;
+    /* mkdtemp and the atomic file writers create owner-only modes; an export is meant
+     * to be shared (uploads, a web UI under another user) */
+    if (chmod(tmp, 0755) != 0) return export_fail(SF_EIO, final, "chmod: %s", strerror(errno));
+    for (size_t i = 0; allowed[i]; i++) {
+        char p[PATH_MAX];
+        if (path_join(p, sizeof p, tmp, allowed[i]) && is_file(p) && chmod(p, 0644) != 0)
+            return export_fail(SF_EIO, final, "chmod: %s", strerror(errno));
+    }
     if (file_fsync_dir(tmp) != 0) return export_fail(SF_EIO, final, "fsync of %s failed", tmp);
     if (lstat(final, &st) != 0) {
         if (errno != ENOENT) return export_fail(SF_EIO, final, "stat: %s", strerror(errno));

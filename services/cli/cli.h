@@ -13,5 +13,6 @@ struct cli_cmd {
 
 /* One declaration per command file. */
 int cmd_version(int argc, char **argv);
+int cmd_sae_info(int argc, char **argv); /* cmd_sae.c */
 
 #endif

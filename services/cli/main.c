@@ -8,6 +8,7 @@
 
 static const struct cli_cmd commands[] = {
     {"version", NULL, cmd_version, "print the version"},
+    {"sae", "info", cmd_sae_info, "describe a SAELens or sparsify SAE directory"},
 };
 
 static void usage(FILE *f)

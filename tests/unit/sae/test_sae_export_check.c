@@ -35,7 +35,7 @@ static const struct ecase cases[] = {
 
 static int write_floats(const char *dir, const char *name, const float *v, size_t n)
 {
-    char p[1024];
+    char p[4096];
     snprintf(p, sizeof p, "%s/%s", dir, name);
     return file_write_atomic(p, v, n * sizeof *v);
 }
@@ -70,7 +70,7 @@ static int run_case(const struct ecase *c, const char *dir, uint64_t seed)
     }
     for (size_t i = 0; i < n; i++) dens[i] = -(float)(i % 11) * 0.7f;
 
-    char sae_dir[1024];
+    char sae_dir[4096];
     snprintf(sae_dir, sizeof sae_dir, "%s/sae", dir);
     if (!rc) rc = file_mkdirs(dir, 0755);
     if (!rc) rc = !strcmp(c->layout, "sparsify") ? sae_io_export_sparsify(s, sae_dir)
@@ -93,7 +93,7 @@ static int run_case(const struct ecase *c, const char *dir, uint64_t seed)
                          c->name, c->layout, arch, B, d, n, k, c->sparsity ? "true" : "false",
                          s->meta.model_name, s->meta.hook_name, (long long)s->meta.hook_layer,
                          (long long)s->meta.context_size, s->meta.dataset_path);
-        char p[1024];
+        char p[4096];
         snprintf(p, sizeof p, "%s/case.json", dir);
         rc = (w > 0 && (size_t)w < sizeof js) ? file_write_atomic(p, js, (size_t)w) : SF_EINVAL;
     }
@@ -104,7 +104,7 @@ static int run_case(const struct ecase *c, const char *dir, uint64_t seed)
 /* check_saelens.py beside this file, as the build names it, or from the repo root. */
 static const char *script_path(void)
 {
-    static char p[1024];
+    static char p[4096];
     const char *src = __FILE__;
     const char *slash = strrchr(src, '/');
     snprintf(p, sizeof p, "%.*s/check_saelens.py", slash ? (int)(slash - src) : 1,
@@ -117,6 +117,29 @@ static const char *script_path(void)
 int main(void)
 {
     log_init("test_sae_export_check", LOG_LOGFMT, LOG_WARN);
+    /* SAE_EXPORT_DIR=<dir> exports there and keeps the files (tests/integration) */
+    const char *keep = getenv("SAE_EXPORT_DIR");
+    char root[512];
+    if (keep && *keep) {
+        snprintf(root, sizeof root, "%s", keep);
+        if (file_mkdirs(root, 0755) != 0) {
+            fprintf(stderr, "cannot create %s\n", root);
+            return 1;
+        }
+    } else {
+        snprintf(root, sizeof root, "/tmp/test_sae_export_check.XXXXXX");
+        if (!mkdtemp(root)) {
+            perror("mkdtemp");
+            return 1;
+        }
+    }
+    char dirs[SF_ARRAY_LEN(cases)][600];
+    for (size_t i = 0; i < SF_ARRAY_LEN(cases); i++) {
+        snprintf(dirs[i], sizeof dirs[i], "%s/%s", root, cases[i].name);
+        int rc = run_case(&cases[i], dirs[i], 1000 + i);
+        CHECK_MSG(rc == 0, "%s: export failed: %s", cases[i].name, sf_strerror(rc));
+    }
+
     /* the first python3 that has numpy: $SAEFLOW_PYTHON, python3 on PATH, Debian's */
     const char *candidates[] = {getenv("SAEFLOW_PYTHON"), "python3", "/usr/bin/python3"};
     const char *py = NULL;
@@ -126,35 +149,30 @@ int main(void)
         snprintf(probe, sizeof probe, "'%s' -c 'import numpy' >/dev/null 2>&1", candidates[i]);
         if (system(probe) == 0) py = candidates[i];
     }
+    const char *script = script_path();
+    int result;
     if (!py) {
         printf("skip: no python3 with numpy (set SAEFLOW_PYTHON)\n");
-        return TEST_SKIP;
+        result = check_failures_ ? check_exit() : TEST_SKIP;
+    } else {
+        CHECK_MSG(script != NULL, "check_saelens.py not found (run from the repository root)");
+        if (script) {
+            struct buf cmd;
+            buf_init(&cmd, 1 << 16);
+            buf_printf(&cmd, "'%s' '%s'", py, script);
+            for (size_t i = 0; i < SF_ARRAY_LEN(cases); i++) buf_printf(&cmd, " '%s'", dirs[i]);
+            fflush(stdout);
+            int st = system(cmd.data);
+            CHECK_MSG(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                      "check_saelens.py failed (status %d)", st);
+            buf_fini(&cmd);
+        }
+        result = check_exit();
     }
-    const char *script = script_path();
-    CHECK_MSG(script != NULL, "check_saelens.py not found (run from the repository root)");
-    if (!script) return check_exit();
-    char root[] = "/tmp/test_sae_export_check.XXXXXX";
-    if (!mkdtemp(root)) {
-        perror("mkdtemp");
-        return 1;
+    if (!(keep && *keep) && check_failures_ == 0) {
+        char rm[600];
+        snprintf(rm, sizeof rm, "rm -rf '%s'", root);
+        if (system(rm) != 0) fprintf(stderr, "could not remove %s\n", root);
     }
-    struct buf cmd;
-    buf_init(&cmd, 1 << 16);
-    buf_printf(&cmd, "'%s' '%s'", py, script);
-    for (size_t i = 0; i < SF_ARRAY_LEN(cases); i++) {
-        char dir[512];
-        snprintf(dir, sizeof dir, "%s/%s", root, cases[i].name);
-        int rc = run_case(&cases[i], dir, 1000 + i);
-        CHECK_MSG(rc == 0, "%s: export failed: %s", cases[i].name, sf_strerror(rc));
-        buf_printf(&cmd, " '%s'", dir);
-    }
-    fflush(stdout);
-    int st = system(cmd.data);
-    CHECK_MSG(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
-              "check_saelens.py failed (status %d)", st);
-    buf_fini(&cmd);
-    char rm[600];
-    snprintf(rm, sizeof rm, "rm -rf '%s'", root);
-    if (check_failures_ == 0 && !getenv("SAE_EXPORT_KEEP") && system(rm) != 0) fprintf(stderr, "could not remove %s\n", root);
-    return check_exit();
+    return result;
 }

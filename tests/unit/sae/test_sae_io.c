@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../../support/check.h"
@@ -138,6 +139,13 @@ static void test_roundtrip_saelens(void)
         CHECK(s == NULL);
     }
     CHECK(no_staging_left(root));
+    /* exports are readable by others (mkdtemp alone would leave 0700) */
+    char dir[512], f[600];
+    struct stat st;
+    snprintf(dir, sizeof dir, "%s/saelens_topk", root);
+    CHECK(stat(dir, &st) == 0 && (st.st_mode & 0777) == 0755);
+    path2(f, sizeof f, dir, SAE_IO_SAELENS_WEIGHTS);
+    CHECK(stat(f, &st) == 0 && (st.st_mode & 0777) == 0644);
 }
 
 /* The exported SAE computes on raw x what the original computes with its norm_scale. */
@@ -668,6 +676,118 @@ static void test_sparsify_errors(void)
     CHECK(s == NULL);
 }
 
+/* ---- seed corpora for the fuzz targets (SAEFLOW_WRITE_CORPUS=<dir>) ---- */
+
+static void corpus_file(const char *dir, const char *target, const char *name, const void *data,
+                        size_t len)
+{
+    char d[600], p[700];
+    snprintf(d, sizeof d, "%s/%s", dir, target);
+    file_mkdirs(d, 0755);
+    snprintf(p, sizeof p, "%s/%s", d, name);
+    CHECK_EQ_INT(file_write_atomic(p, data, len), 0);
+}
+
+/* One sae_weights seed: mode byte, u16 cfg length, cfg, weights file bytes. */
+static void weights_seed(const char *dir, const char *name, uint8_t mode, const char *cfg,
+                         const char *weights_path, size_t cut)
+{
+    char *w = NULL;
+    size_t wl = 0;
+    CHECK_EQ_INT(file_read_all(weights_path, 1 << 20, &w, &wl), 0);
+    if (!w) return;
+    if (cut && cut < wl) wl = cut;
+    size_t cl = cfg ? strlen(cfg) : 0;
+    uint8_t *buf = malloc(3 + cl + wl);
+    if (!buf) {
+        free(w);
+        return;
+    }
+    size_t off = 0;
+    buf[off++] = mode;
+    if (!(mode & 2)) {
+        buf[off++] = (uint8_t)(cl & 0xff);
+        buf[off++] = (uint8_t)(cl >> 8);
+        memcpy(buf + off, cfg, cl);
+        off += cl;
+    }
+    memcpy(buf + off, w, wl);
+    corpus_file(dir, "sae_weights", name, buf, off + wl);
+    free(buf);
+    free(w);
+}
+
+static void write_corpus(const char *dir)
+{
+    char sub[600], p[700];
+    const enum sae_arch archs[] = {SAE_TOPK, SAE_JUMPRELU, SAE_STANDARD};
+    for (size_t a = 0; a < 3; a++) {
+        struct sae *s = random_sae(archs[a], 4, 8, 2, 50 + a);
+        if (!s) continue;
+        snprintf(sub, sizeof sub, "%s/.saelens_%zu", root, a);
+        CHECK_EQ_INT(sae_io_export_saelens(s, sub, NULL), 0);
+        char *cfg = NULL;
+        size_t cl = 0;
+        snprintf(p, sizeof p, "%s/cfg.json", sub);
+        CHECK_EQ_INT(file_read_all(p, 1 << 20, &cfg, &cl), 0);
+        char name[64];
+        snprintf(name, sizeof name, "export_%s", sae_arch_name(archs[a]));
+        if (cfg) corpus_file(dir, "saelens_cfg", name, cfg, cl);
+        snprintf(p, sizeof p, "%s/sae_weights.safetensors", sub);
+        snprintf(name, sizeof name, "saelens_%s", sae_arch_name(archs[a]));
+        weights_seed(dir, name, 0, cfg, p, 0);
+        snprintf(name, sizeof name, "saelens_%s_cut", sae_arch_name(archs[a]));
+        weights_seed(dir, name, 0, cfg, p, 100);
+        snprintf(name, sizeof name, "builtin_saelens_%s", sae_arch_name(archs[a]));
+        weights_seed(dir, name, (uint8_t)(2 | (a << 2)), NULL, p, 0);
+        free(cfg);
+        sae_destroy(&s);
+    }
+    struct sae *s = random_sae(SAE_TOPK, 4, 8, 2, 60);
+    if (s) {
+        snprintf(s->meta.hook_name, sizeof s->meta.hook_name, "layers.0");
+        snprintf(sub, sizeof sub, "%s/.sparsify", root);
+        CHECK_EQ_INT(sae_io_export_sparsify(s, sub), 0);
+        char *cfg = NULL;
+        size_t cl = 0;
+        snprintf(p, sizeof p, "%s/layers.0/cfg.json", sub);
+        CHECK_EQ_INT(file_read_all(p, 1 << 20, &cfg, &cl), 0);
+        if (cfg) corpus_file(dir, "saelens_cfg", "export_sparsify", cfg, cl);
+        snprintf(p, sizeof p, "%s/layers.0/sae.safetensors", sub);
+        weights_seed(dir, "sparsify", 1, cfg, p, 0);
+        weights_seed(dir, "builtin_sparsify", 3, NULL, p, 0);
+        free(cfg);
+        sae_destroy(&s);
+    }
+    static const struct {
+        const char *name, *text;
+    } cfgs[] = {
+        {"v6_metadata", "{\"architecture\": \"jumprelu\", \"d_in\": 64, \"d_sae\": 512, \"dtype\":"
+                        " \"bfloat16\", \"reshape_activations\": \"hook_z\", \"metadata\":"
+                        " {\"sae_lens_version\": \"6.12.1\", \"model_name\": \"gpt2\", \"hook_name\":"
+                        " \"blocks.7.attn.hook_z\", \"context_size\": 128, \"prepend_bos\": false,"
+                        " \"exclude_special_tokens\": [50256], \"hook_head_index\": 3}}"},
+        {"pre6", "{\"architecture\": \"standard\", \"d_in\": 8, \"d_sae\": 16, \"hook_name\":"
+                 " \"blocks.2.hook_resid_pre\", \"hook_layer\": 2, \"sae_lens_version\": \"3.1.0\","
+                 " \"normalize_activations\": false, \"apply_b_dec_to_input\": false}"},
+        {"rescale", "{\"architecture\": \"topk\", \"d_in\": 8, \"d_sae\": 16, \"k\": 2,"
+                    " \"rescale_acts_by_decoder_norm\": true}"},
+        {"norm", "{\"architecture\": \"topk\", \"d_in\": 8, \"d_sae\": 16, \"k\": 2,"
+                 " \"normalize_activations\": \"layer_norm\"}"},
+        {"dup_key", "{\"architecture\": \"topk\", \"d_in\": 8, \"d_in\": 9, \"d_sae\": 16, \"k\": 2}"},
+        {"bad_number", "{\"architecture\": \"topk\", \"d_in\": 1e300, \"d_sae\": -1, \"k\": 2.5}"},
+        {"truncated", "{\"architecture\": \"topk\", \"d_in\": 8, \"metadata\": {\"model_na"},
+        {"nested", "{\"metadata\": {\"a\": [[[[[[[[[[{}]]]]]]]]]]}, \"architecture\": \"gated\"}"},
+        {"sparsify_ef", "{\"activation\": \"topk\", \"expansion_factor\": 4, \"num_latents\": 0,"
+                        " \"k\": 8, \"d_in\": 16, \"multi_topk\": true}"},
+        {"sparsify_groupmax", "{\"activation\": \"groupmax\", \"num_latents\": 64, \"k\": 8,"
+                              " \"d_in\": 16, \"skip_connection\": true}"},
+        {"trailing", "{\"architecture\": \"standard\", \"d_in\": 8, \"d_sae\": 16} {}"},
+    };
+    for (size_t i = 0; i < SF_ARRAY_LEN(cfgs); i++)
+        corpus_file(dir, "saelens_cfg", cfgs[i].name, cfgs[i].text, strlen(cfgs[i].text));
+}
+
 int main(void)
 {
     log_init("test_sae_io", LOG_LOGFMT, LOG_ERROR);
@@ -689,6 +809,8 @@ int main(void)
     test_no_b_dec_input();
     test_parse_cfg();
     test_sparsify_errors();
+    const char *corpus = getenv("SAEFLOW_WRITE_CORPUS");
+    if (corpus && *corpus) write_corpus(corpus);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", root);
