@@ -859,7 +859,11 @@ __attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls, const ch
     while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = '\0';
     for (char *p = msg; *p; p++)
         if (*p == '"') *p = '\'';
-    log_warn("http_mhd", "msg=\"%s\"", msg);
+    /* a client that goes away mid-response is routine (SSE tabs close) */
+    if (strstr(msg, "no longer available") || strstr(msg, "reset by peer"))
+        log_debug("http_mhd", "msg=\"%s\"", msg);
+    else
+        log_warn("http_mhd", "msg=\"%s\"", msg);
 }
 
 int http_server_start(struct http_server *s)

@@ -898,11 +898,69 @@ static void test_server(void)
     metrics_destroy(&m);
 }
 
+/* Keep-alives on an idle stream, and a shutdown with a client still connected. */
+static void test_idle_stream_and_shutdown(void)
+{
+    struct http_options opt = {.keepalive_ms = 50};
+    struct http_server *s = http_server_new("127.0.0.1", 0, &opt);
+    struct http_sse_hub *hub = http_sse_hub_new(4);
+    CHECK(s && hub);
+    if (!s || !hub) return;
+    CHECK_EQ_INT(http_route(s, "GET", "/live", h_live, hub), 0);
+    CHECK_EQ_INT(http_server_start(s), 0);
+    int fd = connect_to(http_server_port(s));
+    CHECK(fd >= 0);
+    const char *req = "GET /live HTTP/1.1\r\nHost: x\r\n\r\n";
+    send_all(fd, req, strlen(req));
+    /* read until two keep-alive comments arrived */
+    struct buf raw;
+    buf_init(&raw, 1 << 20);
+    char tmp[1024];
+    ssize_t k;
+    int comments = 0;
+    while (comments < 2 && (k = recv(fd, tmp, sizeof(tmp), 0)) > 0) {
+        buf_append(&raw, tmp, (size_t)k);
+        comments = 0;
+        for (const char *p = raw.data; (p = strstr(p, ": keep-alive\n\n")) != NULL; p++) comments++;
+    }
+    CHECK_EQ_INT(comments, 2);
+    CHECK_EQ_INT(http_sse_hub_subscribers(hub), 1);
+    /* the hub goes first; the open stream keeps it alive and ends cleanly */
+    http_sse_hub_destroy(&hub);
+    /* the server ends the stream with the last chunk (the connection stays open) */
+    while (!strstr(raw.data, "\r\n0\r\n\r\n") && (k = recv(fd, tmp, sizeof(tmp), 0)) > 0)
+        buf_append(&raw, tmp, (size_t)k);
+    CHECK(strstr(raw.data, "\r\n0\r\n\r\n") != NULL);
+    buf_fini(&raw);
+    close(fd);
+
+    /* a second server, destroyed while a subscriber is still connected */
+    struct http_sse_hub *hub2 = http_sse_hub_new(4);
+    struct http_server *s2 = http_server_new("127.0.0.1", 0, NULL);
+    CHECK_EQ_INT(http_route(s2, "GET", "/live", h_live, hub2), 0);
+    CHECK_EQ_INT(http_server_start(s2), 0);
+    fd = connect_to(http_server_port(s2));
+    send_all(fd, req, strlen(req));
+    k = recv(fd, tmp, sizeof(tmp), 0); /* the response headers */
+    CHECK(k > 0);
+    for (int i = 0; i < 500 && http_sse_hub_subscribers(hub2) == 0; i++) time_sleep_ms(10);
+    CHECK_EQ_INT(http_sse_hub_subscribers(hub2), 1);
+    /* overflow the 4-event queue: the subscriber is told how many it lost, or drained
+     * them already; either way destroy must not hang */
+    for (int i = 0; i < 20; i++) http_sse_hub_publish(hub2, "e", "x");
+    http_server_destroy(&s2);
+    CHECK_EQ_INT(http_sse_hub_subscribers(hub2), 0);
+    http_sse_hub_destroy(&hub2);
+    close(fd);
+    http_server_destroy(&s);
+}
+
 int main(void)
 {
     log_init("test_http", LOG_LOGFMT, LOG_OFF); /* the error cases log by design */
     test_metrics_unit();
     test_json_parse();
     test_server();
+    test_idle_stream_and_shutdown();
     return check_exit();
 }
