@@ -8,6 +8,9 @@
 
 static const struct cli_cmd commands[] = {
     {"version", NULL, cmd_version, "print the version"},
+    {"generate", NULL, cmd_generate, "generate text with a model (.bin, .gguf, HF directory)"},
+    {"tokenize", NULL, cmd_tokenize, "print a text's token ids and pieces"},
+    {"model", "info", cmd_model_info, "describe a model: shapes, parameters, hook points"},
     {"sae", "info", cmd_sae_info, "describe a SAELens or sparsify SAE directory"},
 };
 
