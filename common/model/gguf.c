@@ -586,7 +586,9 @@ static int parse(struct gguf *g)
                       (unsigned long long)t->offset, t->nbytes, data_size);
             return SF_EFORMAT;
         }
-        t->data = g->base + g->data_off + t->offset;
+        /* a file without a data section may still list empty tensors: point those at
+         * the end of the input rather than past it */
+        t->data = g->base + (g->data_off <= g->len ? g->data_off + t->offset : g->len);
     }
     /* no two tensors may overlap */
     if (g->n_tensors > 1) {

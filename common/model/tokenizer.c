@@ -329,6 +329,29 @@ int tokenizer_finish(struct tokenizer *t)
         t->byte_cp[b] = printable ? (uint32_t)b : next++;
         t->cp_byte[t->byte_cp[b]] = (int16_t)b;
     }
+    /* user-defined tokens, longest first, for partition() */
+    free(t->udt);
+    t->udt = NULL;
+    t->n_udt = 0;
+    for (size_t i = 0; i < t->n_vocab; i++)
+        if (t->type[i] == TOKEN_USER_DEFINED && t->len[i] > 0) t->n_udt++;
+    if (t->n_udt) {
+        t->udt = malloc(t->n_udt * sizeof *t->udt);
+        if (!t->udt) return SF_ENOMEM;
+        size_t k = 0;
+        for (size_t i = 0; i < t->n_vocab; i++)
+            if (t->type[i] == TOKEN_USER_DEFINED && t->len[i] > 0) t->udt[k++] = (int32_t)i;
+        /* insertion sort by length, descending (stable: equal lengths keep id order) */
+        for (size_t i = 1; i < t->n_udt; i++) {
+            int32_t x = t->udt[i];
+            size_t j = i;
+            while (j > 0 && t->len[t->udt[j - 1]] < t->len[x]) {
+                t->udt[j] = t->udt[j - 1];
+                j--;
+            }
+            t->udt[j] = x;
+        }
+    }
     int32_t *ids[3] = {&t->bos, &t->eos, &t->unk};
     for (int i = 0; i < 3; i++)
         if (*ids[i] < 0 || (size_t)*ids[i] >= t->n_vocab) *ids[i] = -1;
@@ -348,6 +371,7 @@ void tokenizer_destroy(struct tokenizer **tp)
     free(t->map);
     free(t->pair_key);
     free(t->pair_val);
+    free(t->udt);
     free(t);
     *tp = NULL;
 }
@@ -515,7 +539,11 @@ static int merge_word(const struct tokenizer *t, struct work *w, const char *tex
     return 0;
 }
 
-/* ---- GPT-2 pre-tokenizer ---- */
+/* ---- pre-tokenizers ----
+ * A text is a list of fragments (end positions in code points); each stage splits every
+ * fragment further, the way llama.cpp applies its list of regexes: matches become
+ * fragments and so do the gaps between them. The GPT-2 stage is the regex
+ * 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ by hand. */
 
 enum cclass { C_END = 0, C_SPACE, C_LETTER, C_NUMBER, C_OTHER };
 
@@ -529,10 +557,10 @@ static enum cclass cclass_of(const uint32_t *cp, size_t n, size_t i)
     return C_OTHER;
 }
 
-/* Splits cp[0..n) into words; appends their end positions (in code points) to ends. */
-static int pretok_gpt2(const uint32_t *cp, size_t n, struct ids *ends)
+/* Splits the fragment cp[s..n) with the GPT-2 regex; appends word ends to `ends`. */
+static int split_gpt2(const uint32_t *cp, size_t s, size_t n, struct ids *ends)
 {
-    size_t pos = 0;
+    size_t pos = s;
     int rc = 0;
     while (pos < n && !rc) {
         uint32_t c = cp[pos];
@@ -576,10 +604,155 @@ static int pretok_gpt2(const uint32_t *cp, size_t n, struct ids *ends)
     return rc;
 }
 
+/* A regex stage: length of the match starting at pos within [.., n), 0 if none. */
+typedef size_t (*match_fn)(const uint32_t *cp, size_t n, size_t pos);
+
+/* [\r\n] */
+static size_t match_crlf(const uint32_t *cp, size_t n, size_t pos)
+{
+    (void)n;
+    return cp[pos] == '\r' || cp[pos] == '\n';
+}
+
+static size_t run_of(const uint32_t *cp, size_t n, size_t pos, bool (*is)(uint32_t))
+{
+    size_t e = pos;
+    while (e < n && is(cp[e])) e++;
+    return e - pos;
+}
+
+/* \s?\p{L}+ */
+static size_t match_space_letters(const uint32_t *cp, size_t n, size_t pos)
+{
+    if (tokenizer_unicode_is_space(cp[pos]) && pos + 1 < n) {
+        size_t k = run_of(cp, n, pos + 1, tokenizer_unicode_is_letter);
+        if (k) return k + 1;
+    }
+    return run_of(cp, n, pos, tokenizer_unicode_is_letter);
+}
+
+/* \s?\p{P}+ */
+static size_t match_space_punct(const uint32_t *cp, size_t n, size_t pos)
+{
+    if (tokenizer_unicode_is_space(cp[pos]) && pos + 1 < n) {
+        size_t k = run_of(cp, n, pos + 1, tokenizer_unicode_is_punct);
+        if (k) return k + 1;
+    }
+    return run_of(cp, n, pos, tokenizer_unicode_is_punct);
+}
+
+static bool is_cjk(uint32_t c)
+{
+    return (c >= 0x4E00 && c <= 0x9FA5) || (c >= 0x0800 && c <= 0x4E00) ||
+           (c >= 0xAC00 && c <= 0xD7FF);
+}
+
+/* [一-龥ࠀ-一가-퟿]+ */
+static size_t match_cjk(const uint32_t *cp, size_t n, size_t pos)
+{
+    return run_of(cp, n, pos, is_cjk);
+}
+
+/* \p{N} */
+static size_t match_number(const uint32_t *cp, size_t n, size_t pos)
+{
+    (void)n;
+    return tokenizer_unicode_is_number(cp[pos]) ? 1 : 0;
+}
+
+static bool is_falcon_punct(uint32_t c)
+{
+    return tokenizer_unicode_is_punct(c) || c == '$' || c == '+' || c == '<' || c == '=' ||
+           c == '>' || c == '^' || c == '~' || c == '|' || c == '`';
+}
+
+/* [\p{P}\$\+<=>\^~\|`]+ */
+static size_t match_falcon_punct(const uint32_t *cp, size_t n, size_t pos)
+{
+    return run_of(cp, n, pos, is_falcon_punct);
+}
+
+/* [0-9][0-9][0-9] */
+static size_t match_3digits(const uint32_t *cp, size_t n, size_t pos)
+{
+    for (size_t i = 0; i < 3; i++)
+        if (pos + i >= n || cp[pos + i] < '0' || cp[pos + i] > '9') return 0;
+    return 3;
+}
+
+/* Applies one stage to every fragment of `in` (ends), writing the new ends to `out`. */
+static int split_stage(const uint32_t *cp, const struct ids *in, match_fn m, struct ids *out)
+{
+    size_t s = 0;
+    int rc = 0;
+    out->n = 0;
+    for (size_t k = 0; k < in->n && !rc; k++) {
+        size_t e = (size_t)in->v[k];
+        if (!m) {
+            rc = split_gpt2(cp, s, e, out);
+            s = e;
+            continue;
+        }
+        size_t pos = s, last = s;
+        while (pos < e && !rc) {
+            size_t len = m(cp, e, pos);
+            if (!len) {
+                pos++;
+                continue;
+            }
+            if (pos > last) rc = ids_push(out, (int32_t)pos);
+            pos += len;
+            if (!rc) rc = ids_push(out, (int32_t)pos);
+            last = pos;
+        }
+        if (!rc && last < e) rc = ids_push(out, (int32_t)e);
+        s = e;
+    }
+    return rc;
+}
+
+/* Splits cp[0..n) into words; `ends` receives their end positions. */
+static int pretokenize(enum tokenizer_pre pre, const uint32_t *cp, size_t n, struct ids *ends)
+{
+    static const match_fn deepseek[] = {match_crlf, match_space_letters, match_space_punct,
+                                        match_cjk, match_number};
+    static const match_fn falcon[] = {match_falcon_punct, NULL /* gpt-2 */, match_3digits};
+    static const match_fn gpt2[] = {NULL};
+    const match_fn *stages;
+    size_t n_stages;
+    switch (pre) {
+    case TOKENIZER_PRE_GPT2:
+        stages = gpt2;
+        n_stages = 1;
+        break;
+    case TOKENIZER_PRE_DEEPSEEK_CODER:
+        stages = deepseek;
+        n_stages = SF_ARRAY_LEN(deepseek);
+        break;
+    case TOKENIZER_PRE_FALCON:
+        stages = falcon;
+        n_stages = SF_ARRAY_LEN(falcon);
+        break;
+    default:
+        return ids_push(ends, (int32_t)n);
+    }
+    struct ids tmp = {0};
+    int rc = ids_push(ends, (int32_t)n);
+    for (size_t i = 0; i < n_stages && !rc; i++) {
+        /* ends -> tmp, then swap */
+        rc = split_stage(cp, ends, stages[i], &tmp);
+        struct ids x = *ends;
+        *ends = tmp;
+        tmp = x;
+    }
+    free(tmp.v);
+    return rc;
+}
+
 /* ---- encoding ---- */
 
 static int encode_spm(const struct tokenizer *t, struct work *w, const char *text, size_t len,
-                      struct ids *out)
+                      bool prefix, struct ids *out)
 {
     if (len == 0) return 0;
     /* dummy prefix, then spaces escaped */
@@ -588,7 +761,7 @@ static int encode_spm(const struct tokenizer *t, struct work *w, const char *tex
     char *s = malloc(cap);
     if (!s) return SF_ENOMEM;
     size_t n = 0;
-    if (t->add_space_prefix) {
+    if (prefix) {
         if (t->escape_spaces) {
             memcpy(s, SPM_SPACE, 3);
             n = 3;
@@ -630,11 +803,7 @@ static int encode_bpe(const struct tokenizer *t, struct work *w, const char *tex
         i += adv;
     }
     off[n] = len;
-    if (t->pre == TOKENIZER_PRE_GPT2) {
-        rc = pretok_gpt2(cp, n, &ends);
-    } else {
-        rc = ids_push(&ends, (int32_t)n);
-    }
+    rc = pretokenize(t->pre, cp, n, &ends);
     size_t start = 0;
     for (size_t k = 0; k < ends.n && !rc; k++) {
         size_t end = (size_t)ends.v[k];
@@ -653,7 +822,7 @@ out:
 }
 
 static int encode_spm_merges(const struct tokenizer *t, struct work *w, const char *text,
-                             size_t len, struct ids *out)
+                             size_t len, bool prefix, struct ids *out)
 {
     /* same text preparation as SPM, merges by rank */
     if (len == 0) return 0;
@@ -662,7 +831,7 @@ static int encode_spm_merges(const struct tokenizer *t, struct work *w, const ch
     char *s = malloc(cap);
     if (!s) return SF_ENOMEM;
     size_t n = 0;
-    if (t->add_space_prefix) {
+    if (prefix) {
         memcpy(s, SPM_SPACE, 3);
         n = 3;
     }
@@ -679,26 +848,112 @@ static int encode_spm_merges(const struct tokenizer *t, struct work *w, const ch
     return rc;
 }
 
+/* Encodes plain text (no user-defined tokens in it). `after_special`: the text starts
+ * the input or follows a token, so SPM adds its dummy prefix (as llama.cpp does). */
+static int encode_raw(const struct tokenizer *t, struct work *w, const char *text, size_t len,
+                      bool after_special, struct ids *out)
+{
+    switch (t->kind) {
+    case TOKENIZER_SPM:
+        return encode_spm(t, w, text, len, after_special && t->add_space_prefix, out);
+    case TOKENIZER_BPE:
+        return encode_bpe(t, w, text, len, out);
+    case TOKENIZER_SPM_MERGES:
+        return encode_spm_merges(t, w, text, len, after_special && t->add_space_prefix, out);
+    }
+    return SF_EINVAL;
+}
+
+struct frag {
+    size_t off, len;
+    int32_t tok; /* -1: raw text */
+};
+
+struct frags {
+    struct frag *v;
+    size_t n, cap;
+};
+
+static int frags_push(struct frags *f, size_t off, size_t len, int32_t tok)
+{
+    if (f->n == f->cap) {
+        size_t nc = f->cap ? f->cap * 2 : 16;
+        struct frag *nv = realloc(f->v, nc * sizeof *nv);
+        if (!nv) return SF_ENOMEM;
+        f->v = nv;
+        f->cap = nc;
+    }
+    f->v[f->n++] = (struct frag){off, len, tok};
+    return 0;
+}
+
+/* Splits the text at occurrences of user-defined tokens (longest first), which are
+ * always matched in text (llama.cpp and Hugging Face both do); control tokens never are. */
+static int partition(const struct tokenizer *t, const char *text, size_t len, struct frags *out)
+{
+    struct frags a = {0}, b = {0};
+    int rc = frags_push(&a, 0, len, -1);
+    for (size_t u = 0; u < t->n_udt && !rc; u++) {
+        int32_t id = t->udt[u];
+        const char *us = t->str[id];
+        size_t ul = t->len[id];
+        b.n = 0;
+        for (size_t k = 0; k < a.n && !rc; k++) {
+            struct frag f = a.v[k];
+            if (f.tok >= 0 || f.len < ul) {
+                rc = frags_push(&b, f.off, f.len, f.tok);
+                continue;
+            }
+            size_t cur = f.off, end = f.off + f.len;
+            while (!rc && end - cur >= ul) {
+                const char *hit = memmem(text + cur, end - cur, us, ul);
+                if (!hit) break;
+                size_t p = (size_t)(hit - text);
+                if (p > cur) rc = frags_push(&b, cur, p - cur, -1);
+                if (!rc) rc = frags_push(&b, p, ul, id);
+                cur = p + ul;
+            }
+            if (!rc && cur < end) rc = frags_push(&b, cur, end - cur, -1);
+        }
+        struct frags x = a;
+        a = b;
+        b = x;
+    }
+    free(b.v);
+    if (rc) {
+        free(a.v);
+        return rc;
+    }
+    *out = a;
+    return 0;
+}
+
 static int encode_ids(const struct tokenizer *t, const char *text, size_t len, bool add_bos,
                       struct ids *out)
 {
     struct work w = {0};
+    struct frags fr = {0};
     int rc = 0;
     if (!text && len) return SF_EINVAL;
+    if (len > INT32_MAX / 4) return SF_ERANGE;
     if (add_bos && t->bos >= 0) rc = ids_push(out, t->bos);
-    if (!rc) {
-        switch (t->kind) {
-        case TOKENIZER_SPM:
-            rc = encode_spm(t, &w, text, len, out);
-            break;
-        case TOKENIZER_BPE:
-            rc = encode_bpe(t, &w, text, len, out);
-            break;
-        case TOKENIZER_SPM_MERGES:
-            rc = encode_spm_merges(t, &w, text, len, out);
-            break;
+    if (!rc && len) {
+        if (t->n_udt == 0) {
+            rc = encode_raw(t, &w, text, len, true, out);
+        } else if ((rc = partition(t, text, len, &fr)) == 0) {
+            bool after_special = true;
+            for (size_t k = 0; k < fr.n && !rc; k++) {
+                if (fr.v[k].tok >= 0) {
+                    rc = ids_push(out, fr.v[k].tok);
+                    after_special = true;
+                } else {
+                    rc = encode_raw(t, &w, text + fr.v[k].off, fr.v[k].len, after_special, out);
+                    after_special = false;
+                }
+            }
         }
     }
+    free(fr.v);
     work_fini(&w);
     return rc;
 }
@@ -1033,8 +1288,12 @@ int tokenizer_from_gguf(const struct gguf *g, struct tokenizer **out)
         const char *pre = "gpt-2";
         t->add_bos = gguf_flag(g, "tokenizer.ggml.add_bos_token", false);
         t->pre = TOKENIZER_PRE_GPT2;
-        if (gguf_get_str(g, "tokenizer.ggml.pre", &pre, NULL) == 0 && strcmp(pre, "gpt-2") != 0 &&
-            strcmp(pre, "default") != 0)
+        gguf_get_str(g, "tokenizer.ggml.pre", &pre, NULL);
+        if (strcmp(pre, "deepseek-coder") == 0)
+            t->pre = TOKENIZER_PRE_DEEPSEEK_CODER;
+        else if (strcmp(pre, "falcon") == 0)
+            t->pre = TOKENIZER_PRE_FALCON;
+        else if (strcmp(pre, "gpt-2") != 0 && strcmp(pre, "default") != 0)
             log_warn("tokenizer_gguf", "reason=pre_tokenizer_approximated pre=%s using=gpt-2", pre);
         const void *merges = NULL;
         size_t nm = 0;

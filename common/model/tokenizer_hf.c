@@ -124,6 +124,13 @@ static int load(const cJSON *root, struct tokenizer **out)
         log_error("tokenizer_json", "reason=empty_vocab");
         return SF_EFORMAT;
     }
+    /* ids are dense in real files; refuse a few entries claiming a huge id space */
+    size_t n_entries = (size_t)cJSON_GetArraySize(vocab) + (size_t)cJSON_GetArraySize(added);
+    if ((size_t)max_id >= 2 * n_entries + 1024) {
+        log_error("tokenizer_json", "reason=sparse_ids max_id=%lld entries=%zu",
+                  (long long)max_id, n_entries);
+        return SF_EFORMAT;
+    }
 
     const cJSON *pre = cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer");
     const cJSON *dec = cJSON_GetObjectItemCaseSensitive(root, "decoder");

@@ -11,6 +11,8 @@
 enum tokenizer_pre {
     TOKENIZER_PRE_NONE = 0, /* whole text is one word (SPM) */
     TOKENIZER_PRE_GPT2 = 1, /* 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ */
+    TOKENIZER_PRE_DEEPSEEK_CODER = 2, /* llama.cpp's "deepseek-coder" regex list */
+    TOKENIZER_PRE_FALCON = 3,         /* llama.cpp's "falcon" regex list */
 };
 
 struct tokenizer {
@@ -36,6 +38,8 @@ struct tokenizer {
     int32_t byte_tok[256]; /* SPM: id of <0xXX>, -1 if none */
     uint32_t byte_cp[256]; /* BPE: GPT-2 byte -> printable code point */
     int16_t cp_byte[512];  /* BPE: code point -> byte, -1 if none */
+    int32_t *udt;          /* user-defined token ids, longest first */
+    size_t n_udt;
 };
 
 struct tokenizer *tokenizer_alloc(enum tokenizer_kind kind, size_t n_vocab);

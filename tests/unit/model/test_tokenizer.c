@@ -485,5 +485,8 @@ int main(void)
     test_stories(models);
     test_vocab(models, "llama-spm", true, false);
     test_vocab(models, "gpt-2", true, true);
+    /* the other two pre-tokenizers llama.cpp ships vectors for */
+    test_vocab(models, "deepseek-coder", true, false);
+    test_vocab(models, "falcon", true, false);
     return check_exit();
 }

@@ -1,0 +1,49 @@
+// lib: model
+/* Fuzzes the Hugging Face tokenizer.json loader (BPE: byte-level and byte-fallback);
+ * an accepted tokenizer encodes and decodes fixed strings.
+ * Seed corpus: tests/fuzz/corpus/tokenizer_json (tiny hand-written tokenizers). */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/core.h"
+#include "model/tokenizer.h"
+
+int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size);
+
+static const char *const TEXTS[] = {
+    "Hello world, it's 2024! \xe4\xbd\xa0\xe5\xa5\xbd",
+    "hi hi!\xc3\xa9   \n\t x'll 333 \xf0\x9f\xa6\x99\xff",
+    "",
+};
+
+int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
+{
+    static int quiet;
+    if (!quiet) {
+        quiet = 1;
+        log_init("fuzz", LOG_LOGFMT, LOG_OFF);
+    }
+    struct tokenizer *t = NULL;
+    if (tokenizer_load_hf_json_mem((const char *)data, size, &t) != 0) {
+        if (t) abort();
+        return 0;
+    }
+    size_t nv = tokenizer_vocab_size(t);
+    struct buf b;
+    buf_init(&b, 1 << 24);
+    for (size_t k = 0; k < sizeof TEXTS / sizeof TEXTS[0]; k++) {
+        int32_t *ids = NULL;
+        size_t n = 0;
+        if (tokenizer_encode_alloc(t, TEXTS[k], strlen(TEXTS[k]), true, &ids, &n) != 0) abort();
+        for (size_t i = 0; i < n; i++)
+            if (ids[i] < 0 || (size_t)ids[i] >= nv) abort();
+        if (tokenizer_decode(t, ids, n, &b) != 0) abort();
+        free(ids);
+    }
+    for (size_t i = 0; i < nv && i < 4096; i++)
+        if (tokenizer_decode_piece(t, -1, (int32_t)i, &b) != 0) abort();
+    buf_fini(&b);
+    tokenizer_destroy(&t);
+    return 0;
+}
