@@ -95,6 +95,104 @@ static void ctx_release(void)
     pthread_mutex_unlock(&ctx_mu);
 }
 
+/* ---- send buffers ------------------------------------------------------------------ */
+
+/* ZeroMQ takes each packed payload (zmq_msg_init_data) and calls the free callback
+ * from its I/O thread once written. Large payloads come from a small per-socket pool
+ * so that a stream of 1 MiB batches reuses warm pages instead of faulting in fresh
+ * ones for every message. The pool lives until the socket and every buffer it
+ * handed out are gone (refcount). */
+#define POOL_MIN_BYTES  (64u << 10)
+#define POOL_MAX_BUFS   16
+#define POOL_MAX_BYTES  (64u << 20)
+
+struct pool_hdr {
+    size_t cap;
+    size_t pad_; /* keeps the payload 16-byte aligned */
+};
+
+struct send_pool {
+    pthread_mutex_t mu;
+    size_t refs; /* the socket + buffers handed out */
+    bool closed; /* socket gone: keep nothing */
+    struct pool_hdr *bufs[POOL_MAX_BUFS];
+    size_t n, bytes;
+};
+
+static struct send_pool *pool_new(void)
+{
+    struct send_pool *p = calloc(1, sizeof *p);
+    if (!p) return NULL;
+    pthread_mutex_init(&p->mu, NULL);
+    p->refs = 1;
+    return p;
+}
+
+static void pool_destroy(struct send_pool *p)
+{
+    for (size_t i = 0; i < p->n; i++) free(p->bufs[i]);
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+}
+
+static uint8_t *pool_get(struct send_pool *p, size_t need)
+{
+    struct pool_hdr *h = NULL;
+    pthread_mutex_lock(&p->mu);
+    for (size_t i = p->n; i-- > 0;) {
+        if (p->bufs[i]->cap >= need) {
+            h = p->bufs[i];
+            p->bufs[i] = p->bufs[--p->n];
+            p->bytes -= h->cap;
+            break;
+        }
+    }
+    p->refs++;
+    pthread_mutex_unlock(&p->mu);
+    if (!h) {
+        size_t cap = (need + POOL_MIN_BYTES - 1) / POOL_MIN_BYTES * POOL_MIN_BYTES;
+        h = malloc(sizeof *h + cap);
+        if (!h) {
+            pthread_mutex_lock(&p->mu);
+            p->refs--; /* the socket still holds one */
+            pthread_mutex_unlock(&p->mu);
+            return NULL;
+        }
+        h->cap = cap;
+    }
+    return (uint8_t *)(h + 1);
+}
+
+/* zmq_free_fn: called by ZeroMQ (any thread) when it is done with a pooled payload. */
+static void pool_put(void *data, void *hint)
+{
+    struct send_pool *p = hint;
+    struct pool_hdr *h = (struct pool_hdr *)data - 1;
+    pthread_mutex_lock(&p->mu);
+    bool keep = !p->closed && p->n < POOL_MAX_BUFS && p->bytes + h->cap <= POOL_MAX_BYTES;
+    if (keep) {
+        p->bufs[p->n++] = h;
+        p->bytes += h->cap;
+    }
+    bool last = --p->refs == 0;
+    pthread_mutex_unlock(&p->mu);
+    if (!keep) free(h);
+    if (last) pool_destroy(p);
+}
+
+static void pool_release(struct send_pool *p)
+{
+    if (!p) return;
+    pthread_mutex_lock(&p->mu);
+    p->closed = true;
+    for (size_t i = 0; i < p->n; i++) free(p->bufs[i]);
+    p->n = 0;
+    p->bytes = 0;
+    bool last = --p->refs == 0;
+    pthread_mutex_unlock(&p->mu);
+    if (last) pool_destroy(p);
+}
+
 /* ---- sockets ------------------------------------------------------------------- */
 
 #define SEQ_WINDOW    1024
@@ -108,6 +206,7 @@ struct producer {
 
 struct wire_sock {
     void *zs;
+    struct send_pool *pool;
     enum wire_type type;
     struct wire_opts opts;
     char identity[WIRE_MAX_PEER_LEN + 1];
@@ -253,9 +352,16 @@ struct wire_sock *wire_sock_new(enum wire_type type, const char *endpoint, enum 
     }
     s->opts.identity = NULL; /* not kept: the copy lives in s->identity */
     pthread_mutex_init(&s->mu, NULL);
+    s->pool = pool_new();
+    if (!s->pool) {
+        pthread_mutex_destroy(&s->mu);
+        free(s);
+        return NULL;
+    }
     void *ctx = ctx_acquire();
     if (!ctx) {
         log_error("wire_ctx_failed", "err=\"%s\"", zmq_strerror(zmq_errno()));
+        pool_release(s->pool);
         pthread_mutex_destroy(&s->mu);
         free(s);
         return NULL;
@@ -265,6 +371,7 @@ struct wire_sock *wire_sock_new(enum wire_type type, const char *endpoint, enum 
         log_error("wire_socket_failed", "type=%s err=\"%s\"", type_name(type),
                   zmq_strerror(zmq_errno()));
         ctx_release();
+        pool_release(s->pool);
         pthread_mutex_destroy(&s->mu);
         free(s);
         return NULL;
@@ -285,10 +392,9 @@ void wire_sock_destroy(struct wire_sock **sp)
 {
     if (!sp || !*sp) return;
     struct wire_sock *s = *sp;
-    if (s->zs) {
-        zmq_close(s->zs);
-        ctx_release();
-    }
+    if (s->zs) zmq_close(s->zs);
+    pool_release(s->pool); /* lingering payloads keep it alive until ZeroMQ frees them */
+    if (s->zs) ctx_release();
     pthread_mutex_destroy(&s->mu);
     free(s->prod);
     free(s);
@@ -498,6 +604,63 @@ int wire_topic(enum wire_kind kind, const char *hook_name, char *out, size_t out
     return n < 0 || (size_t)n >= out_size ? SF_ERANGE : 0;
 }
 
+static size_t varint_size(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static size_t put_varint(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
+/* The envelope is written by hand rather than with saeflow__frame__pack: protobuf-c
+ * packs a sub-message one byte further on and then memmoves it into place once its
+ * length is known, a second pass over a 1 MiB batch. The bytes are the same as
+ * protobuf-c's (field 1, then the body field; test_wire checks that). */
+static const ProtobufCMessage *frame_body(const Saeflow__Frame *f)
+{
+    switch (f->body_case) {
+    case SAEFLOW__FRAME__BODY_BATCH: return &f->batch->base;
+    case SAEFLOW__FRAME__BODY_CREDIT: return &f->credit->base;
+    case SAEFLOW__FRAME__BODY_ACK: return &f->ack->base;
+    case SAEFLOW__FRAME__BODY_METRICS: return &f->metrics->base;
+    case SAEFLOW__FRAME__BODY_CHECKPOINT: return &f->checkpoint->base;
+    case SAEFLOW__FRAME__BODY_HEARTBEAT: return &f->heartbeat->base;
+    default: return NULL;
+    }
+}
+
+/* Size of the encoded frame f (schema_version != 0 and a body set, as frame_prepare
+ * leaves it); *body_size receives the body's packed size. */
+static size_t frame_size(const Saeflow__Frame *f, size_t *body_size)
+{
+    *body_size = protobuf_c_message_get_packed_size(frame_body(f));
+    return 1 + varint_size(f->schema_version) + varint_size(((uint64_t)f->body_case << 3) | 2) +
+           varint_size(*body_size) + *body_size;
+}
+
+static size_t frame_pack(const Saeflow__Frame *f, size_t body_size, uint8_t *out)
+{
+    size_t w = 0;
+    out[w++] = (1 << 3) | 0; /* field 1, varint */
+    w += put_varint(out + w, f->schema_version);
+    w += put_varint(out + w, ((uint64_t)f->body_case << 3) | 2);
+    w += put_varint(out + w, body_size);
+    return w + protobuf_c_message_pack(frame_body(f), out + w);
+}
+
 /* ---- encoding -------------------------------------------------------------------- */
 
 /* Points f at m's body (batch copied shallowly into *bcopy to default its version). */
@@ -550,10 +713,10 @@ int wire_encode(const struct wire_msg *m, struct buf *out)
                   wire_reject_name(r));
         return SF_EINVAL;
     }
-    size_t n = saeflow__frame__get_packed_size(&f);
+    size_t body_size, n = frame_size(&f, &body_size);
     int rc = buf_reserve(out, n);
     if (rc) return rc;
-    size_t w = saeflow__frame__pack(&f, (uint8_t *)out->data + out->len);
+    size_t w = frame_pack(&f, body_size, (uint8_t *)out->data + out->len);
     if (w != n) return SF_ERR;
     out->len += n;
     out->data[out->len] = '\0';
@@ -640,27 +803,6 @@ static bool rd_varint(const uint8_t *p, size_t n, size_t *i, uint64_t *v)
         }
     }
     return false;
-}
-
-static size_t varint_size(uint64_t v)
-{
-    size_t n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
-static size_t put_varint(uint8_t *p, uint64_t v)
-{
-    size_t n = 0;
-    while (v >= 0x80) {
-        p[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (uint8_t)v;
-    return n;
 }
 
 struct lenfield {
@@ -1090,7 +1232,7 @@ int wire_send(struct wire_sock *s, const struct wire_msg *m, int flags)
         log_error("wire_send_invalid", "reason=router_needs_peer endpoint=%s", s->endpoint);
         return SF_EINVAL;
     }
-    size_t n = saeflow__frame__get_packed_size(&f);
+    size_t body_size, n = frame_size(&f, &body_size);
     if (n > s->opts.max_msg_bytes) {
         log_error("wire_send_too_large", "kind=%s bytes=%zu max=%zu", wire_kind_name(m->kind), n,
                   s->opts.max_msg_bytes);
@@ -1099,14 +1241,20 @@ int wire_send(struct wire_sock *s, const struct wire_msg *m, int flags)
         pthread_mutex_unlock(&s->mu);
         return SF_ERANGE;
     }
-    uint8_t *payload = malloc(n ? n : 1);
+    bool pooled = n >= POOL_MIN_BYTES;
+    zmq_free_fn *ffn = pooled ? pool_put : free_payload;
+    void *hint = pooled ? s->pool : NULL;
+    uint8_t *payload = pooled ? pool_get(s->pool, n) : malloc(n ? n : 1);
     if (!payload) return SF_ENOMEM;
-    saeflow__frame__pack(&f, payload);
+    if (frame_pack(&f, body_size, payload) != n) {
+        ffn(payload, hint);
+        return SF_ERR;
+    }
 
     int zflags = (flags & WIRE_DONTWAIT) ? ZMQ_DONTWAIT : 0;
     if (s->type == WIRE_ROUTER) {
         if (zmq_send(s->zs, m->peer, m->peer_len, zflags | ZMQ_SNDMORE) < 0) {
-            free(payload);
+            ffn(payload, hint);
             return send_error(s, "peer");
         }
     } else if (s->type == WIRE_PUB) {
@@ -1114,13 +1262,13 @@ int wire_send(struct wire_sock *s, const struct wire_msg *m, int flags)
         const char *hook = m->kind == WIRE_BATCH ? m->batch->hook_name : NULL;
         if (wire_topic(m->kind, hook, topic, sizeof topic) != 0 ||
             zmq_send(s->zs, topic, strlen(topic), zflags | ZMQ_SNDMORE) < 0) {
-            free(payload);
+            ffn(payload, hint);
             return send_error(s, "topic");
         }
     }
     zmq_msg_t zm;
-    if (zmq_msg_init_data(&zm, payload, n, free_payload, NULL) != 0) {
-        free(payload);
+    if (zmq_msg_init_data(&zm, payload, n, ffn, hint) != 0) {
+        ffn(payload, hint);
         return send_error(s, "init");
     }
     /* after the first part of a multipart message, the rest is never refused */

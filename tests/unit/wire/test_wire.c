@@ -888,6 +888,37 @@ static void test_misc(void)
     buf_fini(&tiny);
 }
 
+/* wire_encode writes the envelope by hand: its bytes must be protobuf-c's own. */
+static void test_envelope_bytes(void)
+{
+    struct batch_store bs = {0};
+    batch_make(&bs, WIRE_BF16, 3);
+    bs.b.schema_version = WIRE_SCHEMA_VERSION;
+    Saeflow__CreditGrant c = credit_make();
+    Saeflow__Ack a = ack_make();
+    Saeflow__TrainMetrics t = metrics_make();
+    Saeflow__CheckpointReady k = checkpoint_make();
+    Saeflow__Heartbeat h = heartbeat_make(9);
+    struct wire_msg ms[6] = {{.kind = WIRE_BATCH, .batch = &bs.b},
+                             {.kind = WIRE_CREDIT, .credit = &c},
+                             {.kind = WIRE_ACK, .ack = &a},
+                             {.kind = WIRE_METRICS, .metrics = &t},
+                             {.kind = WIRE_CHECKPOINT, .checkpoint = &k},
+                             {.kind = WIRE_HEARTBEAT, .heartbeat = &h}};
+    struct buf enc;
+    buf_init(&enc, 1 << 20);
+    for (int i = 0; i < 6; i++) {
+        buf_reset(&enc);
+        CHECK(wire_encode(&ms[i], &enc) == 0);
+        uint8_t *ref;
+        size_t n = pack_frame(WIRE_SCHEMA_VERSION, ms[i].kind, ms[i].body, &ref);
+        CHECK_MSG(n == enc.len && !memcmp(ref, enc.data, n), "kind %s", wire_kind_name(ms[i].kind));
+        free(ref);
+    }
+    buf_fini(&enc);
+    buf_fini(&bs.scratch);
+}
+
 /* ---- corpus ---- */
 
 static void write_file(const char *dir, const char *name, const void *p, size_t n)
@@ -980,6 +1011,7 @@ int main(void)
     test_dtypes(ep);
     snprintf(ep, sizeof ep, "ipc://%s/big.sock", dir);
     test_big_batch(ep);
+    test_envelope_bytes();
     test_rejections();
     test_oversized_ipc(dir);
     test_seq_accounting();
