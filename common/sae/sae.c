@@ -252,8 +252,8 @@ static uint32_t codes_row(const struct sae *sae, const float *a, size_t cap, uin
     return (uint32_t)cnt;
 }
 
-int sae_encode(const struct sae *sae, const float *x, size_t B, size_t max_per_token,
-               uint32_t *idx, float *val, uint32_t *count)
+int sae_encode(const struct sae *sae, const float *x, size_t B, size_t max_per_token, uint32_t *idx,
+               float *val, uint32_t *count)
 {
     if (!sae || (B && (!x || !idx || !val || !count))) return SF_EINVAL;
     if (sae->arch == SAE_JUMPRELU && !sae->threshold) return SF_EINVAL;
@@ -315,8 +315,8 @@ int sae_encode_dense(const struct sae *sae, const float *x, size_t B, float *z)
     return rc;
 }
 
-void sae_decode(const struct sae *sae, const uint32_t *idx, const float *val,
-                const uint32_t *count, size_t max_per_token, size_t B, float *x_hat)
+void sae_decode(const struct sae *sae, const uint32_t *idx, const float *val, const uint32_t *count,
+                size_t max_per_token, size_t B, float *x_hat)
 {
     const size_t d = sae->d_in;
     const float inv_s = 1.0f / sae->norm_scale;

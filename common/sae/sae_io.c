@@ -59,16 +59,16 @@ static const char *printable(const char *s, char *buf, size_t cap)
 }
 
 /* Logs why an import failed, once, and returns rc. */
-__attribute__((format(printf, 3, 4))) static int fail(int rc, const char *origin,
-                                                      const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static int fail(int rc, const char *origin, const char *fmt,
+                                                      ...)
 {
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    log_error("sae_import_failed", "origin=\"%s\" rc=%s reason=\"%s\"", origin,
-              sf_strerror(rc), msg);
+    log_error("sae_import_failed", "origin=\"%s\" rc=%s reason=\"%s\"", origin, sf_strerror(rc),
+              msg);
     return rc;
 }
 
@@ -95,8 +95,8 @@ static void copy_field(char *dst, size_t cap, const char *src, const char *origi
 {
     size_t len = strlen(src);
     if (len >= cap) {
-        log_warn("sae_import_truncated", "origin=\"%s\" field=%s len=%zu max=%zu", origin,
-                 field, len, cap - 1);
+        log_warn("sae_import_truncated", "origin=\"%s\" field=%s len=%zu max=%zu", origin, field,
+                 len, cap - 1);
         len = cap - 1;
     }
     memcpy(dst, src, len);
@@ -141,8 +141,7 @@ static int json_size(const cJSON *obj, const char *key, size_t lo, size_t hi, bo
     if (!cJSON_IsNumber(it)) return fail(SF_EFORMAT, origin, "%s is not a number", key);
     double d = it->valuedouble;
     if (!(d >= (double)lo && d <= (double)hi) || floor(d) != d)
-        return fail(SF_EFORMAT, origin, "%s=%.17g is not an integer in [%zu, %zu]", key, d, lo,
-                    hi);
+        return fail(SF_EFORMAT, origin, "%s=%.17g is not an integer in [%zu, %zu]", key, d, lo, hi);
     *out = (size_t)d;
     return 0;
 }
@@ -257,8 +256,7 @@ static int parse_saelens_meta(const cJSON *m, struct sae_io_saelens_cfg *c, cons
     struct sae_meta *meta = &c->meta;
     if ((rc = json_str(m, "model_name", meta->model_name, sizeof meta->model_name, origin)) ||
         (rc = json_str(m, "hook_name", meta->hook_name, sizeof meta->hook_name, origin)) ||
-        (rc = json_str(m, "dataset_path", meta->dataset_path, sizeof meta->dataset_path,
-                       origin)) ||
+        (rc = json_str(m, "dataset_path", meta->dataset_path, sizeof meta->dataset_path, origin)) ||
         (rc = json_str(m, "sae_lens_version", c->sae_lens_version, sizeof c->sae_lens_version,
                        origin)))
         return rc;
@@ -269,7 +267,8 @@ static int parse_saelens_meta(const cJSON *m, struct sae_io_saelens_cfg *c, cons
     meta->prepend_bos = true; /* SAELens's default */
     if ((rc = json_bool(m, "prepend_bos", &meta->prepend_bos, origin))) return rc;
     const cJSON *ex = jget(m, "exclude_special_tokens");
-    if (cJSON_IsArray(ex)) meta->exclude_special_tokens = cJSON_GetArraySize(ex) > 0;
+    if (cJSON_IsArray(ex))
+        meta->exclude_special_tokens = cJSON_GetArraySize(ex) > 0;
     else if ((rc = json_bool(m, "exclude_special_tokens", &meta->exclude_special_tokens, origin)))
         return rc;
     int64_t head = -1;
@@ -301,11 +300,13 @@ static int parse_saelens_cfg(const char *json, size_t len, const char *origin,
         rc = fail(SF_EFORMAT, origin, "architecture is not a string");
         goto out;
     }
-    copy_field(c->architecture, sizeof c->architecture, arch->valuestring, origin,
-               "architecture");
-    if (!strcmp(arch->valuestring, "topk")) c->arch = SAE_TOPK;
-    else if (!strcmp(arch->valuestring, "jumprelu")) c->arch = SAE_JUMPRELU;
-    else if (!strcmp(arch->valuestring, "standard")) c->arch = SAE_STANDARD;
+    copy_field(c->architecture, sizeof c->architecture, arch->valuestring, origin, "architecture");
+    if (!strcmp(arch->valuestring, "topk"))
+        c->arch = SAE_TOPK;
+    else if (!strcmp(arch->valuestring, "jumprelu"))
+        c->arch = SAE_JUMPRELU;
+    else if (!strcmp(arch->valuestring, "standard"))
+        c->arch = SAE_STANDARD;
     else {
         rc = fail(SF_EFORMAT, origin,
                   "unknown architecture %s (supported: topk, jumprelu, standard)",
@@ -334,8 +335,10 @@ static int parse_saelens_cfg(const char *json, size_t len, const char *origin,
     const cJSON *norm = jget(root, "normalize_activations");
     if (norm && !cJSON_IsNull(norm)) {
         bool none = false;
-        if (cJSON_IsBool(norm)) none = !cJSON_IsTrue(norm);
-        else if (cJSON_IsString(norm) && norm->valuestring) none = !strcmp(norm->valuestring, "none");
+        if (cJSON_IsBool(norm))
+            none = !cJSON_IsTrue(norm);
+        else if (cJSON_IsString(norm) && norm->valuestring)
+            none = !strcmp(norm->valuestring, "none");
         else {
             rc = fail(SF_EFORMAT, origin, "normalize_activations is not a string");
             goto out;
@@ -354,7 +357,8 @@ static int parse_saelens_cfg(const char *json, size_t len, const char *origin,
             rc = fail(SF_EFORMAT, origin, "reshape_activations is not a string");
             goto out;
         }
-        if (!strcmp(reshape->valuestring, "hook_z")) c->hook_z = true;
+        if (!strcmp(reshape->valuestring, "hook_z"))
+            c->hook_z = true;
         else if (strcmp(reshape->valuestring, "none") != 0) {
             rc = fail(SF_EFORMAT, origin, "unknown reshape_activations %s",
                       printable(reshape->valuestring, p, sizeof p));
@@ -370,9 +374,8 @@ static int parse_saelens_cfg(const char *json, size_t len, const char *origin,
         meta = root;
     }
     if ((rc = parse_saelens_meta(meta, c, origin))) goto out;
-    if (!c->sae_lens_version[0] &&
-        (rc = json_str(root, "sae_lens_version", c->sae_lens_version,
-                       sizeof c->sae_lens_version, origin)))
+    if (!c->sae_lens_version[0] && (rc = json_str(root, "sae_lens_version", c->sae_lens_version,
+                                                  sizeof c->sae_lens_version, origin)))
         goto out;
     if (c->sae_lens_version[0] && version_cmp(c->sae_lens_version, "6.0.0") < 0)
         log_warn("sae_import_old_cfg", "origin=\"%s\" sae_lens_version=%s (pre-6 config)", origin,
@@ -479,8 +482,8 @@ static int find_tensor(const struct safetensors *st, const char *name, size_t d0
         return fail(SF_EFORMAT, origin, "tensor %s has shape %s, cfg says [%zu]", name, got, d0);
     }
     if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16 && t->dtype != ST_F64)
-        return fail(SF_EFORMAT, origin, "tensor %s has dtype %s (want F32, F16, BF16 or F64)",
-                    name, safetensors_dtype_name(t->dtype) ? safetensors_dtype_name(t->dtype) : "?");
+        return fail(SF_EFORMAT, origin, "tensor %s has dtype %s (want F32, F16, BF16 or F64)", name,
+                    safetensors_dtype_name(t->dtype) ? safetensors_dtype_name(t->dtype) : "?");
     *out = t;
     return 0;
 }
@@ -521,8 +524,7 @@ static void info_dtype(struct sae_io_info *info, const struct st_tensor *t)
 /* ---- SAELens import ---- */
 
 static int saelens_build(const char *origin, const struct sae_io_saelens_cfg *c,
-                         const struct safetensors *st, struct sae **out,
-                         struct sae_io_info *info)
+                         const struct safetensors *st, struct sae **out, struct sae_io_info *info)
 {
     const size_t d = c->d_in, n = c->d_sae;
     const struct st_tensor *tw_enc, *tb_enc, *tw_dec, *tb_dec, *tthr = NULL;
@@ -596,8 +598,9 @@ int sae_io_import_saelens_mem(const char *cfg_json, size_t cfg_len, const void *
     if (rc) return rc;
     struct safetensors *st = NULL;
     rc = safetensors_open_mem(weights, weights_len, &st);
-    if (rc) return fail(SF_EFORMAT, origin, "sae_weights.safetensors is not valid (%s)",
-                        sf_strerror(rc));
+    if (rc)
+        return fail(SF_EFORMAT, origin, "sae_weights.safetensors is not valid (%s)",
+                    sf_strerror(rc));
     rc = saelens_build(origin, &c, st, out, NULL);
     safetensors_close(&st);
     return rc;
@@ -663,8 +666,9 @@ int sae_io_read_sparsity(const char *dir, size_t n, float *log10_density)
     if (!is_file(path)) return SF_NOTFOUND;
     struct safetensors *st = NULL;
     int rc = safetensors_open(path, &st);
-    if (rc) return fail(SF_EFORMAT, dir, "%s is not valid (%s)", SAE_IO_SAELENS_SPARSITY,
-                        sf_strerror(rc));
+    if (rc)
+        return fail(SF_EFORMAT, dir, "%s is not valid (%s)", SAE_IO_SAELENS_SPARSITY,
+                    sf_strerror(rc));
     const struct st_tensor *t;
     if (!(rc = find_tensor(st, "sparsity", n, 0, dir, &t))) {
         if (safetensors_tensor_to_f32(t, log10_density, n) != 0) {
@@ -723,11 +727,9 @@ static int sparsify_build(const char *origin, const struct sae_io_sparsify_cfg *
         copy_field(m->dataset_path, sizeof m->dataset_path, v, origin, "dataset_path");
     int64_t iv;
     m->hook_layer = layer_from_hook(m->hook_name);
-    if ((v = safetensors_metadata(st, "saeflow.hook_layer")) && parse_i64(v, &iv) == 0 &&
-        iv >= -1)
+    if ((v = safetensors_metadata(st, "saeflow.hook_layer")) && parse_i64(v, &iv) == 0 && iv >= -1)
         m->hook_layer = iv;
-    if ((v = safetensors_metadata(st, "saeflow.context_size")) && parse_i64(v, &iv) == 0 &&
-        iv >= 0)
+    if ((v = safetensors_metadata(st, "saeflow.context_size")) && parse_i64(v, &iv) == 0 && iv >= 0)
         m->context_size = iv;
     if ((v = safetensors_metadata(st, "saeflow.prepend_bos"))) m->prepend_bos = !strcmp(v, "true");
     if ((v = safetensors_metadata(st, "saeflow.exclude_special_tokens")))
@@ -1058,9 +1060,12 @@ static int install_dir(const char *tmp, const char *final, const char *const *al
     char parent[PATH_MAX];
     snprintf(parent, sizeof parent, "%s", final);
     char *slash = strrchr(parent, '/');
-    if (!slash) snprintf(parent, sizeof parent, ".");
-    else if (slash == parent) parent[1] = '\0';
-    else *slash = '\0';
+    if (!slash)
+        snprintf(parent, sizeof parent, ".");
+    else if (slash == parent)
+        parent[1] = '\0';
+    else
+        *slash = '\0';
     file_fsync_dir(parent);
     return 0;
 }
@@ -1095,9 +1100,9 @@ static cJSON *saelens_cfg_json(const struct sae *sae)
     const struct sae_meta *m = &sae->meta;
     /* SAEConfig fields (sae.py) in declaration order, then the architecture's */
     cJSON_AddStringToObject(root, "architecture",
-                            topk                           ? "topk"
+                            topk                        ? "topk"
                             : sae->arch == SAE_STANDARD ? "standard"
-                                                           : "jumprelu");
+                                                        : "jumprelu");
     cJSON_AddNumberToObject(root, "d_in", (double)sae->d_in);
     cJSON_AddNumberToObject(root, "d_sae", (double)sae->n);
     cJSON_AddStringToObject(root, "dtype", "float32");
@@ -1115,15 +1120,19 @@ static cJSON *saelens_cfg_json(const struct sae *sae)
     cJSON_AddItemToObject(meta, "model_name", null_or_string(m->model_name));
     cJSON_AddStringToObject(meta, "model_class_name", "HookedTransformer");
     cJSON_AddItemToObject(meta, "hook_name", null_or_string(m->hook_name));
-    if (m->hook_layer >= 0) cJSON_AddNumberToObject(meta, "hook_layer", (double)m->hook_layer);
-    else cJSON_AddItemToObject(meta, "hook_layer", cJSON_CreateNull());
+    if (m->hook_layer >= 0)
+        cJSON_AddNumberToObject(meta, "hook_layer", (double)m->hook_layer);
+    else
+        cJSON_AddItemToObject(meta, "hook_layer", cJSON_CreateNull());
     cJSON_AddItemToObject(meta, "hook_head_index", cJSON_CreateNull());
     cJSON_AddItemToObject(meta, "model_from_pretrained_kwargs", cJSON_CreateObject());
     cJSON_AddBoolToObject(meta, "prepend_bos", m->prepend_bos);
     cJSON_AddBoolToObject(meta, "exclude_special_tokens", m->exclude_special_tokens);
     cJSON_AddItemToObject(meta, "neuronpedia_id", cJSON_CreateNull());
-    if (m->context_size > 0) cJSON_AddNumberToObject(meta, "context_size", (double)m->context_size);
-    else cJSON_AddItemToObject(meta, "context_size", cJSON_CreateNull());
+    if (m->context_size > 0)
+        cJSON_AddNumberToObject(meta, "context_size", (double)m->context_size);
+    else
+        cJSON_AddItemToObject(meta, "context_size", cJSON_CreateNull());
     cJSON_AddItemToObject(meta, "dataset_path", null_or_string(m->dataset_path));
     cJSON_AddItemToObject(root, "metadata", meta);
     return root;
@@ -1132,7 +1141,8 @@ static cJSON *saelens_cfg_json(const struct sae *sae)
 static int write_safetensors(struct st_writer *w, const char *dir, const char *name)
 {
     char path[PATH_MAX];
-    if (!path_join(path, sizeof path, dir, name)) return export_fail(SF_EINVAL, dir, "path too long");
+    if (!path_join(path, sizeof path, dir, name))
+        return export_fail(SF_EINVAL, dir, "path too long");
     int rc = st_writer_write(w, path);
     if (rc) return export_fail(rc, dir, "cannot write %s", name);
     return 0;
@@ -1158,7 +1168,8 @@ int sae_io_export_saelens(const struct sae *sae, const char *dir, const float *l
     cJSON *cfg = NULL;
     bool staged = false;
     if ((rc = fold_weights(sae, true, &f))) {
-        rc = export_fail(rc, dir, rc == SF_ENOMEM ? "out of memory" : "folding norm_scale overflows");
+        rc = export_fail(rc, dir,
+                         rc == SF_ENOMEM ? "out of memory" : "folding norm_scale overflows");
         goto out;
     }
     if (!(cfg = saelens_cfg_json(sae)) || !(w = st_writer_new())) {
@@ -1247,7 +1258,8 @@ int sae_io_export_sparsify(const struct sae *sae, const char *dir)
     cJSON *cfg = NULL;
     bool staged = false;
     if ((rc = fold_weights(sae, false, &f))) {
-        rc = export_fail(rc, dir, rc == SF_ENOMEM ? "out of memory" : "folding norm_scale overflows");
+        rc = export_fail(rc, dir,
+                         rc == SF_ENOMEM ? "out of memory" : "folding norm_scale overflows");
         goto out;
     }
     if (!(cfg = cJSON_CreateObject()) || !(w = st_writer_new())) {
@@ -1281,7 +1293,8 @@ int sae_io_export_sparsify(const struct sae *sae, const char *dir)
          rc = st_writer_set_metadata(w, "saeflow.hook_layer", num)) ||
         (snprintf(num, sizeof num, "%lld", (long long)m->context_size),
          rc = st_writer_set_metadata(w, "saeflow.context_size", num)) ||
-        (rc = st_writer_set_metadata(w, "saeflow.prepend_bos", m->prepend_bos ? "true" : "false")) ||
+        (rc =
+             st_writer_set_metadata(w, "saeflow.prepend_bos", m->prepend_bos ? "true" : "false")) ||
         (rc = st_writer_set_metadata(w, "saeflow.exclude_special_tokens",
                                      m->exclude_special_tokens ? "true" : "false"))) {
         rc = export_fail(rc, dir, "cannot stage tensors");

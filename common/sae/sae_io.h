@@ -39,7 +39,7 @@
 
 #include "sae/sae.h"
 
-#define SAE_IO_SAELENS_VERSION "6.5.0" /* written as metadata.sae_lens_version */
+#define SAE_IO_SAELENS_VERSION "6.5.0"    /* written as metadata.sae_lens_version */
 #define SAE_IO_MAX_CFG         (1u << 20) /* cfg.json size cap, bytes */
 #define SAE_IO_MAX_DIM         (1u << 30) /* cap on d_in and d_sae from a cfg */
 
@@ -54,12 +54,12 @@ enum sae_io_layout { SAE_IO_SAELENS = 1, SAE_IO_SPARSIFY = 2 };
 /* A parsed SAELens cfg.json. Metadata strings are truncated (with a warning) to the
  * sizes of struct sae_meta; absent ones are empty. */
 struct sae_io_saelens_cfg {
-    enum sae_arch arch;     /* topk, standard or jumprelu */
-    size_t d_in, d_sae, k;  /* k: topk only, else 0 */
-    char architecture[32];  /* as written */
-    char dtype[32];         /* as written ("float32" when absent) */
+    enum sae_arch arch;    /* topk, standard or jumprelu */
+    size_t d_in, d_sae, k; /* k: topk only, else 0 */
+    char architecture[32]; /* as written */
+    char dtype[32];        /* as written ("float32" when absent) */
     bool apply_b_dec_to_input;
-    bool hook_z;            /* reshape_activations == "hook_z" */
+    bool hook_z; /* reshape_activations == "hook_z" */
     char sae_lens_version[32];
     struct sae_meta meta;
 };
@@ -68,7 +68,7 @@ struct sae_io_saelens_cfg {
 int sae_io_parse_saelens_cfg(const char *json, size_t len, struct sae_io_saelens_cfg *out);
 
 struct sae_io_sparsify_cfg {
-    size_t d_in, n, k;      /* n = num_latents, or d_in * expansion_factor when 0 */
+    size_t d_in, n, k; /* n = num_latents, or d_in * expansion_factor when 0 */
     int64_t expansion_factor;
     bool normalize_decoder, multi_topk;
 };
@@ -101,12 +101,12 @@ int sae_io_import_sparsify_mem(const char *cfg_json, size_t cfg_len, const void 
 /* What sae_io_load_info() found, for `saeflow sae info`. */
 struct sae_io_info {
     enum sae_io_layout layout;
-    char dir[4096];          /* the directory the files were read from */
-    char architecture[32];   /* as written in cfg.json (sparsify: activation) */
-    char cfg_dtype[32];      /* SAELens cfg "dtype"; sparsify: empty */
-    char weights_dtype[16];  /* dtype of the encoder weight tensor, e.g. "F32" */
+    char dir[4096];         /* the directory the files were read from */
+    char architecture[32];  /* as written in cfg.json (sparsify: activation) */
+    char cfg_dtype[32];     /* SAELens cfg "dtype"; sparsify: empty */
+    char weights_dtype[16]; /* dtype of the encoder weight tensor, e.g. "F32" */
     char sae_lens_version[32];
-    bool has_sparsity;       /* sparsity.safetensors present (SAELens only) */
+    bool has_sparsity; /* sparsity.safetensors present (SAELens only) */
 };
 /* Detects the layout at `path` (a SAELens directory, a sparsify hookpoint directory
  * or a sparsify directory with exactly one hookpoint) and imports it. */

@@ -50,8 +50,9 @@ static int sae_info(const char *path)
     struct sae_io_info info;
     int rc = sae_io_load_info(path, &sae, &info);
     if (rc) {
-        fprintf(stderr, "saeflow sae info: %s is not a readable SAE directory (%s); see the log "
-                        "line above for why\n",
+        fprintf(stderr,
+                "saeflow sae info: %s is not a readable SAE directory (%s); see the log "
+                "line above for why\n",
                 path, sf_strerror(rc));
         return 1;
     }
@@ -62,17 +63,22 @@ static int sae_info(const char *path)
            sae_arch_name(sae->arch));
     printf("%-22s %zu\n", "d_in", sae->d_in);
     printf("%-22s %zu (%.3gx d_in)\n", "d_sae", sae->n, (double)sae->n / (double)sae->d_in);
-    if (sae->arch == SAE_TOPK) printf("%-22s %zu\n", "k", sae->k);
-    else printf("%-22s -\n", "k");
+    if (sae->arch == SAE_TOPK)
+        printf("%-22s %zu\n", "k", sae->k);
+    else
+        printf("%-22s -\n", "k");
     printf("%-22s %s (weights %s)\n", "dtype", or_dash(info.cfg_dtype), info.weights_dtype);
     if (info.layout == SAE_IO_SAELENS)
         printf("%-22s %s\n", "sae_lens_version", or_dash(info.sae_lens_version));
     printf("%-22s %s\n", "model", or_dash(m->model_name));
-    if (m->hook_layer >= 0) printf("%-22s %s (layer %lld)\n", "hook", or_dash(m->hook_name),
-                                   (long long)m->hook_layer);
-    else printf("%-22s %s\n", "hook", or_dash(m->hook_name));
-    if (m->context_size > 0) printf("%-22s %lld\n", "context_size", (long long)m->context_size);
-    else printf("%-22s -\n", "context_size");
+    if (m->hook_layer >= 0)
+        printf("%-22s %s (layer %lld)\n", "hook", or_dash(m->hook_name), (long long)m->hook_layer);
+    else
+        printf("%-22s %s\n", "hook", or_dash(m->hook_name));
+    if (m->context_size > 0)
+        printf("%-22s %lld\n", "context_size", (long long)m->context_size);
+    else
+        printf("%-22s -\n", "context_size");
     printf("%-22s %s\n", "prepend_bos", m->prepend_bos ? "true" : "false");
     printf("%-22s %s\n", "exclude_special_tokens", m->exclude_special_tokens ? "true" : "false");
     printf("%-22s %s\n", "dataset", or_dash(m->dataset_path));

@@ -33,7 +33,8 @@ static void must(int cond)
 static void check_sae(const struct sae *s)
 {
     must(s && s->d_in >= 1 && s->n >= 1 && s->norm_scale == 1.0f);
-    for (size_t i = 0; i < s->n * s->d_in; i++) must(isfinite(s->W_enc[i]) && isfinite(s->W_dec[i]));
+    for (size_t i = 0; i < s->n * s->d_in; i++)
+        must(isfinite(s->W_enc[i]) && isfinite(s->W_dec[i]));
     for (size_t i = 0; i < s->n; i++) must(isfinite(s->b_enc[i]));
     for (size_t j = 0; j < s->d_in; j++) must(isfinite(s->b_dec[j]));
     if (s->arch == SAE_JUMPRELU) must(s->threshold != NULL);
@@ -87,7 +88,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     must(rc == 0 || rc == SF_EFORMAT || rc == SF_EUNSUP || rc == SF_ENOMEM);
     if (s) {
         check_sae(s);
-        if (sparsify) must(s->arch == SAE_TOPK && !strcmp(s->meta.hook_name, "layers.0"));
+        /* the hook name is "layers.0" unless the file's saeflow.hook_name metadata says
+         * otherwise; either way a NUL-terminated string */
+        if (sparsify)
+            must(s->arch == SAE_TOPK && memchr(s->meta.hook_name, '\0', sizeof s->meta.hook_name));
         sae_destroy(&s);
     }
     return 0;

@@ -38,8 +38,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         must(c.arch == SAE_TOPK || c.arch == SAE_JUMPRELU || c.arch == SAE_STANDARD);
         must(c.d_in >= 1 && c.d_in <= SAE_IO_MAX_DIM);
         must(c.d_sae >= 1 && c.d_sae <= SAE_IO_MAX_DIM);
-        if (c.arch == SAE_TOPK) must(c.k >= 1 && c.k <= c.d_sae);
-        else must(c.k == 0);
+        if (c.arch == SAE_TOPK)
+            must(c.k >= 1 && c.k <= c.d_sae);
+        else
+            must(c.k == 0);
         check_str(c.architecture, sizeof c.architecture);
         check_str(c.dtype, sizeof c.dtype);
         check_str(c.sae_lens_version, sizeof c.sae_lens_version);

@@ -73,8 +73,10 @@ static int run_case(const struct ecase *c, const char *dir, uint64_t seed)
     char sae_dir[4096];
     snprintf(sae_dir, sizeof sae_dir, "%s/sae", dir);
     if (!rc) rc = file_mkdirs(dir, 0755);
-    if (!rc) rc = !strcmp(c->layout, "sparsify") ? sae_io_export_sparsify(s, sae_dir)
-                                                  : sae_io_export_saelens(s, sae_dir, c->sparsity ? dens : NULL);
+    if (!rc)
+        rc = !strcmp(c->layout, "sparsify")
+                 ? sae_io_export_sparsify(s, sae_dir)
+                 : sae_io_export_saelens(s, sae_dir, c->sparsity ? dens : NULL);
     if (!rc) rc = write_floats(dir, "inputs.f32", x, B * d);
     if (!rc) rc = write_floats(dir, "expected_z.f32", z, B * n);
     if (!rc) rc = write_floats(dir, "expected_xhat.f32", xh, B * d);
@@ -110,7 +112,8 @@ static const char *script_path(void)
     snprintf(p, sizeof p, "%.*s/check_saelens.py", slash ? (int)(slash - src) : 1,
              slash ? src : ".");
     if (access(p, R_OK) == 0) return p;
-    if (access("tests/unit/sae/check_saelens.py", R_OK) == 0) return "tests/unit/sae/check_saelens.py";
+    if (access("tests/unit/sae/check_saelens.py", R_OK) == 0)
+        return "tests/unit/sae/check_saelens.py";
     return NULL;
 }
 

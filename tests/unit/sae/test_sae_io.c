@@ -362,10 +362,10 @@ static void make_case(const char *cfg, const struct tspec *t, size_t nt)
 #define NK 3
 static float w_enc_t[D * N], w_dec[N * D], b_enc[N], b_dec[D], thr[N];
 
-#define CFG_FMT \
-    "{\"architecture\": \"%s\", \"d_in\": %s, \"d_sae\": %s, \"k\": %s, \"dtype\": \"float32\"," \
-    " \"device\": \"cpu\", \"apply_b_dec_to_input\": true, \"normalize_activations\": \"%s\"," \
-    " \"reshape_activations\": \"none\", \"metadata\": {\"sae_lens_version\": \"6.5.0\"," \
+#define CFG_FMT                                                                                    \
+    "{\"architecture\": \"%s\", \"d_in\": %s, \"d_sae\": %s, \"k\": %s, \"dtype\": \"float32\","   \
+    " \"device\": \"cpu\", \"apply_b_dec_to_input\": true, \"normalize_activations\": \"%s\","     \
+    " \"reshape_activations\": \"none\", \"metadata\": {\"sae_lens_version\": \"6.5.0\","          \
     " \"hook_name\": \"blocks.1.hook_resid_post\", \"model_name\": \"m\"}}"
 
 static char cfg_buf[2048];
@@ -398,10 +398,10 @@ static bool logged(const char *needle)
     return found;
 }
 
-#define EXPECT_FAIL(want, needle)                                                         \
-    do {                                                                                  \
-        CHECK_EQ_INT(import_case(), want);                                                \
-        CHECK_MSG(logged(needle), "log lacks \"%s\"", needle);                            \
+#define EXPECT_FAIL(want, needle)                                                                  \
+    do {                                                                                           \
+        CHECK_EQ_INT(import_case(), want);                                                         \
+        CHECK_MSG(logged(needle), "log lacks \"%s\"", needle);                                     \
     } while (0)
 
 static int import_case(void)
@@ -558,7 +558,8 @@ static void test_half_weights(void)
                 ok &= s->W_enc[i * D + j] == want;
             }
         CHECK_MSG(ok, "%s W_enc values", safetensors_dtype_name(dts[di]));
-        float want_thr = dts[di] == ST_F16 ? f16_to_f32(f32_to_f16(0.1f)) : bf16_to_f32(f32_to_bf16(0.1f));
+        float want_thr =
+            dts[di] == ST_F16 ? f16_to_f32(f32_to_f16(0.1f)) : bf16_to_f32(f32_to_bf16(0.1f));
         CHECK(s->threshold[4] == want_thr);
         struct sae_io_info info;
         struct sae *c = NULL;
@@ -577,8 +578,10 @@ static void test_no_b_dec_input(void)
              "{\"architecture\": \"standard\", \"d_in\": 6, \"d_sae\": 10, \"dtype\": \"float32\","
              " \"apply_b_dec_to_input\": false, \"normalize_activations\": \"none\"}");
     const struct tspec t[] = {
-        {"W_enc", ST_F32, {D, N}, 2, w_enc_t}, {"b_enc", ST_F32, {N}, 1, b_enc},
-        {"W_dec", ST_F32, {N, D}, 2, w_dec},   {"b_dec", ST_F32, {D}, 1, b_dec},
+        {"W_enc", ST_F32, {D, N}, 2, w_enc_t},
+        {"b_enc", ST_F32, {N}, 1, b_enc},
+        {"W_dec", ST_F32, {N, D}, 2, w_dec},
+        {"b_dec", ST_F32, {D}, 1, b_dec},
     };
     make_case(cfg, t, 4);
     struct sae *s = NULL;
@@ -633,8 +636,9 @@ static void test_parse_cfg(void)
     CHECK_EQ_INT(sae_io_parse_saelens_cfg(huge, strlen(huge), &c), SF_EFORMAT);
 
     struct sae_io_sparsify_cfg sc;
-    const char *sp = "{\"activation\": \"topk\", \"expansion_factor\": 4, \"normalize_decoder\": true,"
-                     " \"num_latents\": 0, \"k\": 8, \"multi_topk\": false, \"d_in\": 16}";
+    const char *sp =
+        "{\"activation\": \"topk\", \"expansion_factor\": 4, \"normalize_decoder\": true,"
+        " \"num_latents\": 0, \"k\": 8, \"multi_topk\": false, \"d_in\": 16}";
     CHECK_EQ_INT(sae_io_parse_sparsify_cfg(sp, strlen(sp), &sc), 0);
     CHECK_EQ_INT(sc.n, 64);
     CHECK_EQ_INT(sc.k, 8);
@@ -656,8 +660,10 @@ static void test_sparsify_errors(void)
     path2(p, sizeof p, dir, "cfg.json");
     CHECK_EQ_INT(file_write_atomic(p, cfg, strlen(cfg)), 0);
     const struct tspec t[] = {
-        {"encoder.weight", ST_F32, {N, D}, 2, w_dec}, {"encoder.bias", ST_F32, {N}, 1, b_enc},
-        {"W_dec", ST_F32, {N, D}, 2, w_dec},          {"b_dec", ST_F32, {D}, 1, b_dec},
+        {"encoder.weight", ST_F32, {N, D}, 2, w_dec},
+        {"encoder.bias", ST_F32, {N}, 1, b_enc},
+        {"W_dec", ST_F32, {N, D}, 2, w_dec},
+        {"b_dec", ST_F32, {D}, 1, b_dec},
     };
     path2(p, sizeof p, dir, "sae.safetensors");
     struct sae *s = NULL;
@@ -762,11 +768,12 @@ static void write_corpus(const char *dir)
     static const struct {
         const char *name, *text;
     } cfgs[] = {
-        {"v6_metadata", "{\"architecture\": \"jumprelu\", \"d_in\": 64, \"d_sae\": 512, \"dtype\":"
-                        " \"bfloat16\", \"reshape_activations\": \"hook_z\", \"metadata\":"
-                        " {\"sae_lens_version\": \"6.12.1\", \"model_name\": \"gpt2\", \"hook_name\":"
-                        " \"blocks.7.attn.hook_z\", \"context_size\": 128, \"prepend_bos\": false,"
-                        " \"exclude_special_tokens\": [50256], \"hook_head_index\": 3}}"},
+        {"v6_metadata",
+         "{\"architecture\": \"jumprelu\", \"d_in\": 64, \"d_sae\": 512, \"dtype\":"
+         " \"bfloat16\", \"reshape_activations\": \"hook_z\", \"metadata\":"
+         " {\"sae_lens_version\": \"6.12.1\", \"model_name\": \"gpt2\", \"hook_name\":"
+         " \"blocks.7.attn.hook_z\", \"context_size\": 128, \"prepend_bos\": false,"
+         " \"exclude_special_tokens\": [50256], \"hook_head_index\": 3}}"},
         {"pre6", "{\"architecture\": \"standard\", \"d_in\": 8, \"d_sae\": 16, \"hook_name\":"
                  " \"blocks.2.hook_resid_pre\", \"hook_layer\": 2, \"sae_lens_version\": \"3.1.0\","
                  " \"normalize_activations\": false, \"apply_b_dec_to_input\": false}"},
@@ -774,7 +781,8 @@ static void write_corpus(const char *dir)
                     " \"rescale_acts_by_decoder_norm\": true}"},
         {"norm", "{\"architecture\": \"topk\", \"d_in\": 8, \"d_sae\": 16, \"k\": 2,"
                  " \"normalize_activations\": \"layer_norm\"}"},
-        {"dup_key", "{\"architecture\": \"topk\", \"d_in\": 8, \"d_in\": 9, \"d_sae\": 16, \"k\": 2}"},
+        {"dup_key",
+         "{\"architecture\": \"topk\", \"d_in\": 8, \"d_in\": 9, \"d_sae\": 16, \"k\": 2}"},
         {"bad_number", "{\"architecture\": \"topk\", \"d_in\": 1e300, \"d_sae\": -1, \"k\": 2.5}"},
         {"truncated", "{\"architecture\": \"topk\", \"d_in\": 8, \"metadata\": {\"model_na"},
         {"nested", "{\"metadata\": {\"a\": [[[[[[[[[[{}]]]]]]]]]]}, \"architecture\": \"gated\"}"},
