@@ -148,6 +148,13 @@ static void map_put(struct tokenizer *t, int32_t sid)
 
 static int map_rebuild(struct tokenizer *t, size_t want)
 {
+    /* ids no loader set are empty strings (never NULL) from here on */
+    for (size_t i = 0; i < t->n_vocab; i++) {
+        if (!t->str[i]) {
+            t->str[i] = calloc(1, 1);
+            if (!t->str[i]) return SF_ENOMEM;
+        }
+    }
     size_t cap = 64;
     while (cap < want * 2) cap *= 2;
     int32_t *m = malloc(cap * sizeof *m);
@@ -307,12 +314,6 @@ static int parse_byte_token(const char *s, size_t n)
 int tokenizer_finish(struct tokenizer *t)
 {
     int rc;
-    for (size_t i = 0; i < t->n_vocab; i++) {
-        if (!t->str[i]) {
-            t->str[i] = calloc(1, 1);
-            if (!t->str[i]) return SF_ENOMEM;
-        }
-    }
     if (!t->map && (rc = map_rebuild(t, t->n_str))) return rc;
     for (int b = 0; b < 256; b++) {
         char name[8];

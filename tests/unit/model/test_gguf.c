@@ -229,7 +229,7 @@ static void test_writer(void)
     uint8_t q4[18] = {0};
     CHECK_EQ_INT(gguf_writer_add_tensor_raw(w, "t.q4", GGML_TYPE_Q4_0, 1, d32, q4, 18), 0);
     const uint64_t d4[4] = {2, 1, 1, 2};
-    CHECK_EQ_INT(gguf_writer_add_tensor_f32(w, "t.4d", GGML_TYPE_F32, 4, d4, fa), 0);
+    CHECK_EQ_INT(gguf_writer_add_tensor_f32(w, "t.4d", GGML_TYPE_F32, 4, d4, f32v), 0);
 
     struct buf out;
     buf_init(&out, 1 << 24);
