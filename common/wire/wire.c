@@ -102,9 +102,9 @@ static void ctx_release(void)
  * so that a stream of 1 MiB batches reuses warm pages instead of faulting in fresh
  * ones for every message. The pool lives until the socket and every buffer it
  * handed out are gone (refcount). */
-#define POOL_MIN_BYTES  (64u << 10)
-#define POOL_MAX_BUFS   16
-#define POOL_MAX_BYTES  (64u << 20)
+#define POOL_MIN_BYTES (64u << 10)
+#define POOL_MAX_BUFS  16
+#define POOL_MAX_BYTES (64u << 20)
 
 struct pool_hdr {
     size_t cap;
@@ -241,13 +241,20 @@ static const char *type_name(enum wire_type t)
 static int zmq_type_of(enum wire_type t)
 {
     switch (t) {
-    case WIRE_PUSH: return ZMQ_PUSH;
-    case WIRE_PULL: return ZMQ_PULL;
-    case WIRE_PUB: return ZMQ_PUB;
-    case WIRE_SUB: return ZMQ_SUB;
-    case WIRE_DEALER: return ZMQ_DEALER;
-    case WIRE_ROUTER: return ZMQ_ROUTER;
-    case WIRE_PAIR: return ZMQ_PAIR;
+    case WIRE_PUSH:
+        return ZMQ_PUSH;
+    case WIRE_PULL:
+        return ZMQ_PULL;
+    case WIRE_PUB:
+        return ZMQ_PUB;
+    case WIRE_SUB:
+        return ZMQ_SUB;
+    case WIRE_DEALER:
+        return ZMQ_DEALER;
+    case WIRE_ROUTER:
+        return ZMQ_ROUTER;
+    case WIRE_PAIR:
+        return ZMQ_PAIR;
     }
     return -1;
 }
@@ -481,10 +488,13 @@ static bool path_ok(const char *s)
 size_t wire_dtype_size(Saeflow__DType dtype)
 {
     switch (dtype) {
-    case WIRE_F32: return 4;
+    case WIRE_F32:
+        return 4;
     case WIRE_F16:
-    case WIRE_BF16: return 2;
-    default: return 0;
+    case WIRE_BF16:
+        return 2;
+    default:
+        return 0;
     }
 }
 
@@ -527,9 +537,7 @@ static enum wire_reject validate_credit(const Saeflow__CreditGrant *c)
 static enum wire_reject validate_ack(const Saeflow__Ack *a)
 {
     if (!id_ok(a->consumer_id, false) || !id_ok(a->producer_id, false)) return WIRE_REJ_ID;
-    if (a->status < WIRE_ACK_ACCEPTED ||
-        a->status > WIRE_ACK_REJECTED)
-        return WIRE_REJ_ACK;
+    if (a->status < WIRE_ACK_ACCEPTED || a->status > WIRE_ACK_REJECTED) return WIRE_REJ_ACK;
     if (a->n_ranges == 0 || a->n_ranges > WIRE_MAX_ACK_RANGES || !a->ranges) return WIRE_REJ_ACK;
     for (size_t i = 0; i < a->n_ranges; i++)
         if (!a->ranges[i] || a->ranges[i]->first > a->ranges[i]->last) return WIRE_REJ_ACK;
@@ -581,13 +589,20 @@ enum wire_reject wire_validate(enum wire_kind kind, const void *body)
 {
     if (!body) return WIRE_REJ_NO_BODY;
     switch (kind) {
-    case WIRE_BATCH: return validate_batch(body);
-    case WIRE_CREDIT: return validate_credit(body);
-    case WIRE_ACK: return validate_ack(body);
-    case WIRE_METRICS: return validate_metrics(body);
-    case WIRE_CHECKPOINT: return validate_checkpoint(body);
-    case WIRE_HEARTBEAT: return validate_heartbeat(body);
-    default: return WIRE_REJ_NO_BODY;
+    case WIRE_BATCH:
+        return validate_batch(body);
+    case WIRE_CREDIT:
+        return validate_credit(body);
+    case WIRE_ACK:
+        return validate_ack(body);
+    case WIRE_METRICS:
+        return validate_metrics(body);
+    case WIRE_CHECKPOINT:
+        return validate_checkpoint(body);
+    case WIRE_HEARTBEAT:
+        return validate_heartbeat(body);
+    default:
+        return WIRE_REJ_NO_BODY;
     }
 }
 
@@ -632,13 +647,20 @@ static size_t put_varint(uint8_t *p, uint64_t v)
 static const ProtobufCMessage *frame_body(const Saeflow__Frame *f)
 {
     switch (f->body_case) {
-    case SAEFLOW__FRAME__BODY_BATCH: return &f->batch->base;
-    case SAEFLOW__FRAME__BODY_CREDIT: return &f->credit->base;
-    case SAEFLOW__FRAME__BODY_ACK: return &f->ack->base;
-    case SAEFLOW__FRAME__BODY_METRICS: return &f->metrics->base;
-    case SAEFLOW__FRAME__BODY_CHECKPOINT: return &f->checkpoint->base;
-    case SAEFLOW__FRAME__BODY_HEARTBEAT: return &f->heartbeat->base;
-    default: return NULL;
+    case SAEFLOW__FRAME__BODY_BATCH:
+        return &f->batch->base;
+    case SAEFLOW__FRAME__BODY_CREDIT:
+        return &f->credit->base;
+    case SAEFLOW__FRAME__BODY_ACK:
+        return &f->ack->base;
+    case SAEFLOW__FRAME__BODY_METRICS:
+        return &f->metrics->base;
+    case SAEFLOW__FRAME__BODY_CHECKPOINT:
+        return &f->checkpoint->base;
+    case SAEFLOW__FRAME__BODY_HEARTBEAT:
+        return &f->heartbeat->base;
+    default:
+        return NULL;
     }
 }
 
@@ -697,7 +719,8 @@ static enum wire_reject frame_prepare(const struct wire_msg *m, Saeflow__Frame *
         f->body_case = SAEFLOW__FRAME__BODY_HEARTBEAT;
         f->heartbeat = m->heartbeat;
         break;
-    default: return WIRE_REJ_NO_BODY;
+    default:
+        return WIRE_REJ_NO_BODY;
     }
     return wire_validate(m->kind, m->body);
 }
@@ -781,13 +804,20 @@ void wire_msg_fini(struct wire_msg *m)
 static enum wire_kind kind_of_case(Saeflow__Frame__BodyCase c)
 {
     switch (c) {
-    case SAEFLOW__FRAME__BODY_BATCH: return WIRE_BATCH;
-    case SAEFLOW__FRAME__BODY_CREDIT: return WIRE_CREDIT;
-    case SAEFLOW__FRAME__BODY_ACK: return WIRE_ACK;
-    case SAEFLOW__FRAME__BODY_METRICS: return WIRE_METRICS;
-    case SAEFLOW__FRAME__BODY_CHECKPOINT: return WIRE_CHECKPOINT;
-    case SAEFLOW__FRAME__BODY_HEARTBEAT: return WIRE_HEARTBEAT;
-    default: return WIRE_NONE;
+    case SAEFLOW__FRAME__BODY_BATCH:
+        return WIRE_BATCH;
+    case SAEFLOW__FRAME__BODY_CREDIT:
+        return WIRE_CREDIT;
+    case SAEFLOW__FRAME__BODY_ACK:
+        return WIRE_ACK;
+    case SAEFLOW__FRAME__BODY_METRICS:
+        return WIRE_METRICS;
+    case SAEFLOW__FRAME__BODY_CHECKPOINT:
+        return WIRE_CHECKPOINT;
+    case SAEFLOW__FRAME__BODY_HEARTBEAT:
+        return WIRE_HEARTBEAT;
+    default:
+        return WIRE_NONE;
     }
 }
 
@@ -849,7 +879,8 @@ static bool scan_one(const uint8_t *p, size_t n, uint64_t want, uint64_t lo, uin
             i += (size_t)v;
             break;
         }
-        default: return false;
+        default:
+            return false;
         }
     }
     return found == 1;
@@ -967,13 +998,26 @@ static enum wire_reject decode(const uint8_t *buf, size_t len, const struct wire
     enum wire_kind kind = kind_of_case(pv->frame->body_case);
     void *body = NULL;
     switch (kind) {
-    case WIRE_BATCH: body = pv->frame->batch; break;
-    case WIRE_CREDIT: body = pv->frame->credit; break;
-    case WIRE_ACK: body = pv->frame->ack; break;
-    case WIRE_METRICS: body = pv->frame->metrics; break;
-    case WIRE_CHECKPOINT: body = pv->frame->checkpoint; break;
-    case WIRE_HEARTBEAT: body = pv->frame->heartbeat; break;
-    default: break;
+    case WIRE_BATCH:
+        body = pv->frame->batch;
+        break;
+    case WIRE_CREDIT:
+        body = pv->frame->credit;
+        break;
+    case WIRE_ACK:
+        body = pv->frame->ack;
+        break;
+    case WIRE_METRICS:
+        body = pv->frame->metrics;
+        break;
+    case WIRE_CHECKPOINT:
+        body = pv->frame->checkpoint;
+        break;
+    case WIRE_HEARTBEAT:
+        body = pv->frame->heartbeat;
+        break;
+    default:
+        break;
     }
     if (!body) return WIRE_REJ_NO_BODY;
     if (!unknown_tree_ok(pv->frame, kind, body)) return WIRE_REJ_UNPACK;
@@ -1110,8 +1154,8 @@ static void count_reject(struct wire_sock *s, enum wire_reject r, size_t len)
     pthread_mutex_unlock(&s->mu);
     /* one line for the 1st, 2nd, 4th, 8th... of each reason: a flood cannot flood the log */
     if (is_pow2(n))
-        log_warn("wire_rejected", "reason=%s bytes=%zu count=%llu endpoint=%s",
-                 wire_reject_name(r), len, (unsigned long long)n, s->endpoint);
+        log_warn("wire_rejected", "reason=%s bytes=%zu count=%llu endpoint=%s", wire_reject_name(r),
+                 len, (unsigned long long)n, s->endpoint);
 }
 
 void wire_stats_get(const struct wire_sock *s, struct wire_stats *out)
@@ -1171,10 +1215,10 @@ void wire_stats_foreach(const struct wire_sock *s, wire_sample_fn cb, void *ud)
     cb("saeflow_wire_send_errors_total", "Sends that failed (invalid message or socket error)",
        NULL, NULL, (double)st.send_errors, ud);
     for (int k = WIRE_BATCH; k < WIRE_KIND_COUNT; k++)
-        cb("saeflow_wire_received_messages_total", "Valid messages received", "kind",
-           kind_names[k], (double)st.received[k], ud);
-    cb("saeflow_wire_received_bytes_total", "Payload bytes of valid messages received", NULL,
-       NULL, (double)st.received_bytes, ud);
+        cb("saeflow_wire_received_messages_total", "Valid messages received", "kind", kind_names[k],
+           (double)st.received[k], ud);
+    cb("saeflow_wire_received_bytes_total", "Payload bytes of valid messages received", NULL, NULL,
+       (double)st.received_bytes, ud);
     for (int r = WIRE_REJ_NONE + 1; r < WIRE_REJ_COUNT; r++)
         cb("saeflow_wire_rejected_total", "Received messages rejected, by reason", "reason",
            reject_names[r], (double)st.rejected[r], ud);
@@ -1317,8 +1361,7 @@ int wire_send_heartbeat(struct wire_sock *s, const Saeflow__Heartbeat *h)
     return send_kind(s, WIRE_HEARTBEAT, h);
 }
 
-int wire_send_raw(struct wire_sock *s, const void *const *parts, const size_t *lens,
-                  size_t n_parts)
+int wire_send_raw(struct wire_sock *s, const void *const *parts, const size_t *lens, size_t n_parts)
 {
     if (!s || n_parts == 0 || !parts || !lens) return SF_EINVAL;
     for (size_t i = 0; i < n_parts; i++) {
@@ -1395,9 +1438,9 @@ int wire_recv(struct wire_sock *s, struct wire_msg *out, int timeout_ms)
         uint8_t peer[WIRE_MAX_PEER_LEN];
         size_t peer_len = out->peer_len;
         memcpy(peer, out->peer, peer_len);
-        r = decode(zmq_msg_data(pm), plen, &(struct wire_limits){s->opts.max_msg_bytes,
-                                                                  s->opts.alloc_budget},
-                   true, out, &borrowed);
+        r = decode(zmq_msg_data(pm), plen,
+                   &(struct wire_limits){s->opts.max_msg_bytes, s->opts.alloc_budget}, true, out,
+                   &borrowed);
         memcpy(out->peer, peer, peer_len); /* decode reset *out */
         out->peer_len = peer_len;
         if (r == WIRE_REJ_NONE && borrowed) {
@@ -1448,8 +1491,8 @@ int wire_poll(struct wire_poll_item *items, size_t n, int timeout_ms)
     for (size_t i = 0; i < n; i++) {
         zi[i].socket = items[i].sock ? items[i].sock->zs : NULL;
         zi[i].fd = items[i].sock ? 0 : items[i].fd;
-        zi[i].events = (short)((items[i].want_in ? ZMQ_POLLIN : 0) |
-                               (items[i].want_out ? ZMQ_POLLOUT : 0));
+        zi[i].events =
+            (short)((items[i].want_in ? ZMQ_POLLIN : 0) | (items[i].want_out ? ZMQ_POLLOUT : 0));
         zi[i].revents = 0;
     }
     int rc = zmq_poll(zi, (int)n, timeout_ms);

@@ -58,18 +58,18 @@
 #define WIRE_ACK_REJECTED SAEFLOW__ACK_STATUS__ACK_STATUS_REJECTED
 
 /* ---- bounds checked by wire_validate ---- */
-#define WIRE_MAX_D_IN        65536u
-#define WIRE_MAX_TOKENS      (1u << 20)
-#define WIRE_MAX_LAYER       4095   /* layer in [-1, WIRE_MAX_LAYER] */
-#define WIRE_MAX_POSITION    (1 << 24)
-#define WIRE_MAX_ID_LEN      64     /* producer/consumer/sender/trainer ids: [A-Za-z0-9._:-] */
-#define WIRE_MAX_NAME_LEN    128    /* hook names [A-Za-z0-9._], model/sae ids [A-Za-z0-9._:/@+-] */
-#define WIRE_MAX_TEXT_LEN    256    /* free text (status, role, format): printable ASCII */
-#define WIRE_MAX_PATH_LEN    4096   /* paths: any byte >= 0x20 except 0x7f */
-#define WIRE_MAX_ACK_RANGES  4096
-#define WIRE_MAX_EXTRA       64     /* TrainMetrics.extra entries */
-#define WIRE_MAX_PEER_LEN    255    /* ROUTER routing ids */
-#define WIRE_MAX_TOPIC_LEN   (6 + WIRE_MAX_NAME_LEN + 2)
+#define WIRE_MAX_D_IN       65536u
+#define WIRE_MAX_TOKENS     (1u << 20)
+#define WIRE_MAX_LAYER      4095 /* layer in [-1, WIRE_MAX_LAYER] */
+#define WIRE_MAX_POSITION   (1 << 24)
+#define WIRE_MAX_ID_LEN     64   /* producer/consumer/sender/trainer ids: [A-Za-z0-9._:-] */
+#define WIRE_MAX_NAME_LEN   128  /* hook names [A-Za-z0-9._], model/sae ids [A-Za-z0-9._:/@+-] */
+#define WIRE_MAX_TEXT_LEN   256  /* free text (status, role, format): printable ASCII */
+#define WIRE_MAX_PATH_LEN   4096 /* paths: any byte >= 0x20 except 0x7f */
+#define WIRE_MAX_ACK_RANGES 4096
+#define WIRE_MAX_EXTRA      64  /* TrainMetrics.extra entries */
+#define WIRE_MAX_PEER_LEN   255 /* ROUTER routing ids */
+#define WIRE_MAX_TOPIC_LEN  (6 + WIRE_MAX_NAME_LEN + 2)
 
 /* Default size limits (struct wire_opts / struct wire_limits). */
 #define WIRE_DEFAULT_MAX_MSG      (64u << 20)
@@ -122,16 +122,16 @@ const char *wire_reject_name(enum wire_reject r); /* "too_large", "unpack", ... 
 
 /* ---- sockets ---- */
 struct wire_opts {
-    size_t max_msg_bytes;   /* payload cap (ZMQ_MAXMSGSIZE + checked); 0 = default */
-    size_t alloc_budget;    /* unpack allocation cap; 0 = default */
-    int linger_ms;          /* ZMQ_LINGER (default 500) */
-    int send_timeout_ms;    /* ZMQ_SNDTIMEO: blocked sends give SF_AGAIN after (1000; -1 = forever) */
-    int hwm;                /* ZMQ_SNDHWM and ZMQ_RCVHWM in messages (default 64) */
-    int heartbeat_ivl_ms;   /* ZMQ_HEARTBEAT_IVL (default 1000) */
-    int heartbeat_ttl_ms;   /* ZMQ_HEARTBEAT_TTL (default 3000) */
+    size_t max_msg_bytes; /* payload cap (ZMQ_MAXMSGSIZE + checked); 0 = default */
+    size_t alloc_budget;  /* unpack allocation cap; 0 = default */
+    int linger_ms;        /* ZMQ_LINGER (default 500) */
+    int send_timeout_ms;  /* ZMQ_SNDTIMEO: blocked sends give SF_AGAIN after (1000; -1 = forever) */
+    int hwm;              /* ZMQ_SNDHWM and ZMQ_RCVHWM in messages (default 64) */
+    int heartbeat_ivl_ms; /* ZMQ_HEARTBEAT_IVL (default 1000) */
+    int heartbeat_ttl_ms; /* ZMQ_HEARTBEAT_TTL (default 3000) */
     int heartbeat_timeout_ms; /* ZMQ_HEARTBEAT_TIMEOUT (default 3000) */
-    const char *identity;   /* ZMQ_ROUTING_ID for DEALER/ROUTER (copied); NULL = random */
-    bool track_seq;         /* per-producer duplicate/gap accounting (default true) */
+    const char *identity;     /* ZMQ_ROUTING_ID for DEALER/ROUTER (copied); NULL = random */
+    bool track_seq;           /* per-producer duplicate/gap accounting (default true) */
 };
 void wire_opts_default(struct wire_opts *o);
 
@@ -174,10 +174,10 @@ struct wire_msg {
     uint8_t peer[WIRE_MAX_PEER_LEN]; /* ROUTER: routing id of the sender / addressee */
     size_t peer_len;
     /* filled on receive: */
-    size_t wire_bytes;        /* payload length */
-    bool duplicate;           /* batch seq already seen for its (producer, epoch) */
-    enum wire_reject reject;  /* why, when wire_recv returned WIRE_REJECTED */
-    void *priv_;              /* decoded storage; freed by wire_msg_fini */
+    size_t wire_bytes;       /* payload length */
+    bool duplicate;          /* batch seq already seen for its (producer, epoch) */
+    enum wire_reject reject; /* why, when wire_recv returned WIRE_REJECTED */
+    void *priv_;             /* decoded storage; freed by wire_msg_fini */
 };
 /* Frees what a received/decoded message owns and zeroes it. NULL-safe, idempotent. */
 void wire_msg_fini(struct wire_msg *m);
@@ -257,11 +257,11 @@ struct wire_stats {
     uint64_t received_bytes;            /* payload bytes of valid messages */
     uint64_t rejected[WIRE_REJ_COUNT];  /* by reason ([WIRE_REJ_NONE] unused) */
     uint64_t rejected_total;
-    uint64_t duplicates;   /* batches whose seq was already seen */
-    uint64_t late;         /* batches that arrived out of order, filling a gap */
-    uint64_t gaps;         /* gap events (a seq jumped forward by more than 1) */
-    uint64_t gap_batches;  /* sum of missing seqs over all gap events */
-    uint64_t producers;    /* (producer, epoch) keys tracked now */
+    uint64_t duplicates;  /* batches whose seq was already seen */
+    uint64_t late;        /* batches that arrived out of order, filling a gap */
+    uint64_t gaps;        /* gap events (a seq jumped forward by more than 1) */
+    uint64_t gap_batches; /* sum of missing seqs over all gap events */
+    uint64_t producers;   /* (producer, epoch) keys tracked now */
 };
 void wire_stats_get(const struct wire_sock *s, struct wire_stats *out);
 

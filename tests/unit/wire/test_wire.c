@@ -158,16 +158,32 @@ static size_t pack_frame(uint32_t version, enum wire_kind kind, void *body, uint
     Saeflow__Frame f = SAEFLOW__FRAME__INIT;
     f.schema_version = version;
     switch (kind) {
-    case WIRE_BATCH: f.body_case = SAEFLOW__FRAME__BODY_BATCH; f.batch = body; break;
-    case WIRE_CREDIT: f.body_case = SAEFLOW__FRAME__BODY_CREDIT; f.credit = body; break;
-    case WIRE_ACK: f.body_case = SAEFLOW__FRAME__BODY_ACK; f.ack = body; break;
-    case WIRE_METRICS: f.body_case = SAEFLOW__FRAME__BODY_METRICS; f.metrics = body; break;
+    case WIRE_BATCH:
+        f.body_case = SAEFLOW__FRAME__BODY_BATCH;
+        f.batch = body;
+        break;
+    case WIRE_CREDIT:
+        f.body_case = SAEFLOW__FRAME__BODY_CREDIT;
+        f.credit = body;
+        break;
+    case WIRE_ACK:
+        f.body_case = SAEFLOW__FRAME__BODY_ACK;
+        f.ack = body;
+        break;
+    case WIRE_METRICS:
+        f.body_case = SAEFLOW__FRAME__BODY_METRICS;
+        f.metrics = body;
+        break;
     case WIRE_CHECKPOINT:
         f.body_case = SAEFLOW__FRAME__BODY_CHECKPOINT;
         f.checkpoint = body;
         break;
-    case WIRE_HEARTBEAT: f.body_case = SAEFLOW__FRAME__BODY_HEARTBEAT; f.heartbeat = body; break;
-    default: break;
+    case WIRE_HEARTBEAT:
+        f.body_case = SAEFLOW__FRAME__BODY_HEARTBEAT;
+        f.heartbeat = body;
+        break;
+    default:
+        break;
     }
     size_t n = saeflow__frame__get_packed_size(&f);
     *out = malloc(n ? n : 1);
@@ -214,7 +230,8 @@ static void check_batch_equal(const Saeflow__ActivationBatch *a, const Saeflow__
     CHECK(a->dtype == b->dtype);
     CHECK(a->activations.len == b->activations.len &&
           mem_eq(a->activations.data, b->activations.data, a->activations.len));
-    CHECK(a->n_token_ids == b->n_token_ids && mem_eq(a->token_ids, b->token_ids, a->n_token_ids * 4));
+    CHECK(a->n_token_ids == b->n_token_ids &&
+          mem_eq(a->token_ids, b->token_ids, a->n_token_ids * 4));
     CHECK(a->n_doc_ids == b->n_doc_ids && mem_eq(a->doc_ids, b->doc_ids, a->n_doc_ids * 8));
     CHECK(a->n_positions == b->n_positions &&
           mem_eq(a->positions, b->positions, a->n_positions * 4));
@@ -332,7 +349,7 @@ static void test_dtypes(const char *endpoint)
         }
         if (dts[d] == WIRE_F32) CHECK(p[3 * 4 + 3] == 0x47 && p[3 * 4 + 2] == 0x7f); /* 65504 */
         if (dts[d] == WIRE_F16) CHECK(p[3 * 2] == 0xff && p[3 * 2 + 1] == 0x7b);     /* 0x7bff */
-        if (dts[d] == WIRE_BF16) CHECK(p[3 * 2 + 1] == 0x47 && p[3 * 2] == 0x80);     /* 65536 */
+        if (dts[d] == WIRE_BF16) CHECK(p[3 * 2 + 1] == 0x47 && p[3 * 2] == 0x80);    /* 65536 */
         wire_msg_fini(&m);
         buf_fini(&bs.scratch);
     }
@@ -413,13 +430,13 @@ static size_t build_reject_cases(struct reject_case *cs)
     size_t n = 0;
     struct batch_store bs = {0};
     Saeflow__ActivationBatch b;
-#define BATCH_CASE(what, want, stmt)                                                             \
-    do {                                                                                         \
-        batch_make(&bs, WIRE_F32, 0);                                                            \
-        b = bs.b;                                                                                \
-        b.schema_version = WIRE_SCHEMA_VERSION;                                                  \
-        stmt;                                                                                    \
-        add_case(cs, &n, what, want, WIRE_SCHEMA_VERSION, WIRE_BATCH, &b);                       \
+#define BATCH_CASE(what, want, stmt)                                                               \
+    do {                                                                                           \
+        batch_make(&bs, WIRE_F32, 0);                                                              \
+        b = bs.b;                                                                                  \
+        b.schema_version = WIRE_SCHEMA_VERSION;                                                    \
+        stmt;                                                                                      \
+        add_case(cs, &n, what, want, WIRE_SCHEMA_VERSION, WIRE_BATCH, &b);                         \
     } while (0)
     uint8_t junk[64];
     memset(junk, 0xff, sizeof junk);
@@ -454,9 +471,9 @@ static size_t build_reject_cases(struct reject_case *cs)
     BATCH_CASE("bytes short by one", WIRE_REJ_SIZE_MISMATCH, b.activations.len--);
     BATCH_CASE("d_in says more", WIRE_REJ_SIZE_MISMATCH, b.d_in = DIN + 1);
     BATCH_CASE("token ids short", WIRE_REJ_TOKEN_IDS, b.n_token_ids = NT - 1);
-    BATCH_CASE("doc ids long", WIRE_REJ_DOC_IDS, (b.n_doc_ids = NT, b.n_tokens = NT - 1,
-                                                  b.activations.len = (NT - 1) * DIN * 4,
-                                                  b.n_token_ids = 0));
+    BATCH_CASE("doc ids long", WIRE_REJ_DOC_IDS,
+               (b.n_doc_ids = NT, b.n_tokens = NT - 1, b.activations.len = (NT - 1) * DIN * 4,
+                b.n_token_ids = 0));
     BATCH_CASE("negative position", WIRE_REJ_POSITIONS, bs.pos[2] = -1);
     BATCH_CASE("positions short", WIRE_REJ_POSITIONS, b.n_positions = 1);
     BATCH_CASE("nan norm scale", WIRE_REJ_NORM_SCALE, b.norm_scale = NAN);
@@ -638,7 +655,7 @@ static void test_oversized_ipc(const char *dir)
     CHECK(got == 0 && m.kind == WIRE_HEARTBEAT);
     struct wire_stats st;
     wire_stats_get(pull, &st);
-    CHECK(st.rejected_total == 0);                       /* never reached us */
+    CHECK(st.rejected_total == 0); /* never reached us */
     CHECK(st.received_bytes < (uint64_t)(1 << 16) * st.received[WIRE_HEARTBEAT]);
     wire_msg_fini(&m);
 out:
@@ -670,8 +687,8 @@ struct sample_seen {
     bool producer_series;
 };
 
-static void sample_cb(const char *name, const char *help, const char *lk, const char *lv,
-                      double v, void *ud)
+static void sample_cb(const char *name, const char *help, const char *lk, const char *lv, double v,
+                      void *ud)
 {
     struct sample_seen *s = ud;
     s->n++;
@@ -710,7 +727,7 @@ static void test_seq_accounting(void)
     wire_stats_get(pull, &st);
     CHECK_EQ_INT(st.duplicates, 3);
     CHECK_EQ_INT(st.late, 2); /* 3 and 1999: unseen, inside the window, filling gaps */
-    CHECK_EQ_INT(st.gaps, 2);               /* 2->5, 6->2000 */
+    CHECK_EQ_INT(st.gaps, 2); /* 2->5, 6->2000 */
     CHECK_EQ_INT(st.gap_batches, 2 + 1993); /* {3,4} and 7..1999 */
     CHECK_EQ_INT(st.producers, 2);
     struct prod_seen ps = {0};
@@ -801,7 +818,7 @@ static void test_pub_sub(void)
     struct wire_msg m = {0};
     int rc = SF_AGAIN;
     for (int i = 0; i < 50 && rc == SF_AGAIN; i++) { /* the subscription travels first */
-        bs.b.hook_name = "blocks.2.hook_resid_post";  /* filtered out */
+        bs.b.hook_name = "blocks.2.hook_resid_post"; /* filtered out */
         CHECK(wire_send_batch(pub, &bs.b) == 0);
         Saeflow__Heartbeat h = heartbeat_make(1); /* filtered out */
         CHECK(wire_send_heartbeat(pub, &h) == 0);
@@ -810,7 +827,8 @@ static void test_pub_sub(void)
         CHECK(wire_send_batch(pub, &bs.b) == 0);
         rc = wire_recv(sub, &m, 20);
     }
-    CHECK(rc == 0 && m.kind == WIRE_BATCH && !strcmp(m.batch->hook_name, "blocks.1.hook_resid_post"));
+    CHECK(rc == 0 && m.kind == WIRE_BATCH &&
+          !strcmp(m.batch->hook_name, "blocks.1.hook_resid_post"));
     /* a topic that lies about its payload is rejected */
     uint8_t *hb;
     Saeflow__Heartbeat h = heartbeat_make(2);
