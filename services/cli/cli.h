@@ -13,6 +13,7 @@ struct cli_cmd {
 
 /* One declaration per command file. */
 int cmd_version(int argc, char **argv);
+int cmd_up(int argc, char **argv);
 int cmd_generate(int argc, char **argv);   /* cmd_generate.c */
 int cmd_tokenize(int argc, char **argv);   /* cmd_tokenize.c */
 int cmd_model_info(int argc, char **argv); /* cmd_model_info.c */

@@ -12,6 +12,7 @@ static const struct cli_cmd commands[] = {
     {"tokenize", NULL, cmd_tokenize, "print a text's token ids and pieces"},
     {"model", "info", cmd_model_info, "describe a model: shapes, parameters, hook points"},
     {"sae", "info", cmd_sae_info, "describe a SAELens or sparsify SAE directory"},
+    {"up", NULL, cmd_up, "run capture + train locally from one config, with live progress"},
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,323 @@
+/* saeflow up CONFIG: starts a local pipeline — saeflow-train and saeflow-capture as
+ * child processes talking over ipc:// sockets in a run directory — from one config
+ * file, shows live progress from the trainer's TrainMetrics (tokens/s, loss, FVU, L0,
+ * dead %, ETA), and on Ctrl-C stops both cleanly (the trainer writes a resumable
+ * checkpoint). Running it again resumes from that checkpoint.
+ *
+ * The config file: `name = value` lines. `capture.<opt>` and `train.<opt>` go to the
+ * services as --<opt> flags; plain names are up's own:
+ *   run_dir   = saeflow-run   sockets, logs, ledgers (checkpoints default below it)
+ *   bin_dir   = (the directory of this saeflow binary)
+ *   stop_s    = 60            how long to wait for the services after Ctrl-C
+ * Unless set, up fills in train.bind, train.publish, train.ckpt_dir, train.export_dir,
+ * train.exit_when_done = true, capture.connect, capture.drain_s. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "core/core.h"
+#include "wire/wire.h"
+
+#define UP_MAX_ARGS 128
+
+struct argv_list {
+    char *v[UP_MAX_ARGS + 1];
+    size_t n;
+};
+
+static int argv_add(struct argv_list *a, const char *s)
+{
+    if (a->n >= UP_MAX_ARGS) return SF_ERANGE;
+    a->v[a->n] = strdup(s);
+    if (!a->v[a->n]) return SF_ENOMEM;
+    a->n++;
+    a->v[a->n] = NULL;
+    return 0;
+}
+
+static void argv_free(struct argv_list *a)
+{
+    for (size_t i = 0; i < a->n; i++) free(a->v[i]);
+    a->n = 0;
+}
+
+static bool argv_has(const struct argv_list *a, const char *flag)
+{
+    for (size_t i = 1; i < a->n; i++)
+        if (!strcmp(a->v[i], flag)) return true;
+    return false;
+}
+
+static const char *argv_get(const struct argv_list *a, const char *flag)
+{
+    for (size_t i = 1; i + 1 < a->n; i++)
+        if (!strcmp(a->v[i], flag)) return a->v[i + 1];
+    return NULL;
+}
+
+static int argv_default(struct argv_list *a, const char *flag, const char *value)
+{
+    if (argv_has(a, flag)) return 0;
+    int rc = argv_add(a, flag);
+    return rc ? rc : argv_add(a, value);
+}
+
+struct up_conf {
+    char run_dir[4096];
+    char bin_dir[4096];
+    double stop_s;
+    struct argv_list cap, train;
+};
+
+static void trim(char **s, char **e)
+{
+    while (*s < *e && (**s == ' ' || **s == '\t' || **s == '\r')) (*s)++;
+    while (*e > *s && ((*e)[-1] == ' ' || (*e)[-1] == '\t' || (*e)[-1] == '\r')) (*e)--;
+}
+
+static int parse_conf(const char *path, struct up_conf *c)
+{
+    char *text = NULL;
+    size_t len = 0;
+    if (file_read_all(path, 1 << 20, &text, &len) < 0) {
+        fprintf(stderr, "saeflow up: cannot read %s\n", path);
+        return SF_EIO;
+    }
+    int rc = 0;
+    size_t lineno = 0;
+    char *p = text, *end = text + len;
+    while (p < end && rc == 0) {
+        lineno++;
+        char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (!eol) eol = end;
+        char *s = p, *e = eol;
+        p = eol < end ? eol + 1 : end;
+        char *hash = memchr(s, '#', (size_t)(e - s));
+        if (hash) e = hash;
+        trim(&s, &e);
+        if (s == e) continue;
+        char *eq = memchr(s, '=', (size_t)(e - s));
+        if (!eq) {
+            fprintf(stderr, "%s:%zu: expected 'name = value'\n", path, lineno);
+            rc = SF_EINVAL;
+            break;
+        }
+        char *ks = s, *ke = eq, *vs = eq + 1, *ve = e;
+        trim(&ks, &ke);
+        trim(&vs, &ve);
+        if (ve - vs >= 2 && *vs == '"' && ve[-1] == '"') vs++, ve--;
+        char key[128], val[4096];
+        if (ke - ks <= 0 || (size_t)(ke - ks) >= sizeof key || (size_t)(ve - vs) >= sizeof val) {
+            fprintf(stderr, "%s:%zu: bad name or value\n", path, lineno);
+            rc = SF_EINVAL;
+            break;
+        }
+        memcpy(key, ks, (size_t)(ke - ks));
+        key[ke - ks] = 0;
+        memcpy(val, vs, (size_t)(ve - vs));
+        val[ve - vs] = 0;
+        char flag[160];
+        if (!strncmp(key, "capture.", 8) || !strncmp(key, "train.", 6)) {
+            bool cap = key[0] == 'c';
+            snprintf(flag, sizeof flag, "--%s", key + (cap ? 8 : 6));
+            struct argv_list *a = cap ? &c->cap : &c->train;
+            rc = argv_add(a, flag);
+            if (rc == 0) rc = argv_add(a, val);
+        } else if (!strcmp(key, "run_dir")) {
+            snprintf(c->run_dir, sizeof c->run_dir, "%s", val);
+        } else if (!strcmp(key, "bin_dir")) {
+            snprintf(c->bin_dir, sizeof c->bin_dir, "%s", val);
+        } else if (!strcmp(key, "stop_s")) {
+            if (parse_f64(val, &c->stop_s) < 0 || c->stop_s < 0) rc = SF_EINVAL;
+        } else {
+            fprintf(stderr, "%s:%zu: unknown option '%s' (use capture.* / train.*)\n", path,
+                    lineno, key);
+            rc = SF_EINVAL;
+        }
+    }
+    free(text);
+    return rc;
+}
+
+static pid_t spawn(const struct argv_list *a, const char *log_path)
+{
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        setpgid(0, 0); /* Ctrl-C reaches only `up`, which forwards it once */
+        int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        execv(a->v[0], a->v);
+        fprintf(stderr, "exec %s: %s\n", a->v[0], strerror(errno));
+        _exit(127);
+    }
+    return pid;
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: saeflow up CONFIG   (see services/cli/cmd_up.c for the keys)\n");
+}
+
+int cmd_up(int argc, char **argv)
+{
+    if (argc != 2 || !strcmp(argv[1], "--help")) {
+        usage();
+        return argc == 2 ? 0 : 2;
+    }
+    struct up_conf c = {.stop_s = 60};
+    snprintf(c.run_dir, sizeof c.run_dir, "saeflow-run");
+    char self[PATH_MAX];
+    ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (sl > 0) {
+        self[sl] = 0;
+        char *slash = strrchr(self, '/');
+        if (slash) *slash = 0;
+        snprintf(c.bin_dir, sizeof c.bin_dir, "%s", self);
+    }
+    char bin[4300], ep_train[4200], ep_pub[4200], tmp[4300];
+    int ret = 2;
+    pid_t pid_train = -1, pid_cap = -1;
+    struct wire_sock *sub = NULL;
+    if (argv_add(&c.cap, "") < 0 || argv_add(&c.train, "") < 0) goto out;
+    if (parse_conf(argv[1], &c) < 0) goto out;
+    if (file_mkdirs(c.run_dir, 0755) < 0) goto out;
+    char run_abs[PATH_MAX];
+    if (!realpath(c.run_dir, run_abs)) goto out;
+    free(c.train.v[0]);
+    snprintf(bin, sizeof bin, "%s/saeflow-train", c.bin_dir);
+    c.train.v[0] = strdup(bin);
+    free(c.cap.v[0]);
+    snprintf(bin, sizeof bin, "%s/saeflow-capture", c.bin_dir);
+    c.cap.v[0] = strdup(bin);
+    if (!c.train.v[0] || !c.cap.v[0]) goto out;
+    snprintf(ep_train, sizeof ep_train, "ipc://%s/train.sock", run_abs);
+    snprintf(ep_pub, sizeof ep_pub, "ipc://%s/metrics.sock", run_abs);
+    int rc = argv_default(&c.train, "--bind", ep_train);
+    if (rc == 0) rc = argv_default(&c.train, "--publish", ep_pub);
+    snprintf(tmp, sizeof tmp, "%s/checkpoints", run_abs);
+    if (rc == 0) rc = argv_default(&c.train, "--ckpt_dir", tmp);
+    snprintf(tmp, sizeof tmp, "%s/sae", run_abs);
+    if (rc == 0) rc = argv_default(&c.train, "--export_dir", tmp);
+    if (rc == 0) rc = argv_default(&c.train, "--exit_when_done", "true");
+    snprintf(tmp, sizeof tmp, "%s/train.ledger", run_abs);
+    if (rc == 0) rc = argv_default(&c.train, "--ledger", tmp);
+    if (rc == 0) rc = argv_default(&c.cap, "--connect", argv_get(&c.train, "--bind"));
+    if (rc == 0) rc = argv_default(&c.cap, "--drain_s", "10");
+    snprintf(tmp, sizeof tmp, "%s/capture.ledger", run_abs);
+    if (rc == 0) rc = argv_default(&c.cap, "--ledger", tmp);
+    if (rc < 0) goto out;
+    double total = 0;
+    const char *mt = argv_get(&c.cap, "--max_tokens");
+    if (mt) (void)parse_f64(mt, &total);
+
+    ret = 1;
+    sig_install();
+    char log_train[4200], log_cap[4200];
+    snprintf(log_train, sizeof log_train, "%s/train.log", run_abs);
+    snprintf(log_cap, sizeof log_cap, "%s/capture.log", run_abs);
+    sub = wire_sock_new(WIRE_SUB, argv_get(&c.train, "--publish"), WIRE_CONNECT, NULL);
+    if (!sub || wire_subscribe(sub, "") < 0) goto out;
+    pid_train = spawn(&c.train, log_train);
+    if (pid_train < 0) goto out;
+    pid_cap = spawn(&c.cap, log_cap);
+    if (pid_cap < 0) goto out;
+    printf("saeflow up: train pid %d (log %s), capture pid %d (log %s)\n", (int)pid_train,
+           log_train, (int)pid_cap, log_cap);
+    printf("saeflow up: Ctrl-C stops both; the trainer checkpoints and resumes next time\n");
+    fflush(stdout);
+
+    bool tty = isatty(1);
+    int st_train = -1, st_cap = -1;
+    bool stopping = false;
+    double stop_deadline = 0, last_print = 0;
+    struct wire_msg m = {0};
+    Saeflow__TrainMetrics last = SAEFLOW__TRAIN_METRICS__INIT;
+    bool have = false;
+    char hook[WIRE_MAX_NAME_LEN + 1] = "";
+    while (pid_train > 0 || pid_cap > 0) {
+        if (sig_stop_requested() && !stopping) {
+            stopping = true;
+            stop_deadline = time_now_s() + c.stop_s;
+            printf("%s\nsaeflow up: stopping (SIGINT to both services)\n", tty ? "" : "");
+            fflush(stdout);
+            if (pid_cap > 0) kill(pid_cap, SIGINT);
+            if (pid_train > 0) kill(pid_train, SIGINT);
+        }
+        if (stopping && time_now_s() > stop_deadline) {
+            fprintf(stderr, "saeflow up: services did not stop in %.0f s: SIGKILL\n", c.stop_s);
+            if (pid_cap > 0) kill(pid_cap, SIGKILL);
+            if (pid_train > 0) kill(pid_train, SIGKILL);
+            stop_deadline = time_now_s() + 5;
+        }
+        rc = wire_recv(sub, &m, 100);
+        if (rc == 0 && m.kind == WIRE_METRICS) {
+            const Saeflow__TrainMetrics *t = m.metrics;
+            last.tokens_seen = t->tokens_seen;
+            last.loss = t->loss;
+            last.fvu = t->fvu;
+            last.l0 = t->l0;
+            last.dead_fraction = t->dead_fraction;
+            last.tokens_per_s = t->tokens_per_s;
+            last.step = t->step;
+            snprintf(hook, sizeof hook, "%s", t->hook_name);
+            have = true;
+        } else if (rc == 0 && m.kind == WIRE_CHECKPOINT) {
+            if (!tty) printf("checkpoint %s step=%llu\n", m.checkpoint->path,
+                             (unsigned long long)m.checkpoint->step);
+        }
+        wire_msg_fini(&m);
+        double now = time_now_s();
+        if (have && now - last_print >= 1.0) {
+            last_print = now;
+            char eta[32] = "-";
+            if (total > 0 && last.tokens_per_s > 0 && total > (double)last.tokens_seen)
+                snprintf(eta, sizeof eta, "%.0fs",
+                         (total - (double)last.tokens_seen) / last.tokens_per_s);
+            printf("%s%s tokens=%llu tok/s=%.0f loss=%.4f fvu=%.4f l0=%.1f dead=%.1f%% eta=%s%s",
+                   tty ? "\r" : "", hook, (unsigned long long)last.tokens_seen, last.tokens_per_s,
+                   last.loss, last.fvu, last.l0, 100.0 * last.dead_fraction, eta,
+                   tty ? "   " : "\n");
+            fflush(stdout);
+        }
+        int status;
+        pid_t w;
+        while ((w = waitpid(-1, &status, WNOHANG)) > 0) {
+            int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+            if (w == pid_train) {
+                st_train = code;
+                pid_train = -1;
+                printf("%ssaeflow up: train exited with %d\n", tty ? "\n" : "", code);
+                /* without its consumer, capture cannot finish: stop it too */
+                if (pid_cap > 0 && !stopping) kill(pid_cap, SIGINT);
+            } else if (w == pid_cap) {
+                st_cap = code;
+                pid_cap = -1;
+                printf("%ssaeflow up: capture exited with %d\n", tty ? "\n" : "", code);
+            }
+            fflush(stdout);
+        }
+    }
+    printf("saeflow up: checkpoints in %s, SAE export in %s\n", argv_get(&c.train, "--ckpt_dir"),
+           argv_get(&c.train, "--export_dir"));
+    ret = (st_train == 0 && st_cap == 0) ? 0 : 1;
+out:
+    if (pid_cap > 0) kill(pid_cap, SIGKILL);
+    if (pid_train > 0) kill(pid_train, SIGKILL);
+    wire_sock_destroy(&sub);
+    argv_free(&c.cap);
+    argv_free(&c.train);
+    return ret;
+}
