@@ -291,34 +291,95 @@ static int parse_saelens_cfg(const char *json, size_t len, const char *origin,
     char p[64];
     if ((rc = check_object(root, origin, "cfg.json"))) goto out;
 
+    /* v6 keeps the provenance under "metadata"; older files keep it at the top level */
+    const cJSON *meta = jget(root, "metadata");
+    if (meta && !cJSON_IsNull(meta)) {
+        if ((rc = check_object(meta, origin, "metadata"))) goto out;
+    } else {
+        meta = root;
+    }
+    if ((rc = parse_saelens_meta(meta, c, origin))) goto out;
+    if (!c->sae_lens_version[0] && (rc = json_str(root, "sae_lens_version", c->sae_lens_version,
+                                                  sizeof c->sae_lens_version, origin)))
+        goto out;
+    /* pretrained_sae_loaders.py: no version, or one below 6.0.0, is a pre-6 config */
+    const bool pre6 = !c->sae_lens_version[0] || version_cmp(c->sae_lens_version, "6.0.0") < 0;
+    if (pre6) {
+        /* pre-6 names: hook_point, hook_point_layer (handle_pre_6_0_config renames) */
+        if (!c->meta.hook_name[0] && (rc = json_str(root, "hook_point", c->meta.hook_name,
+                                                    sizeof c->meta.hook_name, origin)))
+            goto out;
+        if (c->meta.hook_layer < 0) c->meta.hook_layer = layer_from_hook(c->meta.hook_name);
+        if ((rc = json_i64(root, "hook_point_layer", -1, 1000000, &c->meta.hook_layer, origin)))
+            goto out;
+    }
+
     const cJSON *arch = jget(root, "architecture");
-    if (!arch) {
+    const char *arch_s = "standard"; /* SAELens's default for pre-6 configs */
+    if (arch && !cJSON_IsNull(arch)) {
+        if (!cJSON_IsString(arch) || !arch->valuestring) {
+            rc = fail(SF_EFORMAT, origin, "architecture is not a string");
+            goto out;
+        }
+        arch_s = arch->valuestring;
+    } else if (!pre6) {
         rc = fail(SF_EFORMAT, origin, "cfg.json has no architecture");
         goto out;
     }
-    if (!cJSON_IsString(arch) || !arch->valuestring) {
-        rc = fail(SF_EFORMAT, origin, "architecture is not a string");
-        goto out;
-    }
-    copy_field(c->architecture, sizeof c->architecture, arch->valuestring, origin, "architecture");
-    if (!strcmp(arch->valuestring, "topk"))
+    copy_field(c->architecture, sizeof c->architecture, arch_s, origin, "architecture");
+    if (!strcmp(arch_s, "topk"))
         c->arch = SAE_TOPK;
-    else if (!strcmp(arch->valuestring, "jumprelu"))
+    else if (!strcmp(arch_s, "jumprelu"))
         c->arch = SAE_JUMPRELU;
-    else if (!strcmp(arch->valuestring, "standard"))
+    else if (!strcmp(arch_s, "standard"))
         c->arch = SAE_STANDARD;
     else {
         rc = fail(SF_EFORMAT, origin,
                   "unknown architecture %s (supported: topk, jumprelu, standard)",
-                  printable(arch->valuestring, p, sizeof p));
+                  printable(arch_s, p, sizeof p));
         goto out;
     }
 
     if ((rc = json_size(root, "d_in", 1, SAE_IO_MAX_DIM, true, &c->d_in, origin)) ||
         (rc = json_size(root, "d_sae", 1, SAE_IO_MAX_DIM, true, &c->d_sae, origin)))
         goto out;
+
+    /* pre-6 files name the nonlinearity separately: "standard" + activation_fn_str "topk"
+     * with activation_fn_kwargs {"k": K} is a TopK SAE; anything but relu/topk is not ours */
+    const cJSON *fn = jget(root, "activation_fn_str");
+    if (!fn || cJSON_IsNull(fn)) fn = jget(root, "activation_fn");
+    bool k_from_kwargs = false;
+    if (fn && !cJSON_IsNull(fn) && c->arch == SAE_STANDARD) {
+        if (!cJSON_IsString(fn) || !fn->valuestring) {
+            rc = fail(SF_EFORMAT, origin, "activation_fn_str is not a string");
+            goto out;
+        }
+        if (!strcmp(fn->valuestring, "topk")) {
+            c->arch = SAE_TOPK;
+            k_from_kwargs = true;
+        } else if (strcmp(fn->valuestring, "relu") != 0) {
+            rc = fail(SF_EUNSUP, origin, "activation function %s is not supported",
+                      printable(fn->valuestring, p, sizeof p));
+            goto out;
+        }
+    }
+    bool finetune = false;
+    if ((rc = json_bool(root, "finetuning_scaling_factor", &finetune, origin))) goto out;
+    if (finetune) {
+        rc = fail(SF_EUNSUP, origin, "finetuning_scaling_factor=true is not supported");
+        goto out;
+    }
     if (c->arch == SAE_TOPK) {
-        if ((rc = json_size(root, "k", 1, c->d_sae, true, &c->k, origin))) goto out;
+        if (k_from_kwargs) {
+            const cJSON *kw = jget(root, "activation_fn_kwargs");
+            if (!cJSON_IsObject(kw)) {
+                rc = fail(SF_EFORMAT, origin, "topk activation without activation_fn_kwargs");
+                goto out;
+            }
+            if ((rc = json_size(kw, "k", 1, c->d_sae, true, &c->k, origin))) goto out;
+        } else if ((rc = json_size(root, "k", 1, c->d_sae, true, &c->k, origin))) {
+            goto out;
+        }
         bool rescale = false;
         if ((rc = json_bool(root, "rescale_acts_by_decoder_norm", &rescale, origin))) goto out;
         if (rescale) {
@@ -365,21 +426,9 @@ static int parse_saelens_cfg(const char *json, size_t len, const char *origin,
             goto out;
         }
     }
-
-    /* v6 keeps the provenance under "metadata"; older files keep it at the top level */
-    const cJSON *meta = jget(root, "metadata");
-    if (meta && !cJSON_IsNull(meta)) {
-        if ((rc = check_object(meta, origin, "metadata"))) goto out;
-    } else {
-        meta = root;
-    }
-    if ((rc = parse_saelens_meta(meta, c, origin))) goto out;
-    if (!c->sae_lens_version[0] && (rc = json_str(root, "sae_lens_version", c->sae_lens_version,
-                                                  sizeof c->sae_lens_version, origin)))
-        goto out;
-    if (c->sae_lens_version[0] && version_cmp(c->sae_lens_version, "6.0.0") < 0)
-        log_warn("sae_import_old_cfg", "origin=\"%s\" sae_lens_version=%s (pre-6 config)", origin,
-                 printable(c->sae_lens_version, p, sizeof p));
+    if (pre6)
+        log_info("sae_import_old_cfg", "origin=\"%s\" sae_lens_version=%s (pre-6 config)", origin,
+                 c->sae_lens_version[0] ? printable(c->sae_lens_version, p, sizeof p) : "none");
 out:
     cJSON_Delete(root);
     return rc;
@@ -536,8 +585,13 @@ static int saelens_build(const char *origin, const struct sae_io_saelens_cfg *c,
         return rc;
     if (c->arch == SAE_JUMPRELU && (rc = find_tensor(st, "threshold", n, 0, origin, &tthr)))
         return rc;
-    static const char *const known_topk[] = {"W_enc", "b_enc", "W_dec", "b_dec", NULL};
-    static const char *const known_jr[] = {"W_enc", "b_enc", "W_dec", "b_dec", "threshold", NULL};
+    /* pre-6 files may carry scaling_factor; SAELens drops it when it is all ones */
+    const struct st_tensor *tscale = safetensors_find(st, "scaling_factor");
+    if (tscale && (rc = find_tensor(st, "scaling_factor", n, 0, origin, &tscale))) return rc;
+    static const char *const known_topk[] = {"W_enc", "b_enc",          "W_dec",
+                                             "b_dec", "scaling_factor", NULL};
+    static const char *const known_jr[] = {"W_enc",     "b_enc",          "W_dec", "b_dec",
+                                           "threshold", "scaling_factor", NULL};
     warn_unknown_tensors(st, c->arch == SAE_JUMPRELU ? known_jr : known_topk, origin);
 
     /* shapes match data that is present, so these sizes are bounded by the input */
@@ -552,6 +606,18 @@ static int saelens_build(const char *origin, const struct sae_io_saelens_cfg *c,
         (rc = read_tensor(tb_dec, sae->b_dec, origin)) ||
         (tthr && (rc = read_tensor(tthr, sae->threshold, origin))))
         goto out;
+    if (tscale) {
+        /* b_enc holds n floats we are about to overwrite anyway: check the scale there */
+        if ((rc = read_tensor(tscale, sae->b_enc, origin))) goto out;
+        for (size_t i = 0; i < n; i++) {
+            if (sae->b_enc[i] != 1.0f) {
+                rc = fail(SF_EUNSUP, origin, "scaling_factor[%zu] = %g is not 1 (not supported)", i,
+                          (double)sae->b_enc[i]);
+                goto out;
+            }
+        }
+        if ((rc = read_tensor(tb_enc, sae->b_enc, origin))) goto out;
+    }
     /* SAELens W_enc is [d_in, d_sae] (x @ W_enc); ours is one row per latent */
     for (size_t j = 0; j < d; j++)
         for (size_t i = 0; i < n; i++) sae->W_enc[i * d + j] = tmp[j * n + i];

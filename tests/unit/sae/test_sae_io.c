@@ -454,7 +454,9 @@ static void test_errors(void)
     EXPECT_FAIL(SF_EFORMAT, "not a JSON object");
     make_case("{\"architecture\": \"topk\", \"d_sae\": 10, \"k\": 3}", good, 4);
     EXPECT_FAIL(SF_EFORMAT, "has no d_in"); /* no d_in */
-    make_case("{\"d_in\": 6, \"d_sae\": 10, \"k\": 3}", good, 4);
+    make_case("{\"d_in\": 6, \"d_sae\": 10, \"k\": 3, \"metadata\": {\"sae_lens_version\": "
+              "\"6.0.0\"}}",
+              good, 4);
     EXPECT_FAIL(SF_EFORMAT, "has no architecture"); /* no architecture */
     make_case(cfg_with("topk", "6", "10", "null", "none"), good, 4);
     EXPECT_FAIL(SF_EFORMAT, "has no k"); /* topk without k */
@@ -517,6 +519,21 @@ static void test_errors(void)
         EXPECT_FAIL(SF_EFORMAT, "W_enc has a non-finite value at 0");
     }
     w_enc_t[0] = 0.25f;
+
+    /* pre-6 scaling_factor: ignored when all ones, refused otherwise */
+    {
+        float ones[N];
+        for (size_t i = 0; i < N; i++) ones[i] = 1.0f;
+        struct tspec t[5];
+        memcpy(t, good, 4 * sizeof *t);
+        t[4] = (struct tspec){"scaling_factor", ST_F32, {N}, 1, ones};
+        make_case(topk, t, 5);
+        CHECK_EQ_INT(import_case(), 0);
+        logged(""); /* drop the warning about the extra tensor */
+        ones[3] = 2.0f;
+        make_case(topk, t, 5);
+        EXPECT_FAIL(SF_EUNSUP, "scaling_factor[3] = 2 is not 1");
+    }
 
     /* a truncated weights file */
     make_case(topk, good, 4);
@@ -627,6 +644,21 @@ static void test_parse_cfg(void)
     CHECK_EQ_INT(sae_io_parse_saelens_cfg(v5, strlen(v5), &c), 0);
     CHECK(!strcmp(c.meta.hook_name, "blocks.2.hook_resid_pre"));
     CHECK_EQ_INT(c.meta.hook_layer, 2);
+    /* pre-6 TopK: "standard" + activation_fn_str topk + activation_fn_kwargs.k */
+    const char *v5topk = "{\"d_in\": 8, \"d_sae\": 16, \"activation_fn_str\": \"topk\","
+                         " \"activation_fn_kwargs\": {\"k\": 4}, \"hook_point\":"
+                         " \"blocks.5.hook_resid_pre\", \"hook_point_layer\": 5}";
+    CHECK_EQ_INT(sae_io_parse_saelens_cfg(v5topk, strlen(v5topk), &c), 0);
+    CHECK_EQ_INT(c.arch, SAE_TOPK);
+    CHECK_EQ_INT(c.k, 4);
+    CHECK(!strcmp(c.meta.hook_name, "blocks.5.hook_resid_pre"));
+    CHECK_EQ_INT(c.meta.hook_layer, 5);
+    const char *v5tanh = "{\"d_in\": 8, \"d_sae\": 16, \"activation_fn_str\": \"tanh-relu\"}";
+    CHECK_EQ_INT(sae_io_parse_saelens_cfg(v5tanh, strlen(v5tanh), &c), SF_EUNSUP);
+    const char *v5nokw = "{\"d_in\": 8, \"d_sae\": 16, \"activation_fn_str\": \"topk\"}";
+    CHECK_EQ_INT(sae_io_parse_saelens_cfg(v5nokw, strlen(v5nokw), &c), SF_EFORMAT);
+    const char *v5ft = "{\"d_in\": 8, \"d_sae\": 16, \"finetuning_scaling_factor\": true}";
+    CHECK_EQ_INT(sae_io_parse_saelens_cfg(v5ft, strlen(v5ft), &c), SF_EUNSUP);
     const char *rescale = "{\"architecture\": \"topk\", \"d_in\": 8, \"d_sae\": 16, \"k\": 2,"
                           " \"rescale_acts_by_decoder_norm\": true}";
     CHECK_EQ_INT(sae_io_parse_saelens_cfg(rescale, strlen(rescale), &c), SF_EUNSUP);
