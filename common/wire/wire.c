@@ -58,6 +58,14 @@ const char *wire_reject_name(enum wire_reject r)
     return (unsigned)r < WIRE_REJ_COUNT ? reject_names[r] : "unknown";
 }
 
+static bool host_is_le(void)
+{
+    const uint16_t one = 1;
+    uint8_t b;
+    memcpy(&b, &one, 1);
+    return b == 1;
+}
+
 /* ---- the shared ZeroMQ context (refcounted: terminated with the last socket) ---- */
 
 static pthread_mutex_t ctx_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -1371,6 +1379,188 @@ int wire_send_raw(struct wire_sock *s, const void *const *parts, const size_t *l
     return 0;
 }
 
+/* Writes n floats as little-endian dtype values. */
+static void convert_f32(uint8_t *o, const float *x, size_t n, Saeflow__DType dtype)
+{
+    if (dtype == WIRE_F32) {
+        if (host_is_le()) {
+            memcpy(o, x, n * 4);
+            return;
+        }
+        for (size_t i = 0; i < n; i++) {
+            uint32_t u;
+            memcpy(&u, &x[i], 4);
+            for (int k = 0; k < 4; k++) o[4 * i + (size_t)k] = (uint8_t)(u >> (8 * k));
+        }
+        return;
+    }
+    bool half = dtype == WIRE_F16;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h = half ? f32_to_f16(x[i]) : f32_to_bf16(x[i]);
+        o[2 * i] = (uint8_t)h;
+        o[2 * i + 1] = (uint8_t)(h >> 8);
+    }
+}
+
+/* ---- zero-copy batch sends ----------------------------------------------------------- */
+
+/* Room before the activations for the envelope, batch fields 1..10 (ids and names are
+ * bounded by validation: under 400 bytes) and the activations key and length. */
+#define BB_HEAD_ROOM 1024
+
+struct wire_batch_buf {
+    struct send_pool *pool; /* one reference held while the buffer lives */
+    uint8_t *base;          /* from pool_get */
+    uint8_t *act;           /* base + BB_HEAD_ROOM */
+    size_t act_bytes, tail_room;
+    uint32_t n_tokens, d_in;
+    Saeflow__DType dtype;
+    bool keep; /* a failed send's zmq_msg_close must not free it */
+};
+
+struct wire_batch_buf *wire_batch_buf_new(struct wire_sock *s, size_t n_tokens, size_t d_in,
+                                          Saeflow__DType dtype)
+{
+    size_t esize = wire_dtype_size(dtype);
+    if (!s || esize == 0 || n_tokens == 0 || n_tokens > WIRE_MAX_TOKENS || d_in == 0 ||
+        d_in > WIRE_MAX_D_IN)
+        return NULL;
+    struct wire_batch_buf *bb = calloc(1, sizeof *bb);
+    if (!bb) return NULL;
+    bb->act_bytes = n_tokens * d_in * esize; /* < 2^39: no overflow */
+    /* packed token ids (<= 5 bytes each), doc ids (<= 10), positions (<= 4 once
+     * validated), norm_scale, created_unix_ms, keys and lengths */
+    bb->tail_room = n_tokens * 20 + 64;
+    bb->base = pool_get(s->pool, BB_HEAD_ROOM + bb->act_bytes + bb->tail_room);
+    if (!bb->base) {
+        free(bb);
+        return NULL;
+    }
+    bb->pool = s->pool;
+    bb->act = bb->base + BB_HEAD_ROOM;
+    bb->n_tokens = (uint32_t)n_tokens;
+    bb->d_in = (uint32_t)d_in;
+    bb->dtype = dtype;
+    return bb;
+}
+
+void *wire_batch_buf_data(struct wire_batch_buf *bb, size_t *bytes)
+{
+    if (bytes) *bytes = bb ? bb->act_bytes : 0;
+    return bb ? bb->act : NULL;
+}
+
+static void bb_free(void *data, void *hint)
+{
+    (void)data;
+    struct wire_batch_buf *bb = hint;
+    if (bb->keep) { /* a send that failed: the caller still owns it */
+        bb->keep = false;
+        return;
+    }
+    pool_put(bb->base, bb->pool);
+    free(bb);
+}
+
+void wire_batch_buf_destroy(struct wire_batch_buf **bbp)
+{
+    if (!bbp || !*bbp) return;
+    (*bbp)->keep = false;
+    bb_free(NULL, *bbp);
+    *bbp = NULL;
+}
+
+int wire_batch_buf_fill_f32(struct wire_batch_buf *bb, const float *x)
+{
+    if (!bb || !x) return SF_EINVAL;
+    convert_f32(bb->act, x, (size_t)bb->n_tokens * bb->d_in, bb->dtype);
+    return 0;
+}
+
+int wire_send_batch_buf(struct wire_sock *s, const Saeflow__ActivationBatch *meta,
+                        struct wire_batch_buf **bbp, int flags)
+{
+    if (!s || !meta || !bbp || !*bbp || s->type == WIRE_ROUTER) return SF_EINVAL;
+    struct wire_batch_buf *bb = *bbp;
+    Saeflow__ActivationBatch head = *meta;
+    if (head.schema_version == 0) head.schema_version = WIRE_SCHEMA_VERSION;
+    head.dtype = bb->dtype;
+    head.d_in = bb->d_in;
+    head.n_tokens = bb->n_tokens;
+    head.activations.len = bb->act_bytes;
+    head.activations.data = bb->act;
+    enum wire_reject r = wire_validate(WIRE_BATCH, &head);
+    if (r != WIRE_REJ_NONE) {
+        log_error("wire_send_invalid", "kind=batch reason=%s endpoint=%s", wire_reject_name(r),
+                  s->endpoint);
+        pthread_mutex_lock(&s->mu);
+        s->st.send_errors++;
+        pthread_mutex_unlock(&s->mu);
+        return SF_EINVAL;
+    }
+    /* fields 1..10, then 11 (activations, already in place), then 12..16: protobuf-c
+     * writes fields in number order, so this is its encoding split in three */
+    Saeflow__ActivationBatch pre = head, post = SAEFLOW__ACTIVATION_BATCH__INIT;
+    pre.activations.len = 0;
+    pre.activations.data = NULL;
+    pre.n_token_ids = pre.n_doc_ids = pre.n_positions = 0;
+    pre.norm_scale = 0;
+    pre.created_unix_ms = 0;
+    post.n_token_ids = head.n_token_ids;
+    post.token_ids = head.token_ids;
+    post.n_doc_ids = head.n_doc_ids;
+    post.doc_ids = head.doc_ids;
+    post.n_positions = head.n_positions;
+    post.positions = head.positions;
+    post.norm_scale = head.norm_scale;
+    post.created_unix_ms = head.created_unix_ms;
+    size_t pre_n = protobuf_c_message_get_packed_size(&pre.base);
+    size_t post_n = protobuf_c_message_get_packed_size(&post.base);
+    size_t act_hdr = 1 + varint_size(bb->act_bytes);
+    size_t batch_len = pre_n + act_hdr + bb->act_bytes + post_n;
+    uint64_t body_key = ((uint64_t)SAEFLOW__FRAME__BODY_BATCH << 3) | 2;
+    size_t env =
+        1 + varint_size(WIRE_SCHEMA_VERSION) + varint_size(body_key) + varint_size(batch_len);
+    size_t head_n = env + pre_n + act_hdr, total = head_n + bb->act_bytes + post_n;
+    if (head_n > BB_HEAD_ROOM || post_n > bb->tail_room || total > s->opts.max_msg_bytes) {
+        log_error("wire_send_too_large", "kind=batch bytes=%zu head=%zu tail=%zu", total, head_n,
+                  post_n);
+        return SF_ERANGE;
+    }
+    uint8_t *start = bb->act - head_n, *w = start;
+    *w++ = (1 << 3) | 0;
+    w += put_varint(w, WIRE_SCHEMA_VERSION);
+    w += put_varint(w, body_key);
+    w += put_varint(w, batch_len);
+    w += protobuf_c_message_pack(&pre.base, w);
+    *w++ = (11 << 3) | 2;
+    w += put_varint(w, bb->act_bytes);
+    if (w != bb->act || protobuf_c_message_pack(&post.base, bb->act + bb->act_bytes) != post_n)
+        return SF_ERR; /* cannot happen: sizes were computed above */
+
+    int zflags = (flags & WIRE_DONTWAIT) ? ZMQ_DONTWAIT : 0;
+    if (s->type == WIRE_PUB) {
+        char topic[WIRE_MAX_TOPIC_LEN + 1];
+        if (wire_topic(WIRE_BATCH, head.hook_name, topic, sizeof topic) != 0 ||
+            zmq_send(s->zs, topic, strlen(topic), zflags | ZMQ_SNDMORE) < 0)
+            return send_error(s, "topic");
+    }
+    zmq_msg_t zm;
+    if (zmq_msg_init_data(&zm, start, total, bb_free, bb) != 0) return send_error(s, "init");
+    if (zmq_msg_send(&zm, s->zs, zflags) < 0) {
+        int rc = send_error(s, "payload");
+        bb->keep = true; /* zmq_msg_close calls bb_free now, which must not free it */
+        zmq_msg_close(&zm);
+        return rc;
+    }
+    *bbp = NULL; /* ZeroMQ owns it now; bb_free runs when it is written */
+    pthread_mutex_lock(&s->mu);
+    s->st.sent[WIRE_BATCH]++;
+    s->st.sent_bytes += total;
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
 /* ---- receive --------------------------------------------------------------------- */
 
 #define MAX_PARTS 3
@@ -1510,14 +1700,6 @@ int wire_poll(struct wire_poll_item *items, size_t n, int timeout_ms)
 
 /* ---- activations ----------------------------------------------------------------- */
 
-static bool host_is_le(void)
-{
-    const uint16_t one = 1;
-    uint8_t b;
-    memcpy(&b, &one, 1);
-    return b == 1;
-}
-
 int wire_batch_set_f32(Saeflow__ActivationBatch *b, const float *x, size_t n_tokens, size_t d_in,
                        Saeflow__DType dtype, struct buf *scratch)
 {
@@ -1526,35 +1708,22 @@ int wire_batch_set_f32(Saeflow__ActivationBatch *b, const float *x, size_t n_tok
         n_tokens > WIRE_MAX_TOKENS || d_in > WIRE_MAX_D_IN)
         return SF_EINVAL;
     if (!size_mul_ok(n_tokens, d_in, &n) || !size_mul_ok(n, esize, &bytes)) return SF_ERANGE;
+    uint8_t *o;
+    if (dtype == WIRE_F32 && host_is_le()) {
+        o = (uint8_t *)(uintptr_t)x; /* borrowed, only read by pack */
+    } else {
+        if (!scratch) return SF_EINVAL;
+        buf_reset(scratch);
+        int rc = buf_reserve(scratch, bytes);
+        if (rc) return rc;
+        o = (uint8_t *)scratch->data;
+        convert_f32(o, x, n, dtype);
+        scratch->len = bytes;
+        scratch->data[bytes] = '\0';
+    }
     b->dtype = dtype;
     b->n_tokens = (uint32_t)n_tokens;
     b->d_in = (uint32_t)d_in;
-    if (dtype == WIRE_F32 && host_is_le()) {
-        b->activations.data = (uint8_t *)(uintptr_t)x; /* borrowed, only read by pack */
-        b->activations.len = bytes;
-        return 0;
-    }
-    if (!scratch) return SF_EINVAL;
-    buf_reset(scratch);
-    int rc = buf_reserve(scratch, bytes);
-    if (rc) return rc;
-    uint8_t *o = (uint8_t *)scratch->data;
-    if (dtype == WIRE_F32) {
-        for (size_t i = 0; i < n; i++) {
-            uint32_t u;
-            memcpy(&u, &x[i], 4);
-            for (int k = 0; k < 4; k++) o[4 * i + (size_t)k] = (uint8_t)(u >> (8 * k));
-        }
-    } else {
-        bool half = dtype == WIRE_F16;
-        for (size_t i = 0; i < n; i++) {
-            uint16_t h = half ? f32_to_f16(x[i]) : f32_to_bf16(x[i]);
-            o[2 * i] = (uint8_t)h;
-            o[2 * i + 1] = (uint8_t)(h >> 8);
-        }
-    }
-    scratch->len = bytes;
-    scratch->data[bytes] = '\0';
     b->activations.data = o;
     b->activations.len = bytes;
     return 0;

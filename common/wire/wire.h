@@ -247,6 +247,33 @@ int wire_batch_set_f32(Saeflow__ActivationBatch *b, const float *x, size_t n_tok
 /* Decodes b's activations into out (n == n_tokens * d_in floats). */
 int wire_batch_to_f32(const Saeflow__ActivationBatch *b, float *out, size_t n);
 
+/* ---- zero-copy batch sends ----
+ * For producers that can write activations straight into the outgoing message
+ * (wire_send_batch copies them once while encoding; this path never does):
+ *
+ *   struct wire_batch_buf *bb = wire_batch_buf_new(sock, n_tokens, d_in, WIRE_BF16);
+ *   wire_batch_buf_fill_f32(bb, x);            // or write wire_batch_buf_data(bb, NULL)
+ *   rc = wire_send_batch_buf(sock, &meta, &bb, 0);  // meta: ids, hook, seq, arrays
+ *   if (rc != 0) wire_batch_buf_destroy(&bb);  // or retry on SF_AGAIN
+ *
+ * The bytes on the wire are exactly wire_send_batch's. Not for ROUTER sockets. */
+struct wire_batch_buf;
+/* A send buffer for n_tokens x d_in values of dtype, with room for per-token arrays of
+ * n_tokens entries. Owned by the caller until a successful wire_send_batch_buf. NULL
+ * on bad arguments (bounds as in wire_validate) or no memory. */
+struct wire_batch_buf *wire_batch_buf_new(struct wire_sock *s, size_t n_tokens, size_t d_in,
+                                          Saeflow__DType dtype);
+/* Where the activations go: n_tokens * d_in little-endian dtype values (*bytes long). */
+void *wire_batch_buf_data(struct wire_batch_buf *bb, size_t *bytes);
+/* Converts x (n_tokens x d_in float32, row-major) into the buffer's dtype. */
+int wire_batch_buf_fill_f32(struct wire_batch_buf *bb, const float *x);
+/* Sends meta's fields with bb's activations (meta's dtype, d_in, n_tokens and
+ * activations are ignored). Returns as wire_send. On success *bb is consumed and set
+ * to NULL; on failure it stays the caller's (retry it or destroy it). */
+int wire_send_batch_buf(struct wire_sock *s, const Saeflow__ActivationBatch *meta,
+                        struct wire_batch_buf **bb, int flags);
+void wire_batch_buf_destroy(struct wire_batch_buf **bb);
+
 /* ---- accounting ---- */
 struct wire_stats {
     uint64_t sent[WIRE_KIND_COUNT];     /* typed messages sent, by kind */

@@ -906,6 +906,89 @@ static void test_misc(void)
     buf_fini(&tiny);
 }
 
+/* The zero-copy send path: same message, same bytes as wire_send_batch. */
+static void test_batch_buf(const char *endpoint)
+{
+    struct wire_sock *pull = wire_sock_new(WIRE_PULL, endpoint, WIRE_BIND, NULL);
+    struct wire_sock *push = wire_sock_new(WIRE_PUSH, endpoint, WIRE_CONNECT, NULL);
+    CHECK(pull && push);
+    if (!pull || !push) goto out;
+    Saeflow__DType dts[3] = {WIRE_F32, WIRE_F16, WIRE_BF16};
+    struct buf e1, e2;
+    buf_init(&e1, 1 << 20);
+    buf_init(&e2, 1 << 20);
+    for (int d = 0; d < 3; d++) {
+        struct batch_store bs = {0};
+        batch_make(&bs, dts[d], 40 + (uint64_t)d);
+        struct wire_batch_buf *bb = wire_batch_buf_new(push, NT, DIN, dts[d]);
+        CHECK(bb != NULL);
+        if (!bb) continue;
+        size_t nb;
+        CHECK(wire_batch_buf_data(bb, &nb) != NULL && nb == bs.b.activations.len);
+        CHECK(wire_batch_buf_fill_f32(bb, bs.x) == 0);
+        Saeflow__ActivationBatch meta = bs.b;
+        meta.activations.len = 0; /* ignored: bb's are used */
+        meta.activations.data = NULL;
+        meta.d_in = 0;
+        CHECK(wire_send_batch_buf(push, &meta, &bb, 0) == 0);
+        CHECK(bb == NULL);
+        struct wire_msg m = {0};
+        CHECK(recv_wait(pull, &m) == 0 && m.kind == WIRE_BATCH);
+        if (m.kind == WIRE_BATCH) {
+            check_batch_equal(m.batch, &bs.b);
+            struct wire_msg orig = {.kind = WIRE_BATCH, .batch = &bs.b};
+            buf_reset(&e1);
+            buf_reset(&e2);
+            CHECK(wire_encode(&orig, &e1) == 0 && wire_encode(&m, &e2) == 0);
+            CHECK(e1.len == e2.len && !memcmp(e1.data, e2.data, e1.len));
+            CHECK(m.wire_bytes == e1.len); /* the same bytes went over the wire */
+        }
+        wire_msg_fini(&m);
+        /* a refused send leaves the buffer with the caller */
+        bb = wire_batch_buf_new(push, NT, DIN, dts[d]);
+        CHECK(bb && wire_batch_buf_fill_f32(bb, bs.x) == 0);
+        meta.producer_id = "";
+        CHECK(wire_send_batch_buf(push, &meta, &bb, 0) == SF_EINVAL && bb != NULL);
+        wire_batch_buf_destroy(&bb);
+        CHECK(bb == NULL);
+        buf_fini(&bs.scratch);
+    }
+    /* no peer: SF_AGAIN, the buffer is still ours, and can be sent once there is one */
+    struct wire_sock *lonely = wire_sock_new(WIRE_PUSH, "inproc://nobody-here", WIRE_BIND, NULL);
+    struct batch_store bs = {0};
+    batch_make(&bs, WIRE_F16, 0);
+    struct wire_batch_buf *bb = lonely ? wire_batch_buf_new(lonely, NT, DIN, WIRE_F16) : NULL;
+    CHECK(bb != NULL);
+    if (bb) {
+        CHECK(wire_batch_buf_fill_f32(bb, bs.x) == 0);
+        CHECK(wire_send_batch_buf(lonely, &bs.b, &bb, WIRE_DONTWAIT) == SF_AGAIN && bb != NULL);
+        struct wire_sock *late =
+            wire_sock_new(WIRE_PULL, "inproc://nobody-here", WIRE_CONNECT, NULL);
+        int rc = SF_AGAIN;
+        for (int i = 0; i < 100 && rc == SF_AGAIN; i++) {
+            rc = wire_send_batch_buf(lonely, &bs.b, &bb, WIRE_DONTWAIT);
+            if (rc == SF_AGAIN) time_sleep_ms(5);
+        }
+        CHECK(rc == 0 && bb == NULL);
+        struct wire_msg m = {0};
+        CHECK(late && recv_wait(late, &m) == 0 && m.kind == WIRE_BATCH);
+        if (m.kind == WIRE_BATCH) check_batch_equal(m.batch, &bs.b);
+        wire_msg_fini(&m);
+        wire_batch_buf_destroy(&bb);
+        wire_sock_destroy(&late);
+    }
+    CHECK(wire_batch_buf_new(push, 0, DIN, WIRE_F32) == NULL);
+    CHECK(wire_batch_buf_new(push, NT, WIRE_MAX_D_IN + 1, WIRE_F32) == NULL);
+    CHECK(wire_batch_buf_new(push, NT, DIN, 0) == NULL);
+    wire_sock_destroy(&lonely);
+    buf_fini(&bs.scratch);
+    buf_fini(&e1);
+    buf_fini(&e2);
+out:
+    wire_sock_destroy(&push);
+    wire_sock_destroy(&pull);
+}
+
 /* wire_encode writes the envelope by hand: its bytes must be protobuf-c's own. */
 static void test_envelope_bytes(void)
 {
@@ -1030,6 +1113,9 @@ int main(void)
     snprintf(ep, sizeof ep, "ipc://%s/big.sock", dir);
     test_big_batch(ep);
     test_envelope_bytes();
+    test_batch_buf("inproc://bb");
+    snprintf(ep, sizeof ep, "ipc://%s/bb.sock", dir);
+    test_batch_buf(ep);
     test_rejections();
     test_oversized_ipc(dir);
     test_seq_accounting();
@@ -1037,7 +1123,7 @@ int main(void)
     test_pub_sub();
     test_poll();
     test_misc();
-    const char *names[] = {"rt.sock", "dt.sock", "big.sock", "router.sock"};
+    const char *names[] = {"rt.sock", "dt.sock", "big.sock", "router.sock", "bb.sock"};
     for (size_t i = 0; i < SF_ARRAY_LEN(names); i++) {
         snprintf(ep, sizeof ep, "%s/%s", dir, names[i]);
         unlink(ep);
