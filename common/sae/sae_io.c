@@ -841,7 +841,8 @@ static int find_single_hook(const char *dir, char *hook, size_t cap, size_t *cou
     if (!dp) return SF_NOTFOUND;
     struct dirent *e;
     while ((e = readdir(dp))) {
-        if (e->d_name[0] == '.') continue;
+        /* hidden entries and staging directories of an interrupted export */
+        if (e->d_name[0] == '.' || strstr(e->d_name, ".tmp-")) continue;
         char sub[PATH_MAX];
         if (!path_join(sub, sizeof sub, dir, e->d_name) || !is_dir(sub)) continue;
         if (!is_sparsify_hook_dir(sub)) continue;

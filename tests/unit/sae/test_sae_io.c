@@ -809,6 +809,10 @@ static void write_corpus(const char *dir)
         {"pre6", "{\"architecture\": \"standard\", \"d_in\": 8, \"d_sae\": 16, \"hook_name\":"
                  " \"blocks.2.hook_resid_pre\", \"hook_layer\": 2, \"sae_lens_version\": \"3.1.0\","
                  " \"normalize_activations\": false, \"apply_b_dec_to_input\": false}"},
+        {"pre6_topk", "{\"d_in\": 8, \"d_sae\": 16, \"activation_fn_str\": \"topk\","
+                      " \"activation_fn_kwargs\": {\"k\": 4}, \"hook_point\":"
+                      " \"blocks.5.hook_resid_pre\", \"hook_point_layer\": 5,"
+                      " \"finetuning_scaling_factor\": false}"},
         {"rescale", "{\"architecture\": \"topk\", \"d_in\": 8, \"d_sae\": 16, \"k\": 2,"
                     " \"rescale_acts_by_decoder_norm\": true}"},
         {"norm", "{\"architecture\": \"topk\", \"d_in\": 8, \"d_sae\": 16, \"k\": 2,"
