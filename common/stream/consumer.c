@@ -604,6 +604,18 @@ bool stream_consumer_commit_wanted(const struct stream_consumer *c)
     return false;
 }
 
+bool stream_consumer_producers_done(const struct stream_consumer *c)
+{
+    bool any = false;
+    for (size_t i = 0; i < c->n_prods; i++) {
+        const struct cprod *p = &c->prods[i];
+        if (!p->heard) continue;
+        any = true;
+        if (!p->done) return false;
+    }
+    return any;
+}
+
 bool stream_consumer_all_done(const struct stream_consumer *c)
 {
     bool any = false;

@@ -34,6 +34,7 @@ struct link {
     int64_t last_heard_ns;
     int64_t last_ack_ns;
     int64_t last_resend_ns;
+    int64_t waiting_since_ns; /* when the producer became blocked or finished */
     bool suspect;
     uint64_t hb_seq;
     int64_t next_hb_ns;
@@ -203,7 +204,10 @@ bool stream_producer_drained(const struct stream_producer *p)
 void stream_producer_finish(struct stream_producer *p)
 {
     p->finished = true;
-    for (size_t i = 0; i < p->n_links; i++) p->links[i].next_hb_ns = 0;
+    for (size_t i = 0; i < p->n_links; i++) {
+        p->links[i].next_hb_ns = 0;
+        p->links[i].waiting_since_ns = time_now_ns();
+    }
 }
 
 static bool link_wants(const struct link *l, const char *hook)
@@ -429,7 +433,15 @@ static void link_heartbeat(struct stream_producer *p, size_t li, int64_t now)
     h.epoch = p->epoch;
     h.seq = l->hb_seq++;
     h.wall_unix_ms = time_wall_ms();
-    h.status = p->finished ? "done" : p->count == p->cap ? "blocked" : "ok";
+    /* "done": nothing more will come on this link (all published and sent);
+     * "finishing": published all but some are still to be (re)sent */
+    bool unsent = false;
+    uint32_t bit = 1u << li;
+    for (size_t i = 0; i < p->count && !unsent; i++) {
+        const struct ring_entry *e = ring_at(p, i);
+        unsent = (e->dest & bit) && !(e->sent & bit) && !((e->acked | e->rejected) & bit);
+    }
+    h.status = p->finished ? (unsent ? "finishing" : "done") : p->count == p->cap ? "blocked" : "ok";
     h.credits_available = (uint32_t)SF_MIN(l->credit, (uint64_t)UINT32_MAX);
     struct wire_msg m = {.kind = WIRE_HEARTBEAT, .heartbeat = &h};
     (void)wire_send(l->sock, &m, WIRE_DONTWAIT);
@@ -466,9 +478,13 @@ int stream_producer_poll(struct stream_producer *p, int timeout_ms)
         }
         /* blocked or done and no ack for a while: acks may have been lost; resend
          * (the consumer drops duplicates and acks committed ones again) */
-        if ((p->finished || p->count == p->cap) && p->count &&
-            now - SF_MAX(l->last_ack_ns, l->last_resend_ns) >
-                (int64_t)p->o.ack_timeout_ms * 1000000)
+        bool waiting = p->finished || p->count == p->cap;
+        if (!waiting)
+            l->waiting_since_ns = 0;
+        else if (!l->waiting_since_ns)
+            l->waiting_since_ns = now;
+        int64_t quiet_since = SF_MAX(SF_MAX(l->last_ack_ns, l->last_resend_ns), l->waiting_since_ns);
+        if (waiting && p->count && now - quiet_since > (int64_t)p->o.ack_timeout_ms * 1000000)
             link_mark_resend(p, i, "ack_timeout");
         link_send(p, i);
         link_heartbeat(p, i, now);

@@ -13,7 +13,8 @@
  * batch goes to the links whose consumer subscribed to its hook.
  *
  * Protocol (all messages are wire Frames):
- *   producer -> consumer  Heartbeat{role "capture", epoch, status ok|blocked|done,
+ *   producer -> consumer  Heartbeat{role "capture", epoch, status ok | blocked (ring
+ *                         full) | finishing (all published, some not yet sent) | done,
  *                         credits_available = credit left on this link}, every hb_ms
  *                         ActivationBatch{producer_id, epoch, seq}, only within credit
  *   consumer -> producer  Heartbeat{role "train", epoch = consumer epoch}, every hb_ms
@@ -227,6 +228,11 @@ int stream_consumer_commit(struct stream_consumer *c);
 /* True when some producer is blocked (ring full) or done and has pending batches:
  * a commit now unblocks it. */
 bool stream_consumer_commit_wanted(const struct stream_consumer *c);
+/* True when at least one producer was heard and every producer heard has said "done"
+ * (published and sent everything: no more new batches will come unless a consumer
+ * restart or lost acks make it resend). The application may then train what it holds
+ * below its usual refill point. */
+bool stream_consumer_producers_done(const struct stream_consumer *c);
 /* True when at least one producer was heard and every producer heard is done, has
  * nothing pending here and nothing outstanding. */
 bool stream_consumer_all_done(const struct stream_consumer *c);

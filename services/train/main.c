@@ -63,7 +63,7 @@ struct trainer {
     struct wire_sock *pub;
     struct rng rng;
     uint64_t ckpt_seq; /* number of the latest durable checkpoint (0 = none) */
-    int64_t tokens_since_ckpt, batches_since_ckpt;
+    int64_t tokens_since_ckpt, batches_since_ckpt, steps_since_ckpt;
     double last_ckpt_s;
     size_t est_batch_tokens;
     struct metrics *reg;
@@ -301,6 +301,7 @@ static int checkpoint(struct trainer *T, const char *why)
     metrics_observe(T->m_ckpt_s, dt);
     T->tokens_since_ckpt = 0;
     T->batches_since_ckpt = 0;
+    T->steps_since_ckpt = 0;
     T->last_ckpt_s = time_now_s();
     for (size_t i = 0; i < T->n_slots; i++) export_saelens(T, &T->slots[i], T->o.export_dir, n);
     return rc;
@@ -427,6 +428,7 @@ static int train_step(struct trainer *T, struct slot *s, size_t B)
         if (j != s->fill) memcpy(s->buf + j * d, s->buf + s->fill * d, d * sizeof(float));
     }
     int rc = sae_trainer_step(s->t, s->batch, B, &s->last);
+    T->steps_since_ckpt++;
     if (rc < 0) {
         log_error("train_step_failed", "hook=%s err=%s", s->hook, sf_strerror(rc));
         return rc;
@@ -735,7 +737,7 @@ int main(int argc, char **argv)
             why = "tokens";
         else if (cs.pending && now - T->last_ckpt_s >= o->ckpt_every_s)
             why = "time";
-        else if (stream_consumer_commit_wanted(T->sc))
+        else if (stream_consumer_commit_wanted(T->sc) && now - T->last_ckpt_s >= 0.5)
             why = "producer_waiting";
         else if (cs.pending && flush) {
             bool empty = true;
@@ -784,7 +786,8 @@ drain:
     {
         struct stream_consumer_stats cs;
         stream_consumer_stats(T->sc, &cs);
-        if (T->healthy && (cs.pending || T->tokens_since_ckpt || T->ckpt_seq == 0))
+        if (T->healthy &&
+            (cs.pending || T->tokens_since_ckpt || T->steps_since_ckpt || T->ckpt_seq == 0))
             if (checkpoint(T, "shutdown") < 0) ret = 1;
         /* the acks are queued; ZMQ_LINGER flushes them when the socket closes */
         publish_metrics(T, 0);
