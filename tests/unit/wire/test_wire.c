@@ -906,6 +906,29 @@ static void test_misc(void)
     buf_fini(&tiny);
 }
 
+/* Unknown fields: a newer peer's extra field is accepted (forward compatibility); a
+ * field numbered 0, which protobuf-c parses when its key is a non-minimal varint but
+ * cannot re-read after re-encoding, is refused (found by fuzzing). */
+static void test_unknown_fields(void)
+{
+    Saeflow__Heartbeat h = heartbeat_make(4);
+    uint8_t *hb;
+    size_t n = pack_frame(1, WIRE_HEARTBEAT, &h, &hb);
+    uint8_t *p = malloc(n + 8);
+    memcpy(p, hb, n);
+    struct wire_msg m = {0};
+    memcpy(p + n, "\x98\x06\x07", 3); /* field 99, varint 7 */
+    CHECK(wire_decode(p, n + 3, NULL, &m) == 0 && m.kind == WIRE_HEARTBEAT);
+    CHECK(wire_decode_borrowed(p, n + 3, NULL, &m) == 0 && m.kind == WIRE_HEARTBEAT);
+    memcpy(p + n, "\x80\x00\x05", 3); /* field 0 (key 0 as two bytes), varint 5 */
+    CHECK(wire_decode(p, n + 3, NULL, &m) == SF_EFORMAT && m.reject == WIRE_REJ_UNPACK);
+    memcpy(p + n, "\x00\x05", 2); /* field 0, one-byte key: protobuf-c refuses it itself */
+    CHECK(wire_decode(p, n + 2, NULL, &m) == SF_EFORMAT && m.reject == WIRE_REJ_UNPACK);
+    wire_msg_fini(&m);
+    free(p);
+    free(hb);
+}
+
 /* The zero-copy send path: same message, same bytes as wire_send_batch. */
 static void test_batch_buf(const char *endpoint)
 {
@@ -1113,6 +1136,7 @@ int main(void)
     snprintf(ep, sizeof ep, "ipc://%s/big.sock", dir);
     test_big_batch(ep);
     test_envelope_bytes();
+    test_unknown_fields();
     test_batch_buf("inproc://bb");
     snprintf(ep, sizeof ep, "ipc://%s/bb.sock", dir);
     test_batch_buf(ep);
