@@ -33,10 +33,16 @@
  * key sets the baseline (a consumer may join late). This is meaningful only where a
  * consumer sees a producer's whole stream (PUB/SUB, DEALER/ROUTER, one PULL).
  *
+ * Copies: wire_send_batch encodes once into a pooled buffer that ZeroMQ sends as is
+ * (one copy of the activations); wire_send_batch_buf makes none. wire_recv leaves a
+ * batch's activations inside the received ZeroMQ message (no copy): they are valid
+ * until wire_msg_fini, like everything else in the wire_msg.
+ *
  * Threads: a wire_sock is used by one thread at a time (a ZeroMQ rule); its stats
  * may be read from any thread (wire_stats_get, wire_stats_foreach).
  * Ownership: wire_sock_new returns an object freed by wire_sock_destroy; a received
- * wire_msg owns its memory until wire_msg_fini; sends never take ownership. */
+ * wire_msg owns its memory until wire_msg_fini (do not copy the struct); sends never
+ * take ownership, except a successful wire_send_batch_buf. */
 #ifndef SAEFLOW_WIRE_H
 #define SAEFLOW_WIRE_H
 
@@ -184,7 +190,9 @@ void wire_msg_fini(struct wire_msg *m);
 
 /* Validates then sends one message (blocking up to send_timeout_ms). Returns 0,
  * SF_AGAIN (send timed out / would block with WIRE_DONTWAIT), SF_NOTFOUND (ROUTER:
- * peer not connected), SF_EINVAL (message fails wire_validate: nothing sent), SF_EIO. */
+ * peer not connected), SF_EINVAL (message fails wire_validate, or a ROUTER send
+ * without m->peer: nothing sent), SF_ERANGE (encoded size > max_msg_bytes), SF_EIO.
+ * The wire_send_<kind> helpers are wire_send without a peer (not for ROUTER). */
 #define WIRE_DONTWAIT 1
 int wire_send(struct wire_sock *s, const struct wire_msg *m, int flags);
 int wire_send_batch(struct wire_sock *s, const Saeflow__ActivationBatch *b);
