@@ -43,10 +43,9 @@ struct gguf {
 /* ---- type tables ---- */
 
 static const size_t value_size[GGUF_TYPE_COUNT_] = {
-    [GGUF_TYPE_UINT8] = 1,   [GGUF_TYPE_INT8] = 1,   [GGUF_TYPE_UINT16] = 2,
-    [GGUF_TYPE_INT16] = 2,   [GGUF_TYPE_UINT32] = 4, [GGUF_TYPE_INT32] = 4,
-    [GGUF_TYPE_FLOAT32] = 4, [GGUF_TYPE_BOOL] = 1,   [GGUF_TYPE_STRING] = 0,
-    [GGUF_TYPE_ARRAY] = 0,   [GGUF_TYPE_UINT64] = 8, [GGUF_TYPE_INT64] = 8,
+    [GGUF_TYPE_UINT8] = 1,   [GGUF_TYPE_INT8] = 1,  [GGUF_TYPE_UINT16] = 2,  [GGUF_TYPE_INT16] = 2,
+    [GGUF_TYPE_UINT32] = 4,  [GGUF_TYPE_INT32] = 4, [GGUF_TYPE_FLOAT32] = 4, [GGUF_TYPE_BOOL] = 1,
+    [GGUF_TYPE_STRING] = 0,  [GGUF_TYPE_ARRAY] = 0, [GGUF_TYPE_UINT64] = 8,  [GGUF_TYPE_INT64] = 8,
     [GGUF_TYPE_FLOAT64] = 8,
 };
 
@@ -66,22 +65,38 @@ struct ggml_type_info {
 };
 
 static const struct ggml_type_info ggml_types[] = {
-    [GGML_TYPE_F32] = {"F32", 1, 4},         [GGML_TYPE_F16] = {"F16", 1, 2},
-    [GGML_TYPE_Q4_0] = {"Q4_0", 32, 18},     [GGML_TYPE_Q4_1] = {"Q4_1", 32, 20},
-    [GGML_TYPE_Q5_0] = {"Q5_0", 32, 22},     [GGML_TYPE_Q5_1] = {"Q5_1", 32, 24},
-    [GGML_TYPE_Q8_0] = {"Q8_0", 32, 34},     [GGML_TYPE_Q8_1] = {"Q8_1", 32, 36},
-    [GGML_TYPE_Q2_K] = {"Q2_K", 256, 84},    [GGML_TYPE_Q3_K] = {"Q3_K", 256, 110},
-    [GGML_TYPE_Q4_K] = {"Q4_K", 256, 144},   [GGML_TYPE_Q5_K] = {"Q5_K", 256, 176},
-    [GGML_TYPE_Q6_K] = {"Q6_K", 256, 210},   [GGML_TYPE_Q8_K] = {"Q8_K", 256, 292},
-    [GGML_TYPE_IQ2_XXS] = {"IQ2_XXS", 256, 66}, [GGML_TYPE_IQ2_XS] = {"IQ2_XS", 256, 74},
-    [GGML_TYPE_IQ3_XXS] = {"IQ3_XXS", 256, 98}, [GGML_TYPE_IQ1_S] = {"IQ1_S", 256, 50},
-    [GGML_TYPE_IQ4_NL] = {"IQ4_NL", 32, 18}, [GGML_TYPE_IQ3_S] = {"IQ3_S", 256, 110},
-    [GGML_TYPE_IQ2_S] = {"IQ2_S", 256, 82},  [GGML_TYPE_IQ4_XS] = {"IQ4_XS", 256, 136},
-    [GGML_TYPE_I8] = {"I8", 1, 1},           [GGML_TYPE_I16] = {"I16", 1, 2},
-    [GGML_TYPE_I32] = {"I32", 1, 4},         [GGML_TYPE_I64] = {"I64", 1, 8},
-    [GGML_TYPE_F64] = {"F64", 1, 8},         [GGML_TYPE_IQ1_M] = {"IQ1_M", 256, 56},
-    [GGML_TYPE_BF16] = {"BF16", 1, 2},       [GGML_TYPE_TQ1_0] = {"TQ1_0", 256, 54},
-    [GGML_TYPE_TQ2_0] = {"TQ2_0", 256, 66},  [GGML_TYPE_MXFP4] = {"MXFP4", 32, 17},
+    [GGML_TYPE_F32] = {"F32", 1, 4},
+    [GGML_TYPE_F16] = {"F16", 1, 2},
+    [GGML_TYPE_Q4_0] = {"Q4_0", 32, 18},
+    [GGML_TYPE_Q4_1] = {"Q4_1", 32, 20},
+    [GGML_TYPE_Q5_0] = {"Q5_0", 32, 22},
+    [GGML_TYPE_Q5_1] = {"Q5_1", 32, 24},
+    [GGML_TYPE_Q8_0] = {"Q8_0", 32, 34},
+    [GGML_TYPE_Q8_1] = {"Q8_1", 32, 36},
+    [GGML_TYPE_Q2_K] = {"Q2_K", 256, 84},
+    [GGML_TYPE_Q3_K] = {"Q3_K", 256, 110},
+    [GGML_TYPE_Q4_K] = {"Q4_K", 256, 144},
+    [GGML_TYPE_Q5_K] = {"Q5_K", 256, 176},
+    [GGML_TYPE_Q6_K] = {"Q6_K", 256, 210},
+    [GGML_TYPE_Q8_K] = {"Q8_K", 256, 292},
+    [GGML_TYPE_IQ2_XXS] = {"IQ2_XXS", 256, 66},
+    [GGML_TYPE_IQ2_XS] = {"IQ2_XS", 256, 74},
+    [GGML_TYPE_IQ3_XXS] = {"IQ3_XXS", 256, 98},
+    [GGML_TYPE_IQ1_S] = {"IQ1_S", 256, 50},
+    [GGML_TYPE_IQ4_NL] = {"IQ4_NL", 32, 18},
+    [GGML_TYPE_IQ3_S] = {"IQ3_S", 256, 110},
+    [GGML_TYPE_IQ2_S] = {"IQ2_S", 256, 82},
+    [GGML_TYPE_IQ4_XS] = {"IQ4_XS", 256, 136},
+    [GGML_TYPE_I8] = {"I8", 1, 1},
+    [GGML_TYPE_I16] = {"I16", 1, 2},
+    [GGML_TYPE_I32] = {"I32", 1, 4},
+    [GGML_TYPE_I64] = {"I64", 1, 8},
+    [GGML_TYPE_F64] = {"F64", 1, 8},
+    [GGML_TYPE_IQ1_M] = {"IQ1_M", 256, 56},
+    [GGML_TYPE_BF16] = {"BF16", 1, 2},
+    [GGML_TYPE_TQ1_0] = {"TQ1_0", 256, 54},
+    [GGML_TYPE_TQ2_0] = {"TQ2_0", 256, 66},
+    [GGML_TYPE_MXFP4] = {"MXFP4", 32, 17},
 };
 
 bool gguf_ggml_type_size(uint32_t type, size_t *block, size_t *block_bytes)
@@ -338,8 +353,8 @@ static int rd_array(struct rd *r, struct gguf_value *out, int depth)
             uint64_t len;
             if ((rc = rd_u64(r, &len, "string array element"))) return rc;
             if (len > GGUF_MAX_STRING || len > rd_left(r)) {
-                log_error("gguf_bad_string", "what=array_element pos=%zu len=%llu left=%zu",
-                          r->pos, (unsigned long long)len, rd_left(r));
+                log_error("gguf_bad_string", "what=array_element pos=%zu len=%llu left=%zu", r->pos,
+                          (unsigned long long)len, rd_left(r));
                 return SF_EFORMAT;
             }
             r->pos += (size_t)len;
@@ -465,8 +480,9 @@ static int parse(struct gguf *g)
     if ((rc = rd_u32(&r, &version, "version"))) return rc;
     if (version != 2 && version != 3) {
         log_error("gguf_bad_version", "version=%u supported=2,3%s", (unsigned)version,
-                  version == 1 ? " reason=v1_unsupported"
-                               : (version & 0xffff) == 0 ? " reason=big_endian?" : "");
+                  version == 1              ? " reason=v1_unsupported"
+                  : (version & 0xffff) == 0 ? " reason=big_endian?"
+                                            : "");
         return version == 1 || (version & 0xffff) == 0 ? SF_EUNSUP : SF_EFORMAT;
     }
     g->version = version;
@@ -480,8 +496,8 @@ static int parse(struct gguf *g)
         return SF_EFORMAT;
     }
     if (n_tensors > GGUF_MAX_TENSORS || n_tensors > rd_left(&r) / 32) {
-        log_error("gguf_bad_count", "what=tensors n=%llu left=%zu",
-                  (unsigned long long)n_tensors, rd_left(&r));
+        log_error("gguf_bad_count", "what=tensors n=%llu left=%zu", (unsigned long long)n_tensors,
+                  rd_left(&r));
         return SF_EFORMAT;
     }
 
@@ -561,8 +577,7 @@ static int parse(struct gguf *g)
     if (g->n_tensors) {
         sort_indices(g, g->t_sorted, g->n_tensors, cmp_tensor);
         for (size_t i = 1; i < g->n_tensors; i++) {
-            if (strcmp(g->tensors[g->t_sorted[i - 1]].name, g->tensors[g->t_sorted[i]].name) ==
-                0) {
+            if (strcmp(g->tensors[g->t_sorted[i - 1]].name, g->tensors[g->t_sorted[i]].name) == 0) {
                 log_error("gguf_duplicate_tensor", "name=%s", g->tensors[g->t_sorted[i]].name);
                 return SF_EFORMAT;
             }
@@ -1203,9 +1218,8 @@ static int add_tensor(struct gguf_writer *w, const char *name, enum gguf_ggml_ty
     return 0;
 }
 
-int gguf_writer_add_tensor_raw(struct gguf_writer *w, const char *name,
-                               enum gguf_ggml_type type, uint32_t ndim, const uint64_t *dims,
-                               const void *data, size_t nbytes)
+int gguf_writer_add_tensor_raw(struct gguf_writer *w, const char *name, enum gguf_ggml_type type,
+                               uint32_t ndim, const uint64_t *dims, const void *data, size_t nbytes)
 {
     uint64_t nelem;
     size_t want;
@@ -1224,9 +1238,8 @@ int gguf_writer_add_tensor_raw(struct gguf_writer *w, const char *name,
     return rc;
 }
 
-int gguf_writer_add_tensor_f32(struct gguf_writer *w, const char *name,
-                               enum gguf_ggml_type type, uint32_t ndim, const uint64_t *dims,
-                               const float *x)
+int gguf_writer_add_tensor_f32(struct gguf_writer *w, const char *name, enum gguf_ggml_type type,
+                               uint32_t ndim, const uint64_t *dims, const float *x)
 {
     uint64_t nelem;
     size_t nbytes;

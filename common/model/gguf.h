@@ -148,7 +148,7 @@ size_t gguf_alignment(const struct gguf *g);
 
 /* ---- metadata ---- */
 size_t gguf_kv_count(const struct gguf *g);
-const char *gguf_kv_key(const struct gguf *g, size_t i);            /* NULL if out of range */
+const char *gguf_kv_key(const struct gguf *g, size_t i);                /* NULL if out of range */
 const struct gguf_value *gguf_kv_value(const struct gguf *g, size_t i); /* NULL if out of range */
 const struct gguf_value *gguf_find(const struct gguf *g, const char *key); /* NULL if absent */
 const char *gguf_type_name(enum gguf_type t);
@@ -175,7 +175,8 @@ int gguf_get_arr_str(const struct gguf *g, const char *key, size_t i, struct ggu
 /* ---- tensors ---- */
 size_t gguf_tensor_count(const struct gguf *g);
 const struct gguf_tensor *gguf_tensor_at(const struct gguf *g, size_t i); /* NULL if out of range */
-const struct gguf_tensor *gguf_find_tensor(const struct gguf *g, const char *name); /* NULL if absent */
+const struct gguf_tensor *gguf_find_tensor(const struct gguf *g,
+                                           const char *name); /* NULL if absent */
 uint64_t gguf_tensor_nelem(const struct gguf_tensor *t);
 const char *gguf_ggml_type_name(enum gguf_ggml_type t); /* "?" when unknown */
 /* Block size (values) and bytes per block; false for an unknown type. */
@@ -220,13 +221,12 @@ int gguf_writer_set_raw(struct gguf_writer *w, const char *key, enum gguf_type t
 
 /* Adds a tensor converted from float32 to `type` (F32, F16, BF16 or Q8_0).
  * dims in GGUF order (dims[0] innermost), n = product of dims. */
-int gguf_writer_add_tensor_f32(struct gguf_writer *w, const char *name,
-                               enum gguf_ggml_type type, uint32_t ndim, const uint64_t *dims,
-                               const float *x);
+int gguf_writer_add_tensor_f32(struct gguf_writer *w, const char *name, enum gguf_ggml_type type,
+                               uint32_t ndim, const uint64_t *dims, const float *x);
 /* Adds a tensor from raw bytes of any type with a known size; nbytes must match. */
-int gguf_writer_add_tensor_raw(struct gguf_writer *w, const char *name,
-                               enum gguf_ggml_type type, uint32_t ndim, const uint64_t *dims,
-                               const void *data, size_t nbytes);
+int gguf_writer_add_tensor_raw(struct gguf_writer *w, const char *name, enum gguf_ggml_type type,
+                               uint32_t ndim, const uint64_t *dims, const void *data,
+                               size_t nbytes);
 
 /* Serialises into `out` (appended). */
 int gguf_writer_to_buf(const struct gguf_writer *w, struct buf *out);

@@ -221,8 +221,7 @@ static void pair_put(uint64_t *keys, uint32_t *vals, size_t cap, uint64_t key, u
     }
 }
 
-int tokenizer_add_merge(struct tokenizer *t, const char *a, size_t alen, const char *b,
-                        size_t blen)
+int tokenizer_add_merge(struct tokenizer *t, const char *a, size_t alen, const char *b, size_t blen)
 {
     int32_t sa, sb;
     int rc;
@@ -303,8 +302,10 @@ static int parse_byte_token(const char *s, size_t n)
     int v = 0;
     for (int i = 3; i < 5; i++) {
         char c = s[i];
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                                 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                       : -1;
         if (d < 0) return -1;
         v = v * 16 + d;
     }
@@ -974,8 +975,8 @@ int tokenizer_encode(const struct tokenizer *t, const char *text, size_t len, bo
     return rc;
 }
 
-int tokenizer_encode_alloc(const struct tokenizer *t, const char *text, size_t len,
-                           bool add_bos, int32_t **ids, size_t *n)
+int tokenizer_encode_alloc(const struct tokenizer *t, const char *text, size_t len, bool add_bos,
+                           int32_t **ids, size_t *n)
 {
     struct ids out = {0};
     int rc = encode_ids(t, text, len, add_bos, &out);

@@ -24,8 +24,16 @@
  *     (<s>, </s>, <|endoftext|>, <|begin_of_text|>, <|end_of_text|>, <|im_end|>, ...);
  *     add_bos true when the post_processor prepends one, else false.
  * tokenizer_encode adds BOS only when asked (add_bos) and the tokenizer has one; it
- * never adds EOS. Special tokens written in the text (e.g. "<s>") are not parsed:
- * text is always plain text.
+ * never adds EOS. Control tokens written in the text (e.g. "<s>", "<|endoftext|>")
+ * are not parsed: they tokenise as plain text. User-defined tokens (GGUF token type
+ * 4, non-special added_tokens in tokenizer.json) are matched in the text, longest
+ * first, as llama.cpp and Hugging Face do.
+ *
+ * Pre-tokenizers (byte-level BPE): GGUF tokenizer.ggml.pre "gpt-2"/"default" use the
+ * GPT-2 regex; "deepseek-coder" and "falcon" use llama.cpp's regex lists for them;
+ * any other value falls back to the GPT-2 regex with a warning (so does a
+ * tokenizer.json with Split pre-tokenizers). All llama.cpp test vectors for
+ * llama-spm, gpt-2, deepseek-coder and falcon reproduce exactly.
  *
  * Decoding: byte tokens become raw bytes, U+2581 becomes a space (SPM), byte-level
  * pieces are mapped back to bytes (BPE); control tokens (BOS, EOS, ...) decode to
@@ -82,8 +90,8 @@ void tokenizer_destroy(struct tokenizer **t);
 int tokenizer_encode(const struct tokenizer *t, const char *text, size_t len, bool add_bos,
                      int32_t *ids, size_t cap, size_t *n);
 /* Same, into a malloc'd array the caller frees (*ids may be NULL when *n == 0). */
-int tokenizer_encode_alloc(const struct tokenizer *t, const char *text, size_t len,
-                           bool add_bos, int32_t **ids, size_t *n);
+int tokenizer_encode_alloc(const struct tokenizer *t, const char *text, size_t len, bool add_bos,
+                           int32_t **ids, size_t *n);
 
 /* Appends the bytes of token `id` as it reads after token `prev` (-1 = start of text).
  * SF_EINVAL for an id out of range. */
@@ -93,9 +101,9 @@ int tokenizer_decode(const struct tokenizer *t, const int32_t *ids, size_t n, st
 
 enum tokenizer_kind tokenizer_kind(const struct tokenizer *t);
 size_t tokenizer_vocab_size(const struct tokenizer *t);
-int32_t tokenizer_bos(const struct tokenizer *t); /* -1 when none */
-int32_t tokenizer_eos(const struct tokenizer *t); /* -1 when none */
-int32_t tokenizer_unk(const struct tokenizer *t); /* -1 when none */
+int32_t tokenizer_bos(const struct tokenizer *t);          /* -1 when none */
+int32_t tokenizer_eos(const struct tokenizer *t);          /* -1 when none */
+int32_t tokenizer_unk(const struct tokenizer *t);          /* -1 when none */
 bool tokenizer_add_bos_default(const struct tokenizer *t); /* what the model expects */
 /* The vocabulary entry as stored (with U+2581 or GPT-2 byte letters); NULL if out of
  * range. *len may be NULL. Borrowed from the tokenizer. */

@@ -91,8 +91,8 @@ static int load(const cJSON *root, struct tokenizer **out)
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
     const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
     const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
-    if (!cJSON_IsObject(vocab) || !cJSON_IsArray(merges) || (added && !cJSON_IsArray(added) &&
-                                                             !cJSON_IsNull(added))) {
+    if (!cJSON_IsObject(vocab) || !cJSON_IsArray(merges) ||
+        (added && !cJSON_IsArray(added) && !cJSON_IsNull(added))) {
         log_error("tokenizer_json", "reason=bad_model_fields");
         return SF_EFORMAT;
     }
@@ -127,8 +127,8 @@ static int load(const cJSON *root, struct tokenizer **out)
     /* ids are dense in real files; refuse a few entries claiming a huge id space */
     size_t n_entries = (size_t)cJSON_GetArraySize(vocab) + (size_t)cJSON_GetArraySize(added);
     if ((size_t)max_id >= 2 * n_entries + 1024) {
-        log_error("tokenizer_json", "reason=sparse_ids max_id=%lld entries=%zu",
-                  (long long)max_id, n_entries);
+        log_error("tokenizer_json", "reason=sparse_ids max_id=%lld entries=%zu", (long long)max_id,
+                  n_entries);
         return SF_EFORMAT;
     }
 
@@ -223,17 +223,17 @@ static int load(const cJSON *root, struct tokenizer **out)
          * Metaspace pre-tokenizer */
         const cJSON *ms = json_find_type(pre, "Metaspace");
         const cJSON *scheme = ms ? cJSON_GetObjectItemCaseSensitive(ms, "prepend_scheme") : NULL;
-        t->add_space_prefix = json_find_type(norm, "Prepend") != NULL ||
-                              (ms && (cJSON_IsString(scheme)
-                                          ? strcmp(scheme->valuestring, "never") != 0
-                                          : json_bool(ms, "add_prefix_space", true)));
+        t->add_space_prefix =
+            json_find_type(norm, "Prepend") != NULL ||
+            (ms && (cJSON_IsString(scheme) ? strcmp(scheme->valuestring, "never") != 0
+                                           : json_bool(ms, "add_prefix_space", true)));
         t->escape_spaces = true;
     }
 
     const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
     if (cJSON_IsString(unk)) t->unk = tokenizer_find(t, unk->valuestring, strlen(unk->valuestring));
-    static const char *const bos_names[] = {"<s>", "<|begin_of_text|>", "<|startoftext|>",
-                                            "<bos>", "<|endoftext|>"};
+    static const char *const bos_names[] = {"<s>", "<|begin_of_text|>", "<|startoftext|>", "<bos>",
+                                            "<|endoftext|>"};
     static const char *const eos_names[] = {"</s>", "<|end_of_text|>", "<|endoftext|>",
                                             "<|im_end|>", "<eos>"};
     t->bos = first_of(t, added, bos_names, SF_ARRAY_LEN(bos_names));

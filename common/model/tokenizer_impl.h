@@ -10,7 +10,8 @@
 
 enum tokenizer_pre {
     TOKENIZER_PRE_NONE = 0, /* whole text is one word (SPM) */
-    TOKENIZER_PRE_GPT2 = 1, /* 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ */
+    TOKENIZER_PRE_GPT2 =
+        1, /* 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ */
     TOKENIZER_PRE_DEEPSEEK_CODER = 2, /* llama.cpp's "deepseek-coder" regex list */
     TOKENIZER_PRE_FALCON = 3,         /* llama.cpp's "falcon" regex list */
 };

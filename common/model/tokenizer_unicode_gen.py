@@ -3,6 +3,7 @@
 numbers (\\p{N}) and punctuation (\\p{P}) used by the hand-written pre-tokenizers.
 
     python3 common/model/tokenizer_unicode_gen.py > common/model/tokenizer_unicode.c
+    clang-format -i common/model/tokenizer_unicode.c
 """
 import sys
 import unicodedata

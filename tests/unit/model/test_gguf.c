@@ -284,10 +284,9 @@ static void test_writer(void)
         const void *data;
         CHECK(gguf_get_arr(g, "arr.f32", &et, &n, &data) == 0 && et == GGUF_TYPE_FLOAT32 &&
               n == 3 && memcmp(data, fa, sizeof fa) == 0);
-        CHECK(gguf_get_arr(g, "arr.i16", &et, &n, &data) == 0 && et == GGUF_TYPE_INT16 &&
-              n == 2 && memcmp(data, ia, sizeof ia) == 0);
-        CHECK(gguf_get_arr(g, "arr.empty", &et, &n, NULL) == 0 && et == GGUF_TYPE_UINT8 &&
-              n == 0);
+        CHECK(gguf_get_arr(g, "arr.i16", &et, &n, &data) == 0 && et == GGUF_TYPE_INT16 && n == 2 &&
+              memcmp(data, ia, sizeof ia) == 0);
+        CHECK(gguf_get_arr(g, "arr.empty", &et, &n, NULL) == 0 && et == GGUF_TYPE_UINT8 && n == 0);
         CHECK_EQ_INT(gguf_get_arr(g, "a.u32", &et, &n, &data), SF_EFORMAT);
         struct gguf_str gs;
         CHECK(gguf_get_arr_str(g, "arr.str", 2, &gs) == 0 && strcmp(gs.s, "h\xc3\xa9llo") == 0);
@@ -399,16 +398,43 @@ static void test_q8_quant(void)
 
 /* ---- malformed inputs ---- */
 
-enum { M_OK, M_MAGIC, M_V1, M_V4, M_BE, M_NKV, M_NT, M_KEYLEN, M_VTYPE, M_STRLEN, M_ARRLEN,
-       M_ARRTYPE, M_DEPTH, M_BOOL, M_DUPKEY, M_ALIGN3, M_ALIGNTYPE, M_NDIM0, M_NDIM5,
-       M_OVERFLOW, M_TTYPE, M_BLOCK, M_MISALIGN, M_OUTOFRANGE, M_OVERLAP, M_DUPT, M_NAMELEN,
-       M_TRUNC_DATA, M_COUNT };
+enum {
+    M_OK,
+    M_MAGIC,
+    M_V1,
+    M_V4,
+    M_BE,
+    M_NKV,
+    M_NT,
+    M_KEYLEN,
+    M_VTYPE,
+    M_STRLEN,
+    M_ARRLEN,
+    M_ARRTYPE,
+    M_DEPTH,
+    M_BOOL,
+    M_DUPKEY,
+    M_ALIGN3,
+    M_ALIGNTYPE,
+    M_NDIM0,
+    M_NDIM5,
+    M_OVERFLOW,
+    M_TTYPE,
+    M_BLOCK,
+    M_MISALIGN,
+    M_OUTOFRANGE,
+    M_OVERLAP,
+    M_DUPT,
+    M_NAMELEN,
+    M_TRUNC_DATA,
+    M_COUNT
+};
 
 static const char *const m_names[M_COUNT] = {
-    "ok", "magic", "v1", "v4", "big-endian", "nkv", "ntensors", "keylen", "vtype", "strlen",
-    "arrlen", "arrtype", "depth", "bool", "dupkey", "align3", "aligntype", "ndim0", "ndim5",
-    "overflow", "ttype", "block", "misalign", "outofrange", "overlap", "duptensor", "namelen",
-    "truncdata",
+    "ok",     "magic",    "v1",         "v4",      "big-endian", "nkv",      "ntensors",
+    "keylen", "vtype",    "strlen",     "arrlen",  "arrtype",    "depth",    "bool",
+    "dupkey", "align3",   "aligntype",  "ndim0",   "ndim5",      "overflow", "ttype",
+    "block",  "misalign", "outofrange", "overlap", "duptensor",  "namelen",  "truncdata",
 };
 
 /* A file with 3 KVs and 2 F32 tensors [8] and [8], with one defect. */

@@ -267,8 +267,8 @@ static void test_stories(const char *models)
     buf_init(&b, 1 << 20);
     CHECK(tokenizer_decode(t, greedy, SF_ARRAY_LEN(greedy), &b) == 0);
     const char *want = "Once upon a time, there was a little girl named Lily. She loved to";
-    CHECK_MSG(b.len == strlen(want) && memcmp(b.data, want, b.len) == 0, "got '%.*s'",
-              (int)b.len, b.data);
+    CHECK_MSG(b.len == strlen(want) && memcmp(b.data, want, b.len) == 0, "got '%.*s'", (int)b.len,
+              b.data);
     /* the same with BOS in front, piece by piece as a generator would */
     buf_reset(&b);
     int32_t prev = 1;
@@ -423,7 +423,8 @@ static void test_malformed(void)
         "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[7]}}",
         "{\"model\":{\"type\":\"BPE\",\"vocab\":[],\"merges\":[]}}",
         "{\"model\":{\"type\":\"BPE\",\"vocab\":{},\"merges\":[]}}",
-        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},\"added_tokens\":[{\"id\":-4,\"content\":\"x\"}]}",
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},\"added_tokens\":[{\"id\":"
+        "-4,\"content\":\"x\"}]}",
     };
     for (size_t k = 0; k < SF_ARRAY_LEN(bad_json); k++) {
         int rc = tokenizer_load_hf_json_mem(bad_json[k], strlen(bad_json[k]), &t);
