@@ -168,7 +168,7 @@ int sae_train_config_validate(const struct sae_train_config *c)
 
 /* ---- life cycle ----------------------------------------------------------------------- */
 
-struct sae_trainer *sae_trainer_new(const struct sae_train_config *cfg)
+struct sae_trainer *sae_trainer_alloc(const struct sae_train_config *cfg)
 {
     if (sae_train_config_validate(cfg) != 0) return NULL;
     struct sae_trainer *t = calloc(1, sizeof *t);
@@ -192,6 +192,14 @@ struct sae_trainer *sae_trainer_new(const struct sae_train_config *cfg)
         return NULL;
     }
     rng_seed(&t->rng, cfg->seed);
+    return t;
+}
+
+struct sae_trainer *sae_trainer_new(const struct sae_train_config *cfg)
+{
+    struct sae_trainer *t = sae_trainer_alloc(cfg);
+    if (!t) return NULL;
+    const size_t nd = cfg->n * cfg->d_in;
     /* W_dec: random unit rows; W_enc = W_dec (tied init in our (n, d) layout) */
     struct sae *s = t->sae;
     for (size_t i = 0; i < nd; i++) s->W_dec[i] = rng_normal(&t->rng);

@@ -24,6 +24,8 @@ struct sae_trainer {
     struct sae_fast *fast;
 };
 
+/* Validates cfg and allocates zeroed state (no weight init). NULL: logged. */
+struct sae_trainer *sae_trainer_alloc(const struct sae_train_config *cfg);
 /* Shared between the two steps. */
 int sae_trainer_prepare(struct sae_trainer *t, const float *x, size_t B);
 size_t sae_trainer_count_dead(const struct sae_trainer *t);
