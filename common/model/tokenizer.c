@@ -606,6 +606,75 @@ static int split_gpt2(const uint32_t *cp, size_t s, size_t n, struct ids *ends)
     return rc;
 }
 
+static bool is_crlf(uint32_t c)
+{
+    return c == '\r' || c == '\n';
+}
+
+static uint32_t ascii_lower(uint32_t c)
+{
+    return c >= 'A' && c <= 'Z' ? c + 32 : c;
+}
+
+/* Splits cp[s..n) with the Llama 3 regex (Qwen2 when max_digits == 1):
+ * (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|
+ *  ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+ */
+static int split_llama3(const uint32_t *cp, size_t s, size_t n, size_t max_digits, struct ids *ends)
+{
+    size_t pos = s;
+    int rc = 0;
+    while (pos < n && !rc) {
+        uint32_t c = cp[pos];
+        size_t end = 0;
+        enum cclass k = cclass_of(cp, n, pos);
+        if (c == '\'' && pos + 1 < n) {
+            uint32_t c1 = ascii_lower(cp[pos + 1]);
+            uint32_t c2 = pos + 2 < n ? ascii_lower(cp[pos + 2]) : 0;
+            if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd')
+                end = pos + 2;
+            else if ((c1 == 'r' && c2 == 'e') || (c1 == 'v' && c2 == 'e') ||
+                     (c1 == 'l' && c2 == 'l'))
+                end = pos + 3;
+        }
+        if (!end && (k == C_LETTER ||
+                     (!is_crlf(c) && k != C_NUMBER && cclass_of(cp, n, pos + 1) == C_LETTER))) {
+            /* [^\r\n\p{L}\p{N}]?\p{L}+ */
+            end = k == C_LETTER ? pos : pos + 1;
+            while (cclass_of(cp, n, end) == C_LETTER) end++;
+        }
+        if (!end && k == C_NUMBER) {
+            end = pos;
+            while (end - pos < max_digits && cclass_of(cp, n, end) == C_NUMBER) end++;
+        }
+        if (!end) {
+            /*  ?[^\s\p{L}\p{N}]+[\r\n]* */
+            size_t p = pos + (c == ' ' ? 1 : 0);
+            if (cclass_of(cp, n, p) == C_OTHER) {
+                end = p;
+                while (cclass_of(cp, n, end) == C_OTHER) end++;
+                while (end < n && is_crlf(cp[end])) end++;
+            }
+        }
+        if (!end) {
+            /* whitespace: \s*[\r\n]+ | \s+(?!\S) | \s+ */
+            size_t e = pos;
+            while (e < n && tokenizer_unicode_is_space(cp[e])) e++;
+            size_t last_nl = 0;
+            for (size_t i = pos; i < e; i++)
+                if (is_crlf(cp[i])) last_nl = i + 1;
+            if (last_nl)
+                end = last_nl;
+            else if (e - pos > 1 && e < n)
+                end = e - 1;
+            else
+                end = e > pos ? e : pos + 1;
+        }
+        pos = end;
+        rc = ids_push(ends, (int32_t)pos);
+    }
+    return rc;
+}
+
 /* A regex stage: length of the match starting at pos within [.., n), 0 if none. */
 typedef size_t (*match_fn)(const uint32_t *cp, size_t n, size_t pos);
 
@@ -682,16 +751,26 @@ static size_t match_3digits(const uint32_t *cp, size_t n, size_t pos)
     return 3;
 }
 
+/* Whole-fragment splitters (a regex whose alternatives cover every character). */
+enum whole { W_NONE = 0, W_GPT2, W_LLAMA3, W_QWEN2 };
+
+struct stage {
+    match_fn m; /* or */
+    enum whole w;
+};
+
 /* Applies one stage to every fragment of `in` (ends), writing the new ends to `out`. */
-static int split_stage(const uint32_t *cp, const struct ids *in, match_fn m, struct ids *out)
+static int split_stage(const uint32_t *cp, const struct ids *in, struct stage st, struct ids *out)
 {
     size_t s = 0;
     int rc = 0;
+    match_fn m = st.m;
     out->n = 0;
     for (size_t k = 0; k < in->n && !rc; k++) {
         size_t e = (size_t)in->v[k];
         if (!m) {
-            rc = split_gpt2(cp, s, e, out);
+            rc = st.w == W_GPT2 ? split_gpt2(cp, s, e, out)
+                                : split_llama3(cp, s, e, st.w == W_LLAMA3 ? 3 : 1, out);
             s = e;
             continue;
         }
@@ -716,16 +795,35 @@ static int split_stage(const uint32_t *cp, const struct ids *in, match_fn m, str
 /* Splits cp[0..n) into words; `ends` receives their end positions. */
 static int pretokenize(enum tokenizer_pre pre, const uint32_t *cp, size_t n, struct ids *ends)
 {
-    static const match_fn deepseek[] = {match_crlf, match_space_letters, match_space_punct,
-                                        match_cjk, match_number};
-    static const match_fn falcon[] = {match_falcon_punct, NULL /* gpt-2 */, match_3digits};
-    static const match_fn gpt2[] = {NULL};
-    const match_fn *stages;
+    static const struct stage gpt2[] = {{NULL, W_GPT2}};
+    static const struct stage llama3[] = {{NULL, W_LLAMA3}};
+    static const struct stage qwen2[] = {{NULL, W_QWEN2}};
+    static const struct stage smollm[] = {{match_number, W_NONE}, {NULL, W_GPT2}};
+    static const struct stage deepseek[] = {{match_crlf, W_NONE},
+                                            {match_space_letters, W_NONE},
+                                            {match_space_punct, W_NONE},
+                                            {match_cjk, W_NONE},
+                                            {match_number, W_NONE}};
+    static const struct stage falcon[] = {
+        {match_falcon_punct, W_NONE}, {NULL, W_GPT2}, {match_3digits, W_NONE}};
+    const struct stage *stages;
     size_t n_stages;
     switch (pre) {
     case TOKENIZER_PRE_GPT2:
         stages = gpt2;
-        n_stages = 1;
+        n_stages = SF_ARRAY_LEN(gpt2);
+        break;
+    case TOKENIZER_PRE_LLAMA3:
+        stages = llama3;
+        n_stages = SF_ARRAY_LEN(llama3);
+        break;
+    case TOKENIZER_PRE_QWEN2:
+        stages = qwen2;
+        n_stages = SF_ARRAY_LEN(qwen2);
+        break;
+    case TOKENIZER_PRE_SMOLLM:
+        stages = smollm;
+        n_stages = SF_ARRAY_LEN(smollm);
         break;
     case TOKENIZER_PRE_DEEPSEEK_CODER:
         stages = deepseek;
@@ -748,6 +846,53 @@ static int pretokenize(enum tokenizer_pre pre, const uint32_t *cp, size_t n, str
         tmp = x;
     }
     free(tmp.v);
+    return rc;
+}
+
+/* Decodes text into code points with their byte offsets (off has n + 1 entries). */
+static int decode_cps(const char *text, size_t len, uint32_t **cps, size_t **offs, size_t *n)
+{
+    uint32_t *cp = malloc((len + 1) * sizeof *cp);
+    size_t *off = malloc((len + 1) * sizeof *off);
+    if (!cp || !off) {
+        free(cp);
+        free(off);
+        return SF_ENOMEM;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < len;) {
+        size_t adv;
+        cp[k] = tokenizer_utf8_decode((const uint8_t *)text + i, len - i, &adv);
+        off[k++] = i;
+        i += adv;
+    }
+    off[k] = len;
+    *cps = cp;
+    *offs = off;
+    *n = k;
+    return 0;
+}
+
+int tokenizer_pretokenize(enum tokenizer_pre pre, const char *text, size_t len, size_t **ends,
+                          size_t *n)
+{
+    uint32_t *cp = NULL;
+    size_t *off = NULL, ncp = 0;
+    struct ids e = {0};
+    *ends = NULL;
+    *n = 0;
+    if (len > INT32_MAX / 4) return SF_ERANGE;
+    int rc = decode_cps(text, len, &cp, &off, &ncp);
+    if (!rc && ncp) rc = pretokenize(pre, cp, ncp, &e);
+    if (!rc && e.n) {
+        *ends = malloc(e.n * sizeof **ends);
+        if (!*ends) rc = SF_ENOMEM;
+        for (size_t i = 0; !rc && i < e.n; i++) (*ends)[i] = off[e.v[i]];
+        if (!rc) *n = e.n;
+    }
+    free(cp);
+    free(off);
+    free(e.v);
     return rc;
 }
 
@@ -789,22 +934,14 @@ static int encode_bpe(const struct tokenizer *t, struct work *w, const char *tex
 {
     int rc = 0;
     if (len == 0) return 0;
-    uint32_t *cp = malloc(len * sizeof *cp);
-    size_t *off = malloc((len + 1) * sizeof *off);
+    uint32_t *cp = NULL;
+    size_t *off = NULL, n = 0;
     char *word = malloc(len * 2 + 4); /* each byte maps to a code point < 0x800 */
     struct ids ends = {0};
-    if (!cp || !off || !word) {
-        rc = SF_ENOMEM;
+    if (!word || (rc = decode_cps(text, len, &cp, &off, &n))) {
+        rc = rc ? rc : SF_ENOMEM;
         goto out;
     }
-    size_t n = 0;
-    for (size_t i = 0; i < len;) {
-        size_t adv;
-        cp[n] = tokenizer_utf8_decode((const uint8_t *)text + i, len - i, &adv);
-        off[n++] = i;
-        i += adv;
-    }
-    off[n] = len;
     rc = pretokenize(t->pre, cp, n, &ends);
     size_t start = 0;
     for (size_t k = 0; k < ends.n && !rc; k++) {
@@ -1293,6 +1430,13 @@ int tokenizer_from_gguf(const struct gguf *g, struct tokenizer **out)
         gguf_get_str(g, "tokenizer.ggml.pre", &pre, NULL);
         if (strcmp(pre, "deepseek-coder") == 0)
             t->pre = TOKENIZER_PRE_DEEPSEEK_CODER;
+        else if (strcmp(pre, "llama-bpe") == 0 || strcmp(pre, "llama3") == 0 ||
+                 strcmp(pre, "smaug-bpe") == 0)
+            t->pre = TOKENIZER_PRE_LLAMA3;
+        else if (strcmp(pre, "qwen2") == 0)
+            t->pre = TOKENIZER_PRE_QWEN2;
+        else if (strcmp(pre, "smollm") == 0)
+            t->pre = TOKENIZER_PRE_SMOLLM;
         else if (strcmp(pre, "falcon") == 0)
             t->pre = TOKENIZER_PRE_FALCON;
         else if (strcmp(pre, "gpt-2") != 0 && strcmp(pre, "default") != 0)

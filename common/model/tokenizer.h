@@ -29,11 +29,15 @@
  * 4, non-special added_tokens in tokenizer.json) are matched in the text, longest
  * first, as llama.cpp and Hugging Face do.
  *
- * Pre-tokenizers (byte-level BPE): GGUF tokenizer.ggml.pre "gpt-2"/"default" use the
- * GPT-2 regex; "deepseek-coder" and "falcon" use llama.cpp's regex lists for them;
- * any other value falls back to the GPT-2 regex with a warning (so does a
- * tokenizer.json with Split pre-tokenizers). All llama.cpp test vectors for
- * llama-spm, gpt-2, deepseek-coder and falcon reproduce exactly.
+ * Pre-tokenizers (byte-level BPE), all hand-written: GGUF tokenizer.ggml.pre
+ * "gpt-2"/"default" -> the GPT-2 regex; "llama-bpe"/"llama3"/"smaug-bpe" -> the
+ * Llama 3 regex; "qwen2" -> the same with single digits; "smollm" -> digits split,
+ * then GPT-2; "deepseek-coder" and "falcon" -> llama.cpp's regex lists for them. Any
+ * other value falls back to GPT-2 with a warning. tokenizer.json: a Split with the
+ * Llama 3 or Qwen2 pattern, Digits(individual_digits) + ByteLevel (SmolLM2), else
+ * ByteLevel's GPT-2 regex (an unknown Split pattern is approximated, with a warning).
+ * All llama.cpp test vectors for llama-spm, gpt-2, deepseek-coder and falcon
+ * reproduce exactly; GPT-2, Llama 3, Qwen2 and SmolLM splits match Python's `regex`.
  *
  * Decoding: byte tokens become raw bytes, U+2581 becomes a space (SPM), byte-level
  * pieces are mapped back to bytes (BPE); control tokens (BOS, EOS, ...) decode to

@@ -12,6 +12,14 @@
 
 #define HF_JSON_MAX ((size_t)256 << 20)
 
+/* Split patterns we implement by hand (Llama 3 and Qwen2 tokenizer.json files). */
+#define LLAMA3_REGEX                                                                               \
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "                     \
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+#define QWEN2_REGEX                                                                                \
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "                          \
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+
 static bool json_is_type(const cJSON *o, const char *type)
 {
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "type");
@@ -212,10 +220,23 @@ static int load(const cJSON *root, struct tokenizer **out)
     }
 
     if (kind == TOKENIZER_BPE) {
+        const cJSON *split = json_find_type(pre, "Split");
+        const cJSON *digits = json_find_type(pre, "Digits");
+        const cJSON *pat = split ? cJSON_GetObjectItemCaseSensitive(split, "pattern") : NULL;
+        const cJSON *re = pat ? cJSON_GetObjectItemCaseSensitive(pat, "Regex") : NULL;
         t->pre = TOKENIZER_PRE_GPT2;
         if (bl && !json_bool(bl, "use_regex", true)) t->pre = TOKENIZER_PRE_NONE;
-        if (json_find_type(pre, "Split"))
+        if (cJSON_IsString(re) && strcmp(re->valuestring, LLAMA3_REGEX) == 0) {
+            t->pre = TOKENIZER_PRE_LLAMA3;
+        } else if (cJSON_IsString(re) && strcmp(re->valuestring, QWEN2_REGEX) == 0) {
+            t->pre = TOKENIZER_PRE_QWEN2;
+        } else if (split) {
+            t->pre = TOKENIZER_PRE_GPT2;
             log_warn("tokenizer_json", "reason=pre_tokenizer_approximated using=gpt-2");
+        } else if (digits && json_bool(digits, "individual_digits", false) &&
+                   t->pre == TOKENIZER_PRE_GPT2) {
+            t->pre = TOKENIZER_PRE_SMOLLM;
+        }
         if (bl && json_bool(bl, "add_prefix_space", false))
             log_warn("tokenizer_json", "reason=add_prefix_space_ignored");
     } else {

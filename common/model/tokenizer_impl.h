@@ -14,6 +14,11 @@ enum tokenizer_pre {
         1, /* 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ */
     TOKENIZER_PRE_DEEPSEEK_CODER = 2, /* llama.cpp's "deepseek-coder" regex list */
     TOKENIZER_PRE_FALCON = 3,         /* llama.cpp's "falcon" regex list */
+    /* (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|
+     * \s*[\r\n]+|\s+(?!\S)|\s+ (Llama 3); QWEN2 is the same with \p{N} for \p{N}{1,3} */
+    TOKENIZER_PRE_LLAMA3 = 4,
+    TOKENIZER_PRE_QWEN2 = 5,
+    TOKENIZER_PRE_SMOLLM = 6, /* \p{N} (each digit alone), then GPT-2 */
 };
 
 struct tokenizer {
@@ -53,6 +58,11 @@ int tokenizer_add_merge(struct tokenizer *t, const char *a, size_t alen, const c
                         size_t blen);
 /* Indexes the vocabulary (if not yet), fills the byte tables, checks special ids. */
 int tokenizer_finish(struct tokenizer *t);
+
+/* Splits text into pre-tokenizer words; *ends (malloc'd, caller frees) receives the
+ * byte offset where each word ends. Exposed for tests. */
+int tokenizer_pretokenize(enum tokenizer_pre pre, const char *text, size_t len, size_t **ends,
+                          size_t *n);
 
 /* UTF-8: decodes one code point at s (len > 0); invalid or truncated sequences give
  * U+FFFD with *adv = 1. */

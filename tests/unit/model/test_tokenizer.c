@@ -5,8 +5,10 @@
 #include "core/core.h"
 #include "model/gguf.h"
 #include "model/tokenizer.h"
+#include "model/tokenizer_impl.h"
 
 #include "../../support/check.h"
+#include "pretok_vectors.h"
 
 #include <cjson/cJSON.h>
 #include <string.h>
@@ -473,11 +475,87 @@ static void test_hf_spm(void)
     tokenizer_destroy(&t);
 }
 
+/* tokenizer.json pre-tokenizer recognition: Llama 3 / Qwen2 Split patterns, Digits. */
+static void test_hf_pre(void)
+{
+    static const char *const llama3 =
+        "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+        "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+    for (int k = 0; k < 4; k++) {
+        cJSON *root = cJSON_CreateObject();
+        cJSON *model = cJSON_AddObjectToObject(root, "model");
+        cJSON_AddStringToObject(model, "type", "BPE");
+        cJSON *vocab = cJSON_AddObjectToObject(model, "vocab");
+        cJSON_AddNumberToObject(vocab, "a", 0);
+        cJSON_AddNumberToObject(vocab, "1", 1);
+        cJSON_AddArrayToObject(model, "merges");
+        cJSON *pre = cJSON_AddObjectToObject(root, "pre_tokenizer");
+        cJSON_AddStringToObject(pre, "type", "Sequence");
+        cJSON *list = cJSON_AddArrayToObject(pre, "pretokenizers");
+        cJSON *first = cJSON_CreateObject();
+        if (k == 3) {
+            cJSON_AddStringToObject(first, "type", "Digits");
+            cJSON_AddBoolToObject(first, "individual_digits", 1);
+        } else {
+            char re[512];
+            snprintf(re, sizeof re, "%s", llama3);
+            if (k == 1) { /* Qwen2: \p{N} for \p{N}{1,3} */
+                char *q = strstr(re, "{1,3}");
+                memmove(q, q + 5, strlen(q + 5) + 1);
+            }
+            if (k == 2) re[0] = 'X'; /* an unknown pattern */
+            cJSON_AddStringToObject(first, "type", "Split");
+            cJSON *pat = cJSON_AddObjectToObject(first, "pattern");
+            cJSON_AddStringToObject(pat, "Regex", re);
+        }
+        cJSON_AddItemToArray(list, first);
+        cJSON *bl = cJSON_CreateObject();
+        cJSON_AddStringToObject(bl, "type", "ByteLevel");
+        cJSON_AddBoolToObject(bl, "use_regex", k == 3);
+        cJSON_AddItemToArray(list, bl);
+        char *js = cJSON_PrintUnformatted(root);
+        cJSON_Delete(root);
+        struct tokenizer *t = NULL;
+        CHECK_EQ_INT(tokenizer_load_hf_json_mem(js, strlen(js), &t), 0);
+        static const int want[4] = {TOKENIZER_PRE_LLAMA3, TOKENIZER_PRE_QWEN2, TOKENIZER_PRE_GPT2,
+                                    TOKENIZER_PRE_SMOLLM};
+        CHECK_MSG(t && (int)t->pre == want[k], "case %d: pre %d", k, t ? (int)t->pre : -1);
+        tokenizer_destroy(&t);
+        free(js);
+    }
+}
+
+/* The hand-written pre-tokenizers against splits recorded with Python's `regex`. */
+static void test_pretokenizers(void)
+{
+    size_t bad = 0;
+    for (size_t i = 0; i < SF_ARRAY_LEN(pretok_vectors); i++) {
+        const struct pretok_vector *v = &pretok_vectors[i];
+        size_t *ends = NULL, n = 0;
+        int rc = tokenizer_pretokenize((enum tokenizer_pre)v->pre, v->text, v->len, &ends, &n);
+        bool ok =
+            rc == 0 && n == v->n_words && (n == 0 || memcmp(ends, v->ends, n * sizeof *ends) == 0);
+        if (!ok && bad++ < 10) {
+            fprintf(stderr, "pretok %zu (pre %d) '%.*s': got", i, v->pre, (int)v->len, v->text);
+            for (size_t k = 0; k < n; k++) fprintf(stderr, " %zu", ends[k]);
+            fprintf(stderr, "\n want");
+            for (size_t k = 0; k < v->n_words; k++) fprintf(stderr, " %zu", v->ends[k]);
+            fprintf(stderr, "\n");
+        }
+        CHECK(ok);
+        free(ends);
+    }
+    printf("pre-tokenizers: %zu/%zu recorded splits match\n", SF_ARRAY_LEN(pretok_vectors) - bad,
+           SF_ARRAY_LEN(pretok_vectors));
+}
+
 int main(void)
 {
     if (!getenv("TEST_LOG")) log_set_level(LOG_OFF);
     test_malformed();
     test_hf_spm();
+    test_pretokenizers();
+    test_hf_pre();
     const char *models = test_models_dir();
     if (!models) {
         printf("skip model-file checks: SAEFLOW_MODELS not found\n");
