@@ -126,7 +126,7 @@ $(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c $(PROTO_H)
 
 $(BUILD)/obj/%.cu.o: %.cu
 	@mkdir -p $(@D)
-	$(NVCC) $(NVCCFLAGS) -DSAEFLOW_CUDA=1 -c $< -o $@
+	$(NVCC) $(NVCCFLAGS) -DSAEFLOW_CUDA=1 -MMD -MP -MF $(@:.o=.d) -c $< -o $@
 
 # --- services and the saeflow command ------------------------------------------------
 SERVICES := $(notdir $(patsubst %/,%,$(dir $(wildcard services/*/*.c))))
@@ -167,6 +167,20 @@ endef
 $(foreach b,$(BENCHES),$(eval $(call BENCH_RULES,$(b))))
 BENCH_BINS := $(foreach b,$(BENCHES),$(BUILD)/bench/bench_$(b))
 
+# --- GPU kernel lab: tests/gpu/*.c, one binary each, whose FIRST LINE names its lib
+# (`// lib: sae`): linked with that lib's closure. Each checks its kernels against the
+# CPU oracle and exits 77 without a CUDA device; `make test` runs them with the unit tests.
+GPU_SRCS := $(wildcard tests/gpu/*.c)
+gpu_bin = $(BUILD)/gpu/$(basename $(notdir $(1)))
+gpu_lib = $(shell sed -n '1s|^// lib: *\([a-z_]*\).*|\1|p' $(1))
+define GPU_RULES
+$(call gpu_bin,$(1)): $(BUILD)/obj/$(1:.c=.o) $(TESTS_SUPPORT_OBJS) $(call closure_archives,$(call gpu_lib,$(1)))
+	@mkdir -p $$(@D)
+	$(CC) $(LDFLAGS_ALL) -o $$@ $$(filter %.o,$$^) $(call closure_archives,$(call gpu_lib,$(1))) $(call closure_ldlibs,$(call gpu_lib,$(1))) -lm
+endef
+$(foreach t,$(GPU_SRCS),$(eval $(call GPU_RULES,$(t))))
+GPU_BINS := $(foreach t,$(GPU_SRCS),$(call gpu_bin,$(t)))
+
 # --- fuzzing (clang + libFuzzer, always with ASan + UBSan) ---------------------------------
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BUILD := build-fuzz
@@ -198,7 +212,7 @@ FUZZ_BINS := $(foreach f,$(FUZZ_SRCS),$(FUZZ_BUILD)/bin/$(basename $(notdir $(f)
         models demo clean format
 .DEFAULT_GOAL := all
 
-all: $(ALL_ARCHIVES) $(BINS) $(UNIT_BINS)
+all: $(ALL_ARCHIVES) $(BINS) $(UNIT_BINS) $(GPU_BINS)
 
 test: all $(BENCH_BINS)
 	@$(MAKE) --no-print-directory test-unit
@@ -206,8 +220,8 @@ test: all $(BENCH_BINS)
 	@$(MAKE) --no-print-directory test-integration
 	@echo "make test: all passed"
 
-test-unit: $(UNIT_BINS)
-	@tests/run_unit.sh $(UNIT_BINS)
+test-unit: $(UNIT_BINS) $(GPU_BINS)
+	@tests/run_unit.sh $(UNIT_BINS) $(GPU_BINS)
 
 test-integration: all
 	@SAEFLOW_BIN=$(abspath $(BUILD)/bin) SAEFLOW_BUILD=$(abspath $(BUILD)) tests/run_integration.sh

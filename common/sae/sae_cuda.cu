@@ -1,0 +1,1161 @@
+// sae_cuda: the Top-K SAE training step on the GPU (see sae_cuda.h for the contract and
+// sae_train.h for the math, which this file mirrors line for line).
+//
+// One step, all on the context's stream:
+//   prep        xs = s*x, xc = xs - b_dec; flags a non-finite input
+//   GEMM        a = xc W_enc^T                          (cuBLAS; the only dense op)
+//   topk        per token, the kk best of a + b_enc; the k_aux best among dead latents
+//   decode      per token: err = x_hat - xs, upstream rows U (main, Multi-TopK, AuxK)
+//   reductions  column sums and per-token sums -> loss terms and slot scales (device)
+//   entries     per (token, selected latent): z and ga = dz/da <W_dec[i], U_slot>
+//   sort        entries by latent (stable radix sort, so token order within a latent)
+//   latent      one block per latent: dW_dec, dW_enc, db_enc, projection, norm part
+//   b_dec       scale * sum U0 - W_enc^T db_enc          (double column sums)
+//   optimise    global norm -> clip; Adam per row + renormalisation; dead counters
+// Every reduction has a fixed order, so results are deterministic run to run.
+// A non-finite input sets a device flag that the state-changing kernels check.
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cub/device/device_radix_sort.cuh>
+
+#include "tensor/cuda_internal.cuh"
+
+extern "C" {
+#include "sae/sae_cuda.h"
+#include "sae/sae_train_internal.h"
+}
+
+enum { SLOT_MAIN = 0, SLOT_EXTRA = 1, SLOT_AUX = 2, N_SLOTS = 3 };
+enum { TS_SQ = 0, TS_SQ4, TS_SQA, TS_XS2, TS_L0, TS_N };
+
+// What the device computes about a step; copied to the host once, at the end.
+struct dev_stats {
+    double tot[TS_N];
+    double mse, mse4, fvu, l0, auxk, loss;
+    double scale[N_SLOTS];
+    double gnorm;
+    float clip;
+    int bad;                   // the batch had a non-finite value: nothing was changed
+    unsigned long long n_dead; // dead latents after this step's counter update
+};
+
+#define THREADS      256
+#define TOPK_THREADS 512
+
+// ---- per-row top-k ----------------------------------------------------------------------
+
+// Order-preserving map of a float to an unsigned key (larger float, larger key); -0 and
+// +0 share a key since they are equal values.
+__device__ __forceinline__ uint32_t order_key(float v)
+{
+    uint32_t u = __float_as_uint(v);
+    if (u == 0x80000000u) u = 0;
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+__device__ __forceinline__ bool ranks_above(float va, uint32_t ia, float vb, uint32_t ib)
+{
+    return va > vb || (va == vb && ia < ib);
+}
+
+// Exclusive prefix counts of two per-thread flags in thread order, and their totals.
+// Every thread of the block calls it; blockDim.x is a multiple of 32; sh holds 66 ints.
+__device__ void block_scan2(int f1, int f2, int *ex1, int *ex2, int *tot1, int *tot2, int *sh)
+{
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    const unsigned b1 = __ballot_sync(0xffffffffu, f1), b2 = __ballot_sync(0xffffffffu, f2);
+    const unsigned below = (1u << lane) - 1u;
+    if (lane == 0) {
+        sh[wid] = __popc(b1);
+        sh[32 + wid] = __popc(b2);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int a1 = 0, a2 = 0;
+        for (int w = 0; w < nw; w++) {
+            int c1 = sh[w], c2 = sh[32 + w];
+            sh[w] = a1;
+            sh[32 + w] = a2;
+            a1 += c1;
+            a2 += c2;
+        }
+        sh[64] = a1;
+        sh[65] = a2;
+    }
+    __syncthreads();
+    *ex1 = sh[wid] + __popc(b1 & below);
+    *ex2 = sh[32 + wid] + __popc(b2 & below);
+    *tot1 = sh[64];
+    *tot2 = sh[65];
+    __syncthreads();
+}
+
+// One block per row. A radix select (four 8-bit digits of the order key, each a shared
+// histogram pass over the row) finds the key T of the kk-th best eligible value and how
+// many entries equal to T to take; a gather pass in index order then takes every entry
+// above T and the lowest-indexed entries equal to T (the tie rule); a bitonic sort in
+// shared memory orders the kk by rank. cap = next power of two >= kk.
+__global__ void topk_kernel(const float *a, size_t lda, const float *bias, const uint8_t *mask,
+                            size_t n, int kk, int cap, uint32_t *out_idx, float *out_val)
+{
+    extern __shared__ unsigned char topk_smem[];
+    float *cv = (float *)topk_smem;
+    uint32_t *ci = (uint32_t *)(cv + cap);
+    __shared__ unsigned hist[256];
+    __shared__ uint32_t s_prefix, s_mask;
+    __shared__ int s_remaining, s_all, s_total;
+    __shared__ int scan_sh[66];
+    const size_t b = blockIdx.x;
+    const float *row = a + b * lda;
+    const int tid = threadIdx.x, bs = blockDim.x;
+    if (tid == 0) {
+        s_prefix = 0;
+        s_mask = 0;
+        s_remaining = kk;
+        s_all = 0;
+        s_total = 0;
+    }
+    for (int pass = 0; pass < 4; pass++) {
+        const int shift = 24 - 8 * pass;
+        for (int q = tid; q < 256; q += bs) hist[q] = 0;
+        __syncthreads();
+        const uint32_t prefix = s_prefix, msk = s_mask;
+        for (size_t i = tid; i < n; i += bs) {
+            if (mask && !mask[i]) continue;
+            float v = row[i] + (bias ? bias[i] : 0.0f);
+            if (isnan(v)) continue;
+            uint32_t key = order_key(v);
+            if ((key & msk) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
+        }
+        __syncthreads();
+        if (tid == 0) {
+            if (pass == 0) {
+                unsigned tot = 0;
+                for (int q = 0; q < 256; q++) tot += hist[q];
+                s_total = (int)tot;
+                if (tot <= (unsigned)kk) s_all = 1;
+            }
+            if (!s_all) {
+                unsigned cum = 0, rem = (unsigned)s_remaining;
+                for (int q = 255; q >= 0; q--) {
+                    if (cum + hist[q] >= rem) {
+                        s_prefix = prefix | ((uint32_t)q << shift);
+                        s_mask = msk | (255u << shift);
+                        s_remaining = (int)(rem - cum);
+                        break;
+                    }
+                    cum += hist[q];
+                }
+            }
+        }
+        __syncthreads();
+        if (s_all) break;
+    }
+    const bool all = s_all != 0;
+    const uint32_t T = s_prefix;
+    const int rem = all ? 0 : s_remaining;     // entries equal to T to take
+    const int n_sel = all ? s_total : kk;      // entries selected in all
+    const int n_gt = all ? s_total : kk - rem; // entries strictly above T (or all eligible)
+    int base_gt = 0, base_eq = 0;
+    for (size_t start = 0; start < n; start += (size_t)bs) {
+        if (base_gt >= n_gt && base_eq >= rem) break; // uniform: block-wide totals
+        const size_t i = start + (size_t)tid;
+        int gt = 0, eq = 0;
+        float v = 0.0f;
+        if (i < n && (!mask || mask[i])) {
+            v = row[i] + (bias ? bias[i] : 0.0f);
+            if (!isnan(v)) {
+                uint32_t key = order_key(v);
+                gt = all || key > T;
+                eq = !all && key == T;
+            }
+        }
+        int e1, e2, t1, t2;
+        block_scan2(gt, eq, &e1, &e2, &t1, &t2, scan_sh);
+        if (gt) {
+            int p = base_gt + e1;
+            if (p < n_gt && p < cap) {
+                cv[p] = v;
+                ci[p] = (uint32_t)i;
+            }
+        }
+        if (eq) {
+            int p = base_eq + e2;
+            if (p < rem && n_gt + p < cap) {
+                cv[n_gt + p] = v;
+                ci[n_gt + p] = (uint32_t)i;
+            }
+        }
+        base_gt += t1;
+        base_eq += t2;
+    }
+    __syncthreads();
+    for (int p = n_sel + tid; p < cap; p += bs) {
+        cv[p] = -INFINITY;
+        ci[p] = 0xffffffffu;
+    }
+    __syncthreads();
+    for (int size = 2; size <= cap; size <<= 1) {
+        for (int stride = size >> 1; stride > 0; stride >>= 1) {
+            for (int p = tid; p < cap; p += bs) {
+                int q = p ^ stride;
+                if (q <= p) continue;
+                bool first = (p & size) == 0; // this run ends up best-first
+                bool sw = first ? ranks_above(cv[q], ci[q], cv[p], ci[p])
+                                : ranks_above(cv[p], ci[p], cv[q], ci[q]);
+                if (sw) {
+                    float tv = cv[p];
+                    cv[p] = cv[q];
+                    cv[q] = tv;
+                    uint32_t ti = ci[p];
+                    ci[p] = ci[q];
+                    ci[q] = ti;
+                }
+            }
+            __syncthreads();
+        }
+    }
+    for (int p = tid; p < kk; p += bs) {
+        out_idx[b * (size_t)kk + p] = ci[p];
+        out_val[b * (size_t)kk + p] = ci[p] == 0xffffffffu ? -INFINITY : cv[p];
+    }
+}
+
+static int next_pow2(int v)
+{
+    int p = 1;
+    while (p < v) p <<= 1;
+    return p;
+}
+
+static int topk_launch(cudaStream_t s, const float *a, size_t lda, const float *bias,
+                       const uint8_t *mask, size_t B, size_t n, size_t kk, uint32_t *idx,
+                       float *val)
+{
+    if (B == 0 || kk == 0) return 0;
+    if (kk > SAE_CUDA_TOPK_MAX || n > 0xffffffffu || B > 0x7fffffffu) {
+        log_error("sae_cuda_topk_range", "B=%zu n=%zu kk=%zu max_kk=%d", B, n, kk,
+                  SAE_CUDA_TOPK_MAX);
+        return SF_ERANGE;
+    }
+    int cap = next_pow2((int)kk);
+    size_t smem = (size_t)cap * (sizeof(float) + sizeof(uint32_t));
+    topk_kernel<<<(unsigned)B, TOPK_THREADS, smem, s>>>(a, lda, bias, mask, n, (int)kk, cap, idx,
+                                                        val);
+    CUDA_LAUNCH_CHECK();
+    return 0;
+}
+
+extern "C" int sae_cuda_topk(struct cuda_ctx *ctx, const float *a, size_t lda, const float *bias,
+                             const uint8_t *mask, size_t B, size_t n, size_t kk, uint32_t *idx,
+                             float *val)
+{
+    return topk_launch(ctx->stream, a, lda, bias, mask, B, n, kk, idx, val);
+}
+
+// ---- the step's kernels ------------------------------------------------------------------
+
+__global__ void prep_kernel(const float *x, const float *b_dec, float scale, size_t B, size_t d,
+                            float *xs, float *xc, struct dev_stats *st)
+{
+    int bad = 0;
+    const size_t total = B * d;
+    for (size_t q = blockIdx.x * (size_t)blockDim.x + threadIdx.x; q < total;
+         q += (size_t)gridDim.x * blockDim.x) {
+        float xv = x[q];
+        if (!isfinite(xv)) bad = 1;
+        float v = xv * scale;
+        xs[q] = v;
+        xc[q] = v - b_dec[q % d];
+    }
+    if (__syncthreads_or(bad) && threadIdx.x == 0) st->bad = 1;
+}
+
+__global__ void dead_mask_kernel(const int64_t *since, int64_t dead_tokens, size_t n, uint8_t *dead)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        dead[i] = since[i] >= dead_tokens;
+}
+
+// One block per token: the main reconstruction error and the upstream rows.
+//   mi/mv: (B, kk) sorted by rank, the first k are the main code, the rest Multi-TopK's
+//   extras; ai/av: (B, ka) the AuxK selection (ka may be 0).
+//   err: (B, d) = x_hat - xs; U: (N_SLOTS, B, d); tok: (B, TS_N).
+__global__ void decode_kernel(const float *xs, const float *b_dec, const float *W_dec, size_t d,
+                              size_t B, const uint32_t *mi, const float *mv, int kk, int k,
+                              const uint32_t *ai, const float *av, int ka, int multi, float *err,
+                              float *U, double *tok)
+{
+    extern __shared__ unsigned char dec_smem[];
+    uint32_t *si = (uint32_t *)dec_smem;
+    float *sz = (float *)(si + kk + ka);
+    __shared__ double red[32];
+    const size_t b = blockIdx.x;
+    for (int q = threadIdx.x; q < kk + ka; q += blockDim.x) {
+        uint32_t i = q < kk ? mi[b * kk + q] : ai[b * ka + (q - kk)];
+        float v = q < kk ? mv[b * kk + q] : av[b * ka + (q - kk)];
+        si[q] = i;
+        sz[q] = (i != 0xffffffffu && v > 0.0f) ? v : 0.0f;
+    }
+    __syncthreads();
+    const int n_main = k < kk ? k : kk;
+    const float *xr = xs + b * d;
+    float *u0 = U + ((size_t)SLOT_MAIN * B + b) * d;
+    float *u1 = U + ((size_t)SLOT_EXTRA * B + b) * d;
+    float *ua = U + ((size_t)SLOT_AUX * B + b) * d;
+    double sq = 0, sq4 = 0, sqa = 0, xs2 = 0;
+    for (size_t j = threadIdx.x; j < d; j += blockDim.x) {
+        float e = b_dec[j];
+        for (int q = 0; q < n_main; q++)
+            if (sz[q] != 0.0f) e += sz[q] * W_dec[(size_t)si[q] * d + j];
+        e -= xr[j];
+        err[b * d + j] = e;
+        sq += (double)e * e;
+        xs2 += (double)xr[j] * xr[j];
+        float uu = e;
+        if (multi) {
+            float v1 = e;
+            for (int q = n_main; q < kk; q++)
+                if (sz[q] != 0.0f) v1 += sz[q] * W_dec[(size_t)si[q] * d + j];
+            sq4 += (double)v1 * v1;
+            v1 *= 0.125f;
+            uu += v1;
+            u1[j] = v1;
+        }
+        if (ka > 0) {
+            float va = e;
+            for (int q = kk; q < kk + ka; q++)
+                if (sz[q] != 0.0f) va += sz[q] * W_dec[(size_t)si[q] * d + j];
+            sqa += (double)va * va;
+            ua[j] = va;
+        }
+        u0[j] = uu;
+    }
+    sq = block_sum(sq, red);
+    sq4 = block_sum(sq4, red);
+    sqa = block_sum(sqa, red);
+    xs2 = block_sum(xs2, red);
+    if (threadIdx.x == 0) {
+        double l0 = 0;
+        for (int q = 0; q < n_main; q++) l0 += sz[q] != 0.0f;
+        double *t = tok + b * TS_N;
+        t[TS_SQ] = sq;
+        t[TS_SQ4] = sq4;
+        t[TS_SQA] = sqa;
+        t[TS_XS2] = xs2;
+        t[TS_L0] = l0;
+    }
+}
+
+// part[(v * nch + ch) * d + j] = sum over rows r of chunk ch of w_v[r] * M_v[r * d + j]
+// (w_v NULL: weight 1), for up to three matrices v (blockIdx.z). Chunks of `chunk` rows.
+struct colsum_args {
+    const float *M[3];
+    const float *w[3];
+};
+__global__ void colsum_part_kernel(colsum_args args, size_t rows, size_t d, size_t chunk,
+                                   size_t nch, double *part)
+{
+    const size_t j = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    const size_t ch = blockIdx.y, v = blockIdx.z;
+    if (j >= d) return;
+    const float *M = args.M[v], *w = args.w[v];
+    size_t r0 = ch * chunk, r1 = r0 + chunk < rows ? r0 + chunk : rows;
+    double acc = 0;
+    for (size_t r = r0; r < r1; r++) acc += (double)(w ? w[r] : 1.0f) * M[r * d + j];
+    part[(v * nch + ch) * d + j] = acc;
+}
+
+__global__ void colsum_final_kernel(const double *part, size_t nch, size_t d, int nv, double *out)
+{
+    const size_t j = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (j >= d) return;
+    for (int v = 0; v < nv; v++) {
+        double acc = 0;
+        for (size_t ch = 0; ch < nch; ch++) acc += part[((size_t)v * nch + ch) * d + j];
+        out[(size_t)v * d + j] = acc;
+    }
+}
+
+// One block: batch totals, loss terms and slot scales (sae_train_fast.c step 5).
+__global__ void finalize_kernel(const double *tok, size_t B, const double *colsum, size_t d,
+                                double auxk_alpha, int use_aux, struct dev_stats *st)
+{
+    __shared__ double red[32];
+    double tot[TS_N];
+    for (int s = 0; s < TS_N; s++) {
+        double acc = 0;
+        for (size_t b = threadIdx.x; b < B; b += blockDim.x) acc += tok[b * TS_N + s];
+        tot[s] = block_sum(acc, red);
+    }
+    double mx = 0, me = 0;
+    for (size_t j = threadIdx.x; j < d; j += blockDim.x) {
+        double sx = colsum[j] / (double)B, se = colsum[d + j] / (double)B;
+        mx += sx * sx;
+        me += se * se;
+    }
+    const double mean_x2 = block_sum(mx, red), mean_e2 = block_sum(me, red);
+    if (threadIdx.x != 0) return;
+    for (int s = 0; s < TS_N; s++) st->tot[s] = tot[s];
+    const double Bd = (double)B * (double)d;
+    st->mse = tot[TS_SQ] / Bd;
+    st->mse4 = tot[TS_SQ4] / Bd;
+    const double var = tot[TS_XS2] - (double)B * mean_x2;
+    st->fvu = var > 0 ? tot[TS_SQ] / var : 0;
+    st->l0 = tot[TS_L0] / (double)B;
+    st->scale[SLOT_MAIN] = 2.0 / Bd;
+    st->scale[SLOT_EXTRA] = 2.0 / Bd;
+    st->scale[SLOT_AUX] = 0;
+    st->auxk = 0;
+    if (use_aux) {
+        const double D = tot[TS_SQ] - (double)B * mean_e2;
+        if (D > 0) {
+            st->auxk = tot[TS_SQA] / D;
+            st->scale[SLOT_AUX] = auxk_alpha * 2.0 / D;
+        }
+    }
+    st->loss = st->mse + st->mse4 / 8.0 + (use_aux ? auxk_alpha * st->auxk : 0.0);
+}
+
+__device__ __forceinline__ int slot_of(int q, int kk, int k, int multi)
+{
+    return q >= kk ? SLOT_AUX : (multi && q >= k ? SLOT_EXTRA : SLOT_MAIN);
+}
+
+// One warp per entry (token b, position q of per = kk + ka): its latent (sort key; n
+// when absent), z, and ga = dz/da <W_dec[i], U_slot[b]> (unscaled).
+__global__ void entries_kernel(const uint32_t *mi, const float *mv, int kk, int k,
+                               const uint32_t *ai, const float *av, int ka, int multi, size_t B,
+                               size_t n, size_t d, const float *W_dec, const float *U,
+                               uint32_t *key, uint32_t *ord, float *ez, float *ega)
+{
+    const int per = kk + ka;
+    const size_t E = B * (size_t)per;
+    const int lane = threadIdx.x & 31;
+    const size_t nwarps = ((size_t)gridDim.x * blockDim.x) >> 5;
+    // grid-stride over entries, one warp each (the loop is uniform within a warp)
+    for (size_t warp = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5; warp < E;
+         warp += nwarps) {
+        const size_t b = warp / per;
+        const int q = (int)(warp % per);
+        const uint32_t i = q < kk ? mi[b * kk + q] : ai[b * ka + (q - kk)];
+        const float v = q < kk ? mv[b * kk + q] : av[b * ka + (q - kk)];
+        const bool present = i != 0xffffffffu && i < n;
+        const float z = present && v > 0.0f ? v : 0.0f;
+        float dot = 0.0f;
+        if (z != 0.0f) {
+            const int slot = slot_of(q, kk, k, multi);
+            const float *w = W_dec + (size_t)i * d;
+            const float *u = U + ((size_t)slot * B + b) * d;
+            for (size_t j = lane; j < d; j += 32) dot += w[j] * u[j];
+            dot = warp_sum(dot);
+        }
+        if (lane == 0) {
+            key[warp] = present ? i : (uint32_t)n;
+            ord[warp] = (uint32_t)warp;
+            ez[warp] = z;
+            ega[warp] = z != 0.0f ? dot : 0.0f; // dz/da is 1 where z > 0, else 0
+        }
+    }
+}
+
+__global__ void segments_kernel(const uint32_t *skey, size_t E, size_t n, int *seg_start,
+                                int *seg_end)
+{
+    for (size_t p = blockIdx.x * (size_t)blockDim.x + threadIdx.x; p < E;
+         p += (size_t)gridDim.x * blockDim.x) {
+        uint32_t k = skey[p];
+        if (k >= n) continue;
+        if (p == 0 || skey[p - 1] != k) seg_start[k] = (int)p;
+        if (p == E - 1 || skey[p + 1] != k) seg_end[k] = (int)(p + 1);
+    }
+}
+
+// One block per latent i: its gradient rows from its entries (token order), the decoder
+// gradient's projection off the row, db_enc, whether it fired, and its share of the
+// squared gradient norm. Latents with no entry get db_enc = 0 and are not touched.
+__global__ void latent_grad_kernel(const uint32_t *sord, const int *seg_start, const int *seg_end,
+                                   const float *ez, const float *ega, int per, int kk, int k,
+                                   int multi, const float *U, const float *xc, size_t B, size_t d,
+                                   const float *W_dec, const struct dev_stats *st, int project,
+                                   float fire, float *gW_enc, float *gW_dec, float *gb_enc,
+                                   uint8_t *touched, uint8_t *fired, double *norm_part)
+{
+    __shared__ double red[32];
+    const size_t i = blockIdx.x;
+    const int s = seg_start[i], e = seg_end[i];
+    if (s >= e) {
+        if (threadIdx.x == 0) {
+            gb_enc[i] = 0.0f;
+            norm_part[i] = 0;
+        }
+        return;
+    }
+    float sc[N_SLOTS];
+    for (int q = 0; q < N_SLOTS; q++) sc[q] = (float)st->scale[q];
+    double gbs = 0;
+    int fir = 0;
+    for (int p = s + threadIdx.x; p < e; p += blockDim.x) {
+        const uint32_t en = sord[p];
+        const int slot = slot_of((int)(en % per), kk, k, multi);
+        gbs += (double)(ega[en] * sc[slot]);
+        if (slot == SLOT_MAIN && ez[en] > fire) fir = 1;
+    }
+    gbs = block_sum(gbs, red);
+    fir = __syncthreads_or(fir);
+    float *gwd = gW_dec + i * d, *gwe = gW_enc + i * d;
+    const float *w = W_dec + i * d;
+    double dw = 0, ww = 0;
+    for (size_t j = threadIdx.x; j < d; j += blockDim.x) {
+        float gd = 0.0f, ge = 0.0f;
+        for (int p = s; p < e; p++) {
+            const uint32_t en = sord[p];
+            const size_t b = en / per;
+            const int slot = slot_of((int)(en % per), kk, k, multi);
+            const float zz = ez[en] * sc[slot], g = ega[en] * sc[slot];
+            if (zz != 0.0f) gd += zz * U[((size_t)slot * B + b) * d + j];
+            if (g != 0.0f) ge += g * xc[b * d + j];
+        }
+        gwd[j] = gd;
+        gwe[j] = ge;
+        dw += (double)gd * w[j];
+        ww += (double)w[j] * w[j];
+    }
+    dw = block_sum(dw, red);
+    ww = block_sum(ww, red);
+    const float coef = project && ww > 0 ? (float)(dw / ww) : 0.0f;
+    double nn = 0;
+    for (size_t j = threadIdx.x; j < d; j += blockDim.x) {
+        float gd = gwd[j];
+        if (coef != 0.0f) {
+            gd -= coef * w[j];
+            gwd[j] = gd;
+        }
+        nn += (double)gd * gd + (double)gwe[j] * gwe[j];
+    }
+    nn = block_sum(nn, red);
+    if (threadIdx.x == 0) {
+        const float gb = (float)gbs;
+        gb_enc[i] = gb;
+        norm_part[i] = nn + (double)gb * gb;
+        touched[i] = 1;
+        if (fir) fired[i] = 1;
+    }
+}
+
+// gb_dec[j] = scale_main * sum_b U0[b][j] - sum_i gb_enc[i] W_enc[i][j] (both sums in
+// double, from colsum / enc_sum).
+__global__ void bdec_grad_kernel(const double *sum_u0, const double *enc_sum, size_t d,
+                                 const struct dev_stats *st, float *gb_dec)
+{
+    const size_t j = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (j < d) gb_dec[j] = (float)(st->scale[SLOT_MAIN] * sum_u0[j] - enc_sum[j]);
+}
+
+__global__ void gnorm_kernel(const double *norm_part, size_t n, const float *gb_dec, size_t d,
+                             double grad_clip, struct dev_stats *st)
+{
+    __shared__ double red[32];
+    double acc = 0;
+    for (size_t i = threadIdx.x; i < n; i += blockDim.x) acc += norm_part[i];
+    for (size_t j = threadIdx.x; j < d; j += blockDim.x) acc += (double)gb_dec[j] * gb_dec[j];
+    acc = block_sum(acc, red);
+    if (threadIdx.x == 0) {
+        const double gn = sqrt(acc);
+        float clip = 1.0f;
+        if (grad_clip > 0) {
+            double cc = grad_clip / (gn + 1e-6);
+            if (cc < 1.0) clip = (float)cc;
+        }
+        st->gnorm = gn;
+        st->clip = clip;
+    }
+}
+
+struct adam_f {
+    float b1, c1, b2, c2, step, inv_bc2, eps;
+};
+
+__device__ __forceinline__ void adam_one(float *p, float *m, float *v, float g, const adam_f &a)
+{
+    const float mj = a.b1 * *m + a.c1 * g;
+    const float vj = a.b2 * *v + a.c2 * g * g;
+    *m = mj;
+    *v = vj;
+    *p -= a.step * mj / (sqrtf(vj) * a.inv_bc2 + a.eps);
+}
+
+// One block per latent row: Adam on W_enc[i] and W_dec[i] (gradient 0 on untouched
+// rows, so their moments decay as in the CPU step), then the decoder row renormalised.
+__global__ void adam_rows_kernel(float *W_enc, float *mWe, float *vWe, const float *gWe,
+                                 float *W_dec, float *mWd, float *vWd, const float *gWd,
+                                 const uint8_t *touched, size_t d, adam_f af, int renorm,
+                                 const struct dev_stats *st)
+{
+    __shared__ double red[32];
+    if (st->bad) return;
+    const size_t i = blockIdx.x;
+    const bool tch = touched[i] != 0;
+    const float clip = st->clip;
+    double ss = 0;
+    for (size_t j = threadIdx.x; j < d; j += blockDim.x) {
+        const size_t o = i * d + j;
+        adam_one(W_enc + o, mWe + o, vWe + o, tch ? gWe[o] * clip : 0.0f, af);
+        adam_one(W_dec + o, mWd + o, vWd + o, tch ? gWd[o] * clip : 0.0f, af);
+        ss += (double)W_dec[o] * W_dec[o];
+    }
+    if (!renorm) return;
+    ss = block_sum(ss, red);
+    const float nn = sqrtf((float)ss);
+    if (!(nn > 0)) return;
+    const float inv = 1.0f / nn;
+    for (size_t j = threadIdx.x; j < d; j += blockDim.x) W_dec[i * d + j] *= inv;
+}
+
+__global__ void adam_vec_kernel(float *p, float *m, float *v, const float *g, size_t len, adam_f af,
+                                const struct dev_stats *st)
+{
+    if (st->bad) return;
+    const float clip = st->clip;
+    for (size_t q = blockIdx.x * (size_t)blockDim.x + threadIdx.x; q < len;
+         q += (size_t)gridDim.x * blockDim.x)
+        adam_one(p + q, m + q, v + q, g[q] * clip, af);
+}
+
+__global__ void dead_update_kernel(int64_t *since, const uint8_t *fired, size_t n, int64_t B,
+                                   int64_t dead_tokens, struct dev_stats *st)
+{
+    const bool bad = st->bad != 0;
+    unsigned cnt = 0;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        int64_t s = since[i];
+        if (!bad) {
+            if (fired[i])
+                s = 0;
+            else if (s < INT64_MAX - B)
+                s += B;
+            since[i] = s;
+        }
+        cnt += s >= dead_tokens;
+    }
+    cnt = warp_sum(cnt);
+    if ((threadIdx.x & 31) == 0 && cnt) atomicAdd(&st->n_dead, (unsigned long long)cnt);
+}
+
+// ---- the trainer ---------------------------------------------------------------------------
+
+enum {
+    M_WENC,
+    M_BENC,
+    M_WDEC,
+    M_BDEC,
+    M_MWE,
+    M_VWE,
+    M_MBE,
+    M_VBE,
+    M_MWD,
+    M_VWD,
+    M_MBD,
+    M_VBD,
+    M_GWE,
+    M_GWD,
+    M_GBE,
+    M_GBD,
+    M_SINCE,
+    M_TOUCHED,
+    M_FIRED,
+    M_DEAD,
+    M_NORMP,
+    M_SEGS,
+    M_SEGE,
+    M_STATS,
+    M_ENCSUM,
+    // per batch (grown on demand)
+    M_X,
+    M_XS,
+    M_XC,
+    M_A,
+    M_ERR,
+    M_U,
+    M_TOK,
+    M_PART,
+    M_COLSUM,
+    M_MI,
+    M_MV,
+    M_AI,
+    M_AV,
+    M_KEY,
+    M_SKEY,
+    M_ORD,
+    M_SORD,
+    M_EZ,
+    M_EGA,
+    M_SORTTMP,
+    M_COUNT
+};
+
+struct sae_cuda_trainer {
+    struct sae_trainer *t;
+    struct cuda_ctx *ctx;
+    enum cuda_math math;
+    size_t n, d;
+    size_t n_dead; // after the last step (host copy of the device count)
+    size_t last_B;
+    struct cuda_buf mem[M_COUNT];
+};
+
+#define DF(g, id)   ((float *)(g)->mem[id].ptr)
+#define DD(g, id)   ((double *)(g)->mem[id].ptr)
+#define DU32(g, id) ((uint32_t *)(g)->mem[id].ptr)
+#define DU8(g, id)  ((uint8_t *)(g)->mem[id].ptr)
+#define DI(g, id)   ((int *)(g)->mem[id].ptr)
+#define DSTATS(g)   ((struct dev_stats *)(g)->mem[M_STATS].ptr)
+
+static size_t kk_for(const struct sae_train_config *c, size_t k)
+{
+    size_t kk = c->multi_topk ? 4 * k : k;
+    return kk < c->n ? kk : c->n;
+}
+
+static int upload_state(struct sae_cuda_trainer *g)
+{
+    struct sae_trainer *t = g->t;
+    const size_t nd = g->n * g->d, n = g->n, d = g->d;
+    struct {
+        int id;
+        const void *src;
+        size_t bytes;
+    } up[] = {
+        {M_WENC, t->sae->W_enc, nd * 4}, {M_BENC, t->sae->b_enc, n * 4},
+        {M_WDEC, t->sae->W_dec, nd * 4}, {M_BDEC, t->sae->b_dec, d * 4},
+        {M_MWE, t->m_W_enc, nd * 4},     {M_VWE, t->v_W_enc, nd * 4},
+        {M_MBE, t->m_b_enc, n * 4},      {M_VBE, t->v_b_enc, n * 4},
+        {M_MWD, t->m_W_dec, nd * 4},     {M_VWD, t->v_W_dec, nd * 4},
+        {M_MBD, t->m_b_dec, d * 4},      {M_VBD, t->v_b_dec, d * 4},
+        {M_SINCE, t->since_fire, n * 8},
+    };
+    for (size_t q = 0; q < sizeof up / sizeof up[0]; q++) {
+        int rc = cuda_buf_upload(g->ctx, &g->mem[up[q].id], 0, up[q].src, up[q].bytes);
+        if (rc) return rc;
+    }
+    return cuda_ctx_sync(g->ctx);
+}
+
+extern "C" int sae_cuda_trainer_sync(struct sae_cuda_trainer *g)
+{
+    struct sae_trainer *t = g->t;
+    const size_t nd = g->n * g->d, n = g->n, d = g->d;
+    struct {
+        int id;
+        void *dst;
+        size_t bytes;
+    } down[] = {
+        {M_WENC, t->sae->W_enc, nd * 4}, {M_BENC, t->sae->b_enc, n * 4},
+        {M_WDEC, t->sae->W_dec, nd * 4}, {M_BDEC, t->sae->b_dec, d * 4},
+        {M_MWE, t->m_W_enc, nd * 4},     {M_VWE, t->v_W_enc, nd * 4},
+        {M_MBE, t->m_b_enc, n * 4},      {M_VBE, t->v_b_enc, n * 4},
+        {M_MWD, t->m_W_dec, nd * 4},     {M_VWD, t->v_W_dec, nd * 4},
+        {M_MBD, t->m_b_dec, d * 4},      {M_VBD, t->v_b_dec, d * 4},
+        {M_SINCE, t->since_fire, n * 8},
+    };
+    for (size_t q = 0; q < sizeof down / sizeof down[0]; q++) {
+        int rc = cuda_buf_download(g->ctx, down[q].dst, &g->mem[down[q].id], 0, down[q].bytes);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+extern "C" void sae_cuda_trainer_destroy(struct sae_cuda_trainer **pg)
+{
+    if (!pg || !*pg) return;
+    struct sae_cuda_trainer *g = *pg;
+    if (g->ctx) cuda_ctx_sync(g->ctx);
+    for (int q = 0; q < M_COUNT; q++) cuda_buf_free(&g->mem[q]);
+    free(g);
+    *pg = NULL;
+}
+
+// Bytes of the buffers that live as long as the trainer.
+static size_t fixed_bytes(int id, size_t n, size_t d)
+{
+    switch (id) {
+    case M_WENC:
+    case M_WDEC:
+    case M_MWE:
+    case M_VWE:
+    case M_MWD:
+    case M_VWD:
+    case M_GWE:
+    case M_GWD:
+        return n * d * sizeof(float);
+    case M_BENC:
+    case M_MBE:
+    case M_VBE:
+    case M_GBE:
+        return n * sizeof(float);
+    case M_BDEC:
+    case M_MBD:
+    case M_VBD:
+    case M_GBD:
+        return d * sizeof(float);
+    case M_SINCE:
+        return n * sizeof(int64_t);
+    case M_TOUCHED:
+    case M_FIRED:
+    case M_DEAD:
+        return n;
+    case M_NORMP:
+        return n * sizeof(double);
+    case M_SEGS:
+    case M_SEGE:
+        return n * sizeof(int);
+    case M_STATS:
+        return sizeof(struct dev_stats);
+    case M_ENCSUM:
+        return d * sizeof(double);
+    default:
+        return 1;
+    }
+}
+
+extern "C" int sae_cuda_trainer_new(struct sae_trainer *t, struct cuda_ctx *ctx,
+                                    enum cuda_math math, struct sae_cuda_trainer **out)
+{
+    *out = NULL;
+    const struct sae_train_config *c = &t->cfg;
+    if (c->arch != SAE_TOPK) {
+        log_error("sae_cuda_unsupported", "arch=%s supported=topk", sae_arch_name(c->arch));
+        return SF_EUNSUP;
+    }
+    size_t kmax = c->k > c->k0 ? c->k : c->k0;
+    size_t kk = kk_for(c, kmax), ka = sae_train_config_k_aux(c);
+    if (kk > SAE_CUDA_TOPK_MAX || (c->auxk_alpha > 0 && ka > SAE_CUDA_TOPK_MAX) ||
+        c->n >= 0x7fffffffu) {
+        log_error("sae_cuda_unsupported", "kk=%zu k_aux=%zu n=%zu max_k=%d", kk, ka, c->n,
+                  SAE_CUDA_TOPK_MAX);
+        return SF_EUNSUP;
+    }
+    struct sae_cuda_trainer *g = (struct sae_cuda_trainer *)calloc(1, sizeof *g);
+    if (!g) return SF_ENOMEM;
+    g->t = t;
+    g->ctx = ctx;
+    g->math = math;
+    g->n = c->n;
+    g->d = c->d_in;
+    const size_t n = g->n, d = g->d;
+    int rc = 0;
+    for (int q = 0; q <= M_ENCSUM && rc == 0; q++)
+        rc = cuda_buf_alloc(&g->mem[q], fixed_bytes(q, n, d));
+    if (rc == 0) rc = cuda_memset(ctx, g->mem[M_DEAD].ptr, 0, n);
+    if (rc == 0) rc = upload_state(g);
+    if (rc) {
+        log_error("sae_cuda_new_failed", "n=%zu d_in=%zu rc=%d", n, d, rc);
+        sae_cuda_trainer_destroy(&g);
+        return rc;
+    }
+    g->n_dead = sae_trainer_count_dead(t);
+    *out = g;
+    return 0;
+}
+
+static int reserve(struct sae_cuda_trainer *g, int id, size_t bytes)
+{
+    return cuda_buf_reserve(&g->mem[id], bytes ? bytes : 1);
+}
+
+// Column sums over rows of up to three (rows, d) matrices, optionally weighted per row,
+// into out (nv * d doubles), in a fixed order.
+static int colsums(struct sae_cuda_trainer *g, const colsum_args &args, int nv, size_t rows,
+                   double *out)
+{
+    const size_t d = g->d;
+    size_t nch = (rows + 63) / 64;
+    if (nch > 4096) nch = 4096;
+    if (nch == 0) nch = 1;
+    const size_t chunk = (rows + nch - 1) / nch;
+    int rc = reserve(g, M_PART, (size_t)nv * nch * d * sizeof(double));
+    if (rc) return rc;
+    cudaStream_t s = g->ctx->stream;
+    dim3 grid((unsigned)((d + THREADS - 1) / THREADS), (unsigned)nch, (unsigned)nv);
+    colsum_part_kernel<<<grid, THREADS, 0, s>>>(args, rows, d, chunk, nch, DD(g, M_PART));
+    CUDA_LAUNCH_CHECK();
+    colsum_final_kernel<<<cuda_blocks(d, THREADS), THREADS, 0, s>>>(DD(g, M_PART), nch, d, nv, out);
+    CUDA_LAUNCH_CHECK();
+    return 0;
+}
+
+// Forward and backward for a batch already in M_X: fills the gradient rows of touched
+// latents, gb_enc, gb_dec, touched, fired and the stats (loss terms, norm parts).
+static int forward_backward(struct sae_cuda_trainer *g, const float *x_dev, size_t B, size_t k,
+                            bool project)
+{
+    struct sae_trainer *t = g->t;
+    const struct sae_train_config *c = &t->cfg;
+    const size_t n = g->n, d = g->d;
+    cudaStream_t s = g->ctx->stream;
+    const bool multi = c->multi_topk;
+    const size_t kk = kk_for(c, k);
+    const bool use_aux = c->auxk_alpha > 0 && g->n_dead > 0;
+    size_t ka = 0;
+    if (use_aux) {
+        ka = sae_train_config_k_aux(c);
+        if (ka > g->n_dead) ka = g->n_dead;
+    }
+    const size_t per = kk + ka, E = B * per;
+    if (B > (1u << 24) || E >= 0x7fffffffu) {
+        log_error("sae_cuda_batch_too_large", "B=%zu entries=%zu", B, E);
+        return SF_ERANGE;
+    }
+    int rc;
+    if ((rc = reserve(g, M_XS, B * d * 4)) || (rc = reserve(g, M_XC, B * d * 4)) ||
+        (rc = reserve(g, M_A, B * n * 4)) || (rc = reserve(g, M_ERR, B * d * 4)) ||
+        (rc = reserve(g, M_U, N_SLOTS * B * d * 4)) ||
+        (rc = reserve(g, M_TOK, B * TS_N * sizeof(double))) ||
+        (rc = reserve(g, M_COLSUM, 3 * d * sizeof(double))) ||
+        (rc = reserve(g, M_MI, B * kk * 4)) || (rc = reserve(g, M_MV, B * kk * 4)) ||
+        (rc = reserve(g, M_AI, B * ka * 4)) || (rc = reserve(g, M_AV, B * ka * 4)) ||
+        (rc = reserve(g, M_KEY, E * 4)) || (rc = reserve(g, M_SKEY, E * 4)) ||
+        (rc = reserve(g, M_ORD, E * 4)) || (rc = reserve(g, M_SORD, E * 4)) ||
+        (rc = reserve(g, M_EZ, E * 4)) || (rc = reserve(g, M_EGA, E * 4)))
+        return rc;
+    struct dev_stats *st = DSTATS(g);
+
+    // 0. flags and stats start clean
+    if ((rc = cuda_memset(g->ctx, st, 0, sizeof(dev_stats))) ||
+        (rc = cuda_memset(g->ctx, g->mem[M_TOUCHED].ptr, 0, n)) ||
+        (rc = cuda_memset(g->ctx, g->mem[M_FIRED].ptr, 0, n)) ||
+        (rc = cuda_memset(g->ctx, g->mem[M_SEGS].ptr, 0, n * 4)) ||
+        (rc = cuda_memset(g->ctx, g->mem[M_SEGE].ptr, 0, n * 4)))
+        return rc;
+    if (use_aux) {
+        dead_mask_kernel<<<cuda_blocks(n, THREADS), THREADS, 0, s>>>(
+            (const int64_t *)g->mem[M_SINCE].ptr, c->dead_tokens, n, DU8(g, M_DEAD));
+        CUDA_LAUNCH_CHECK();
+    }
+
+    // 1. inputs and the encoder GEMM
+    prep_kernel<<<cuda_blocks(B * d, THREADS), THREADS, 0, s>>>(
+        x_dev, DF(g, M_BDEC), t->sae->norm_scale, B, d, DF(g, M_XS), DF(g, M_XC), st);
+    CUDA_LAUNCH_CHECK();
+    if ((rc = cuda_sgemm(g->ctx, g->math, false, true, B, n, d, 1.0f, DF(g, M_XC), d, DF(g, M_WENC),
+                         d, 0.0f, DF(g, M_A), n)))
+        return rc;
+
+    // 2. selection: main (+ extras), AuxK among dead latents
+    if ((rc = topk_launch(s, DF(g, M_A), n, DF(g, M_BENC), NULL, B, n, kk, DU32(g, M_MI),
+                          DF(g, M_MV))))
+        return rc;
+    if (ka > 0 && (rc = topk_launch(s, DF(g, M_A), n, DF(g, M_BENC), DU8(g, M_DEAD), B, n, ka,
+                                    DU32(g, M_AI), DF(g, M_AV))))
+        return rc;
+
+    // 3. decode, upstream rows, per-token sums
+    const size_t dsm = per * (sizeof(uint32_t) + sizeof(float));
+    if (dsm > 48 * 1024) {
+        log_error("sae_cuda_unsupported", "reason=\"kk + k_aux too large\" per=%zu", per);
+        return SF_EUNSUP;
+    }
+    decode_kernel<<<(unsigned)B, THREADS, dsm, s>>>(
+        DF(g, M_XS), DF(g, M_BDEC), DF(g, M_WDEC), d, B, DU32(g, M_MI), DF(g, M_MV), (int)kk,
+        (int)k, DU32(g, M_AI), DF(g, M_AV), (int)ka, multi, DF(g, M_ERR), DF(g, M_U), DD(g, M_TOK));
+    CUDA_LAUNCH_CHECK();
+
+    // 4. batch reductions: sum xs, sum err, sum U0 (columns), then the loss terms
+    colsum_args ca = {{DF(g, M_XS), DF(g, M_ERR), DF(g, M_U)}, {NULL, NULL, NULL}};
+    if ((rc = colsums(g, ca, 3, B, DD(g, M_COLSUM)))) return rc;
+    finalize_kernel<<<1, 1024, 0, s>>>(DD(g, M_TOK), B, DD(g, M_COLSUM), d, c->auxk_alpha,
+                                       use_aux ? 1 : 0, st);
+    CUDA_LAUNCH_CHECK();
+
+    // 5. entries, sorted by latent (stable: token order within a latent)
+    entries_kernel<<<cuda_blocks(E * 32, THREADS), THREADS, 0, s>>>(
+        DU32(g, M_MI), DF(g, M_MV), (int)kk, (int)k, DU32(g, M_AI), DF(g, M_AV), (int)ka, multi, B,
+        n, d, DF(g, M_WDEC), DF(g, M_U), DU32(g, M_KEY), DU32(g, M_ORD), DF(g, M_EZ), DF(g, M_EGA));
+    CUDA_LAUNCH_CHECK();
+    int end_bit = 1;
+    while (end_bit < 32 && ((size_t)1 << end_bit) <= n) end_bit++; // keys 0..n fit
+    size_t tmp_bytes = 0;
+    CUDA_TRY(cub::DeviceRadixSort::SortPairs(NULL, tmp_bytes, DU32(g, M_KEY), DU32(g, M_SKEY),
+                                             DU32(g, M_ORD), DU32(g, M_SORD), (int)E, 0, end_bit,
+                                             s));
+    if ((rc = reserve(g, M_SORTTMP, tmp_bytes))) return rc;
+    CUDA_TRY(cub::DeviceRadixSort::SortPairs(g->mem[M_SORTTMP].ptr, tmp_bytes, DU32(g, M_KEY),
+                                             DU32(g, M_SKEY), DU32(g, M_ORD), DU32(g, M_SORD),
+                                             (int)E, 0, end_bit, s));
+    segments_kernel<<<cuda_blocks(E, THREADS), THREADS, 0, s>>>(DU32(g, M_SKEY), E, n,
+                                                                DI(g, M_SEGS), DI(g, M_SEGE));
+    CUDA_LAUNCH_CHECK();
+
+    // 6. per latent: gradient rows, db_enc, projection, norm parts
+    latent_grad_kernel<<<(unsigned)n, THREADS, 0, s>>>(
+        DU32(g, M_SORD), DI(g, M_SEGS), DI(g, M_SEGE), DF(g, M_EZ), DF(g, M_EGA), (int)per, (int)kk,
+        (int)k, multi, DF(g, M_U), DF(g, M_XC), B, d, DF(g, M_WDEC), st,
+        project && c->unit_norm_decoder, (float)c->fire_threshold, DF(g, M_GWE), DF(g, M_GWD),
+        DF(g, M_GBE), DU8(g, M_TOUCHED), DU8(g, M_FIRED), DD(g, M_NORMP));
+    CUDA_LAUNCH_CHECK();
+
+    // 7. b_dec: decoder path minus the encoder path, sum_i gb_enc[i] W_enc[i]
+    colsum_args ce = {{DF(g, M_WENC), NULL, NULL}, {DF(g, M_GBE), NULL, NULL}};
+    if ((rc = colsums(g, ce, 1, n, DD(g, M_ENCSUM)))) return rc;
+    bdec_grad_kernel<<<cuda_blocks(d, THREADS), THREADS, 0, s>>>(
+        DD(g, M_COLSUM) + 2 * d, DD(g, M_ENCSUM), d, st, DF(g, M_GBD));
+    CUDA_LAUNCH_CHECK();
+    g->last_B = B;
+    return 0;
+}
+
+static int fetch_stats(struct sae_cuda_trainer *g, struct dev_stats *hs)
+{
+    return cuda_memcpy_d2h(g->ctx, hs, g->mem[M_STATS].ptr, sizeof *hs);
+}
+
+static int step_device(struct sae_cuda_trainer *g, const float *x_dev, size_t B,
+                       struct sae_train_metrics *m, double t0)
+{
+    struct sae_trainer *t = g->t;
+    const struct sae_train_config *c = &t->cfg;
+    const size_t n = g->n, d = g->d;
+    cudaStream_t s = g->ctx->stream;
+    const size_t k = sae_train_k_at(c, t->tokens);
+    const double lr = sae_train_lr_at(c, t->tokens);
+    int rc = forward_backward(g, x_dev, B, k, true);
+    if (rc) return rc;
+    struct dev_stats *st = DSTATS(g);
+    gnorm_kernel<<<1, 1024, 0, s>>>(DD(g, M_NORMP), n, DF(g, M_GBD), d, c->grad_clip, st);
+    CUDA_LAUNCH_CHECK();
+    struct sae_adam_coef ac = sae_trainer_adam_coef(t, lr);
+    adam_f af = {(float)ac.b1,        (float)(1 - ac.b1),         (float)ac.b2, (float)(1 - ac.b2),
+                 (float)ac.step_size, (float)(1.0 / ac.bc2_sqrt), (float)ac.eps};
+    adam_rows_kernel<<<(unsigned)n, THREADS, 0, s>>>(
+        DF(g, M_WENC), DF(g, M_MWE), DF(g, M_VWE), DF(g, M_GWE), DF(g, M_WDEC), DF(g, M_MWD),
+        DF(g, M_VWD), DF(g, M_GWD), DU8(g, M_TOUCHED), d, af, c->unit_norm_decoder ? 1 : 0, st);
+    CUDA_LAUNCH_CHECK();
+    adam_vec_kernel<<<cuda_blocks(n, THREADS), THREADS, 0, s>>>(
+        DF(g, M_BENC), DF(g, M_MBE), DF(g, M_VBE), DF(g, M_GBE), n, af, st);
+    CUDA_LAUNCH_CHECK();
+    adam_vec_kernel<<<cuda_blocks(d, THREADS), THREADS, 0, s>>>(
+        DF(g, M_BDEC), DF(g, M_MBD), DF(g, M_VBD), DF(g, M_GBD), d, af, st);
+    CUDA_LAUNCH_CHECK();
+    dead_update_kernel<<<cuda_blocks(n, THREADS), THREADS, 0, s>>>(
+        (int64_t *)g->mem[M_SINCE].ptr, DU8(g, M_FIRED), n, (int64_t)B, c->dead_tokens, st);
+    CUDA_LAUNCH_CHECK();
+
+    struct dev_stats hs;
+    if ((rc = fetch_stats(g, &hs))) return rc;
+    if (hs.bad) {
+        log_error("sae_input_invalid", "reason=non-finite B=%zu backend=cuda", B);
+        return SF_EINVAL;
+    }
+    g->n_dead = (size_t)hs.n_dead;
+    t->step++;
+    t->tokens += (int64_t)B;
+    if (m) {
+        memset(m, 0, sizeof *m);
+        m->step = t->step;
+        m->tokens = t->tokens;
+        m->k = k;
+        m->lr = lr;
+        m->loss = hs.loss;
+        m->mse = hs.mse;
+        m->fvu = hs.fvu;
+        m->l0 = hs.l0;
+        m->dead_frac = (double)g->n_dead / (double)n;
+        m->auxk_loss = hs.auxk;
+        m->grad_norm = hs.gnorm;
+        m->threshold = t->theta;
+        m->step_s = time_now_s() - t0;
+        m->tokens_per_s = m->step_s > 0 ? (double)B / m->step_s : 0;
+    }
+    return 0;
+}
+
+extern "C" int sae_cuda_trainer_step_device(struct sae_cuda_trainer *g, const float *x_dev,
+                                            size_t B, struct sae_train_metrics *m)
+{
+    double t0 = time_now_s();
+    if (!g || !x_dev || B == 0) return SF_EINVAL;
+    if (!g->t->initialized) {
+        log_error("sae_cuda_uninitialised", "reason=\"call sae_trainer_init_data first\"");
+        return SF_ESTATE;
+    }
+    return step_device(g, x_dev, B, m, t0);
+}
+
+// Uploads a host batch (initialising the trainer from it first if needed).
+static int upload_batch(struct sae_cuda_trainer *g, const float *x, size_t B)
+{
+    struct sae_trainer *t = g->t;
+    const size_t d = g->d;
+    if (!x || B == 0 || B > (1u << 24)) return SF_EINVAL;
+    if (!t->initialized) {
+        int rc = sae_trainer_init_data(t, x, B);
+        if (rc) return rc;
+        rc = cuda_buf_upload(g->ctx, &g->mem[M_BDEC], 0, t->sae->b_dec, d * sizeof(float));
+        if (rc) return rc;
+    }
+    int rc = reserve(g, M_X, B * d * sizeof(float));
+    if (rc) return rc;
+    return cuda_buf_upload(g->ctx, &g->mem[M_X], 0, x, B * d * sizeof(float));
+}
+
+extern "C" int sae_cuda_trainer_step(struct sae_cuda_trainer *g, const float *x, size_t B,
+                                     struct sae_train_metrics *m)
+{
+    double t0 = time_now_s();
+    if (!g) return SF_EINVAL;
+    int rc = upload_batch(g, x, B);
+    if (rc) return rc;
+    return step_device(g, DF(g, M_X), B, m, t0);
+}
+
+extern "C" int sae_cuda_trainer_grad(struct sae_cuda_trainer *g, const float *x, size_t B,
+                                     float *gW_enc, float *gb_enc, float *gW_dec, float *gb_dec,
+                                     double *loss)
+{
+    if (!g) return SF_EINVAL;
+    int rc = upload_batch(g, x, B);
+    if (rc) return rc;
+    const size_t n = g->n, d = g->d;
+    // untouched rows are never written by the step: zero them for a dense answer
+    if ((rc = cuda_memset(g->ctx, g->mem[M_GWE].ptr, 0, n * d * 4)) ||
+        (rc = cuda_memset(g->ctx, g->mem[M_GWD].ptr, 0, n * d * 4)))
+        return rc;
+    rc = forward_backward(g, DF(g, M_X), B, sae_train_k_at(&g->t->cfg, g->t->tokens), false);
+    if (rc) return rc;
+    struct dev_stats hs;
+    if ((rc = fetch_stats(g, &hs))) return rc;
+    if (hs.bad) {
+        log_error("sae_input_invalid", "reason=non-finite B=%zu backend=cuda", B);
+        return SF_EINVAL;
+    }
+    if ((rc = cuda_buf_download(g->ctx, gW_enc, &g->mem[M_GWE], 0, n * d * 4)) ||
+        (rc = cuda_buf_download(g->ctx, gW_dec, &g->mem[M_GWD], 0, n * d * 4)) ||
+        (rc = cuda_buf_download(g->ctx, gb_enc, &g->mem[M_GBE], 0, n * 4)) ||
+        (rc = cuda_buf_download(g->ctx, gb_dec, &g->mem[M_GBD], 0, d * 4)))
+        return rc;
+    if (loss) *loss = hs.loss;
+    return 0;
+}
+
+extern "C" int sae_cuda_trainer_time_gemm(struct sae_cuda_trainer *g, size_t B, int reps,
+                                          double *ms)
+{
+    if (!g || B == 0 || reps <= 0 || B > g->last_B) return SF_EINVAL;
+    struct cuda_timer *tm = NULL;
+    int rc = cuda_timer_new(g->ctx, &tm);
+    if (rc) return rc;
+    rc = cuda_timer_start(tm);
+    for (int r = 0; r < reps && rc == 0; r++)
+        rc = cuda_sgemm(g->ctx, g->math, false, true, B, g->n, g->d, 1.0f, DF(g, M_XC), g->d,
+                        DF(g, M_WENC), g->d, 0.0f, DF(g, M_A), g->n);
+    double total = 0;
+    if (rc == 0) rc = cuda_timer_stop(tm, &total);
+    cuda_timer_destroy(&tm);
+    if (rc == 0) *ms = total / reps;
+    return rc;
+}
