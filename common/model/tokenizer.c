@@ -312,6 +312,20 @@ static int parse_byte_token(const char *s, size_t n)
     return v;
 }
 
+/* The SPM space (U+2581 or ' ') starts at s[i]. */
+static bool spm_space_at(const struct tokenizer *t, const char *s, size_t n, size_t i)
+{
+    if (!t->escape_spaces) return s[i] == ' ';
+    return i + 3 <= n && memcmp(s + i, SPM_SPACE, 3) == 0;
+}
+
+/* The SPM space ends just before s[i]. */
+static bool spm_space_before(const struct tokenizer *t, const char *s, size_t i)
+{
+    if (!t->escape_spaces) return i >= 1 && s[i - 1] == ' ';
+    return i >= 3 && memcmp(s + i - 3, SPM_SPACE, 3) == 0;
+}
+
 int tokenizer_finish(struct tokenizer *t)
 {
     int rc;
@@ -330,6 +344,17 @@ int tokenizer_finish(struct tokenizer *t)
         bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
         t->byte_cp[b] = printable ? (uint32_t)b : next++;
         t->cp_byte[t->byte_cp[b]] = (int16_t)b;
+    }
+    /* SPM: may words be merged one at a time? Only if no token holds a space that
+     * follows a non-space (SentencePiece vocabularies split by whitespace never do). */
+    t->spm_split = t->kind == TOKENIZER_SPM;
+    for (size_t i = 0; i < t->n_vocab && t->spm_split; i++) {
+        for (size_t p = 1; p < t->len[i]; p++) {
+            if (spm_space_at(t, t->str[i], t->len[i], p) && !spm_space_before(t, t->str[i], p)) {
+                t->spm_split = false;
+                break;
+            }
+        }
     }
     /* user-defined tokens, longest first, for partition() */
     free(t->udt);
@@ -924,7 +949,20 @@ static int encode_spm(const struct tokenizer *t, struct work *w, const char *tex
             s[n++] = text[i];
         }
     }
-    int rc = merge_word(t, w, s, n, out);
+    int rc = 0;
+    if (!t->spm_split) {
+        rc = merge_word(t, w, s, n, out);
+    } else {
+        /* no token spans a space that follows a non-space (checked at load), so each
+         * space-led word can be merged on its own: same result, small heaps */
+        size_t seg = 0;
+        for (size_t i = 1; i <= n && !rc; i++) {
+            if (i == n || (spm_space_at(t, s, n, i) && !spm_space_before(t, s, i))) {
+                rc = merge_word(t, w, s + seg, i - seg, out);
+                seg = i;
+            }
+        }
+    }
     free(s);
     return rc;
 }

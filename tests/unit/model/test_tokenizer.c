@@ -185,6 +185,35 @@ static char *hf_json_from_gguf(const struct gguf *g, bool pair_merges)
     return s;
 }
 
+/* SPM merges words separately when the vocabulary allows it; the ids must be those of
+ * merging the whole text at once. */
+static void check_spm_split(struct tokenizer *t, const char *name)
+{
+    const char *corpus = test_corpus_dir();
+    char path[1024];
+    char *text = NULL;
+    size_t len = 0;
+    if (!corpus) return;
+    snprintf(path, sizeof path, "%s/tinystories-sample.jsonl", corpus);
+    if (file_read_all(path, 1 << 26, &text, &len) != 0) return;
+    len = SF_MIN(len, (size_t)200000);
+    CHECK(t->spm_split);
+    int32_t *a = NULL, *b = NULL;
+    size_t na = 0, nb = 0;
+    CHECK_EQ_INT(tokenizer_encode_alloc(t, text, len, true, &a, &na), 0);
+    t->spm_split = false;
+    CHECK_EQ_INT(tokenizer_encode_alloc(t, text, len, true, &b, &nb), 0);
+    t->spm_split = true;
+    CHECK_MSG(na == nb && memcmp(a, b, na * sizeof *a) == 0, "%s: per-word SPM differs", name);
+    struct buf d;
+    buf_init(&d, 1 << 24);
+    CHECK(tokenizer_decode(t, a, na, &d) == 0 && d.len == len && memcmp(d.data, text, len) == 0);
+    buf_fini(&d);
+    free(a);
+    free(b);
+    free(text);
+}
+
 static void test_vocab(const char *models, const char *name, bool check_decode, bool json)
 {
     char base[1024];
@@ -203,6 +232,7 @@ static void test_vocab(const char *models, const char *name, bool check_decode, 
     if (t) {
         size_t bad = check_vectors(t, &v, name, check_decode);
         printf("%s: %zu/%zu vectors match\n", name, v.n - bad, v.n);
+        if (tokenizer_kind(t) == TOKENIZER_SPM) check_spm_split(t, name);
     }
     if (json && g) {
         for (int pairs = 0; pairs < 2; pairs++) {
@@ -335,6 +365,8 @@ static void test_stories(const char *models)
         CHECK(tokenizer_decode(tg, greedy, SF_ARRAY_LEN(greedy), &b) == 0);
         CHECK(b.len == strlen(want) && memcmp(b.data, want, b.len) == 0);
     }
+    if (tg) check_spm_split(tg, "stories260K.gguf");
+    check_spm_split(t, "tok512.bin");
     tokenizer_destroy(&tg);
     buf_fini(&b);
     tokenizer_destroy(&t);
