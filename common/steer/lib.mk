@@ -1,0 +1,2 @@
+steer_DEPS := model sae tensor safetensors core
+steer_LDLIBS := -lm
