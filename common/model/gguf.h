@@ -16,7 +16,11 @@
  *   gguf_close(&g);
  *
  * Tensor dims are in GGUF/ggml order: dims[0] is the innermost (fastest varying)
- * dimension, so a row-major [rows, cols] matrix has dims = {cols, rows}.
+ * dimension, so a row-major [rows, cols] matrix has dims = {cols, rows}. Tensor data
+ * sits at file offsets that are multiples of gguf_alignment() (32 by default), and the
+ * mapping is page aligned, so with gguf_open an F32 tensor can be read in place as
+ * const float * whenever the alignment is a multiple of 4 (check it); gguf_open_mem
+ * gives no such promise (the buffer is the caller's).
  *
  * Writing: struct gguf_writer collects metadata and tensors (F32, F16, BF16 and
  * Q8_0 from float32, or raw bytes of any supported type) and serialises a v3 file.

@@ -987,7 +987,9 @@ static int encode_bpe(const struct tokenizer *t, struct work *w, const char *tex
         size_t wl = 0;
         for (size_t b = off[start]; b < off[end]; b++)
             wl += utf8_encode(t->byte_cp[(uint8_t)text[b]], word + wl);
-        rc = merge_word(t, w, word, wl, out);
+        /* ignore_merges (Llama 3): a word that is itself a token is taken whole */
+        int32_t whole = t->ignore_merges ? tokenizer_find(t, word, wl) : -1;
+        rc = whole >= 0 ? ids_push(out, whole) : merge_word(t, w, word, wl, out);
         start = end;
     }
 out:
@@ -1479,6 +1481,7 @@ int tokenizer_from_gguf(const struct gguf *g, struct tokenizer **out)
             t->pre = TOKENIZER_PRE_FALCON;
         else if (strcmp(pre, "gpt-2") != 0 && strcmp(pre, "default") != 0)
             log_warn("tokenizer_gguf", "reason=pre_tokenizer_approximated pre=%s using=gpt-2", pre);
+        t->ignore_merges = t->pre == TOKENIZER_PRE_LLAMA3; /* as llama.cpp does */
         const void *merges = NULL;
         size_t nm = 0;
         if (!rc && gguf_get_arr(g, "tokenizer.ggml.merges", &et, &nm, &merges) != 0) {

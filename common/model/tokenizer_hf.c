@@ -237,6 +237,7 @@ static int load(const cJSON *root, struct tokenizer **out)
                    t->pre == TOKENIZER_PRE_GPT2) {
             t->pre = TOKENIZER_PRE_SMOLLM;
         }
+        t->ignore_merges = json_bool(model, "ignore_merges", false);
         if (bl && json_bool(bl, "add_prefix_space", false))
             log_warn("tokenizer_json", "reason=add_prefix_space_ignored");
     } else {

@@ -557,6 +557,30 @@ static void test_hf_pre(void)
     }
 }
 
+/* model.ignore_merges: a word that is a token is taken whole even if merges can't
+ * build it. */
+static void test_ignore_merges(void)
+{
+    for (int im = 0; im < 2; im++) {
+        char js[512];
+        snprintf(js, sizeof js,
+                 "{\"model\":{\"type\":\"BPE\",\"ignore_merges\":%s,\"vocab\":{\"a\":0,"
+                 "\"b\":1,\"c\":2,\"abc\":3},\"merges\":[\"a b\"]},"
+                 "\"pre_tokenizer\":{\"type\":\"ByteLevel\"}}",
+                 im ? "true" : "false");
+        struct tokenizer *t = NULL;
+        CHECK_EQ_INT(tokenizer_load_hf_json_mem(js, strlen(js), &t), 0);
+        int32_t ids[8];
+        size_t n = 0;
+        CHECK(t && tokenizer_encode(t, "abc", 3, false, ids, 8, &n) == 0);
+        if (im)
+            CHECK(n == 1 && ids[0] == 3);
+        else
+            CHECK(n == 3 && ids[0] == 0 && ids[1] == 1 && ids[2] == 2);
+        tokenizer_destroy(&t);
+    }
+}
+
 /* The hand-written pre-tokenizers against splits recorded with Python's `regex`. */
 static void test_pretokenizers(void)
 {
@@ -588,6 +612,7 @@ int main(void)
     test_hf_spm();
     test_pretokenizers();
     test_hf_pre();
+    test_ignore_merges();
     const char *models = test_models_dir();
     if (!models) {
         printf("skip model-file checks: SAEFLOW_MODELS not found\n");
