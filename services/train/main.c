@@ -162,6 +162,19 @@ static int rm_tree(const char *dir)
     return rmdir(dir) == 0 ? 0 : SF_EIO;
 }
 
+/* Decimal digits only (checkpoint names are zero-padded: not octal). */
+static int parse_ckpt_num(const char *s, int64_t *out)
+{
+    int64_t v = 0;
+    if (!*s) return SF_EINVAL;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9' || v > (INT64_MAX - 9) / 10) return SF_EINVAL;
+        v = v * 10 + (*s - '0');
+    }
+    *out = v;
+    return 0;
+}
+
 /* Highest complete checkpoint number (0 = none); removes leftover temporaries. */
 static uint64_t ckpt_latest(const struct trainer *T)
 {
@@ -177,7 +190,7 @@ static uint64_t ckpt_latest(const struct trainer *T)
             rm_tree(p);
             continue;
         }
-        if (strncmp(e->d_name, "ckpt-", 5) != 0 || parse_i64(e->d_name + 5, &v) < 0 || v <= 0)
+        if (strncmp(e->d_name, "ckpt-", 5) != 0 || parse_ckpt_num(e->d_name + 5, &v) < 0 || v <= 0)
             continue;
         snprintf(p, sizeof p, "%s/%s/meta.txt", T->o.ckpt_dir, e->d_name);
         if (access(p, R_OK) != 0) continue;

@@ -116,6 +116,7 @@ static int cmd_naive_push(const char *ep, int64_t n, int64_t sleep_us)
     struct wire_opts o;
     wire_opts_default(&o);
     o.send_timeout_ms = -1;
+    o.linger_ms = -1; /* deliver everything queued before exiting: only kills lose */
     struct wire_sock *s = wire_sock_new(WIRE_PUSH, ep, WIRE_CONNECT, &o);
     if (!s) return 1;
     int64_t sent = 0;
@@ -150,7 +151,6 @@ static int cmd_naive_pull(const char *ep, const char *ledger, int64_t mix)
                 size_t j = (size_t)rng_below(&g, fill);
                 fprintf(f, "naive 1 %llu\n", (unsigned long long)buf[j]);
                 fflush(f);
-                fsync(fileno(f));
                 buf[j] = buf[--fill];
             }
         } else if (time_now_ns() - idle_since > 4000000000LL) {
