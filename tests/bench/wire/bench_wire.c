@@ -224,6 +224,60 @@ static void close_pair(struct pair *p)
     wire_sock_destroy(&p->pull);
 }
 
+/* The library's own work per message, without sockets, against a memcpy of the same
+ * bytes: what wire adds on each side whatever the transport does. */
+static void in_process(struct payload *pl)
+{
+    enum { ITERS = 200, REPS = 7 };
+    const char *names[5] = {"memcpy of the frame", "wire_encode (validate + pack)",
+                            "wire_decode_borrowed (recv path)", "wire_decode (copying)",
+                            "wire_batch_to_f32"};
+    double t[5][REPS];
+    char *dst = malloc(pl->enc.len);
+    struct buf e;
+    buf_init(&e, pl->enc.len + 64);
+    float *f = malloc(sizeof(float) * NT * DIN);
+    struct wire_msg em = {.kind = WIRE_BATCH, .batch = &pl->b}, m = {0}, mb = {0};
+    wire_decode_borrowed(pl->enc.data, pl->enc.len, NULL, &mb);
+    for (int r = 0; r < REPS; r++) {
+        for (int k = 0; k < 5; k++) {
+            int64_t t0 = time_now_ns();
+            for (int i = 0; i < ITERS; i++) {
+                switch (k) {
+                case 0:
+                    memcpy(dst, pl->enc.data, pl->enc.len);
+                    break;
+                case 1:
+                    buf_reset(&e);
+                    wire_encode(&em, &e);
+                    break;
+                case 2:
+                    wire_decode_borrowed(pl->enc.data, pl->enc.len, NULL, &m);
+                    break;
+                case 3:
+                    wire_decode(pl->enc.data, pl->enc.len, NULL, &m);
+                    break;
+                case 4:
+                    wire_batch_to_f32(mb.batch, f, (size_t)NT * DIN);
+                    break;
+                }
+            }
+            t[k][r] = (double)(time_now_ns() - t0) * 1e-3 / ITERS;
+        }
+    }
+    double base = median(t[0], REPS);
+    printf("in-process, per %zu-byte message (median of %d x %d):\n", pl->enc.len, REPS, ITERS);
+    for (int k = 0; k < 5; k++) {
+        double v = median(t[k], REPS);
+        printf("  %-34s %8.1f us  %6.2f x memcpy\n", names[k], v, v / base);
+    }
+    wire_msg_fini(&m);
+    wire_msg_fini(&mb);
+    buf_fini(&e);
+    free(dst);
+    free(f);
+}
+
 int main(int argc, char **argv)
 {
     log_init("bench_wire", LOG_LOGFMT, LOG_WARN);
@@ -275,8 +329,8 @@ int main(int argc, char **argv)
     printf("bench_wire: %zu-byte frames (%d x %d f32 + ids), %zu messages x %lld reps, "
            "PUSH->PULL, 1 ZeroMQ I/O thread per context\n",
            pl.enc.len, NT, DIN, n, (long long)reps);
-    printf("%-5s %-9s %9s %10s %12s %12s %9s %9s %9s\n", "tport", "path", "GB/s", "msg/s",
-           "send_us/msg", "recv_us/msg", "vs_copy", "vs_zc", "vs_fresh");
+    printf("%-5s %-9s %6s %7s %8s %8s %8s | %7s %7s %7s | %7s\n", "tport", "path", "GB/s", "msg/s",
+           "send_us", "recv_us", "cpu_us", "t/copy", "t/zc", "t/fresh", "cpu/frsh");
     int status = 0;
     for (int t = 0; t < 2; t++) {
         struct pair p = {0};
@@ -286,7 +340,7 @@ int main(int argc, char **argv)
             status = 1;
             continue;
         }
-        double secs[N_MODES][99], scpu[N_MODES][99], rcpu[N_MODES][99];
+        double secs[N_MODES][99], scpu[N_MODES][99], rcpu[N_MODES][99], send1[N_MODES][99];
         for (int64_t r = 0; r < reps; r++) {
             for (int m = 0; m < N_MODES; m++) {
                 struct result res;
@@ -296,18 +350,24 @@ int main(int argc, char **argv)
                 }
                 secs[m][r] = res.secs;
                 scpu[m][r] = res.send_cpu;
+                send1[m][r] = res.send_cpu;
                 rcpu[m][r] = res.recv_cpu;
             }
         }
-        double med[N_MODES];
-        for (int m = 0; m < N_MODES; m++) med[m] = median(secs[m], (size_t)reps);
+        double med[N_MODES], cpu[N_MODES];
+        for (int m = 0; m < N_MODES; m++) {
+            med[m] = median(secs[m], (size_t)reps);
+            for (int64_t r = 0; r < reps; r++) scpu[m][r] += rcpu[m][r]; /* thread CPU, both ends */
+        }
+        for (int m = 0; m < N_MODES; m++) cpu[m] = median(scpu[m], (size_t)reps) / (double)n;
         for (int m = 0; m < N_MODES; m++) {
             double per = med[m] / (double)n;
-            printf("%-5s %-9s %9.2f %10.0f %12.1f %12.1f %9.3f %9.3f %9.3f\n", tnames[t],
-                   mode_names[m], (double)pl.enc.len / per * 1e-9, 1.0 / per,
-                   median(scpu[m], (size_t)reps) / (double)n * 1e6,
-                   median(rcpu[m], (size_t)reps) / (double)n * 1e6, med[m] / med[M_RAW_COPY],
-                   med[m] / med[M_RAW_ZC], med[m] / med[M_RAW_FRESH]);
+            printf("%-5s %-9s %6.2f %7.0f %8.1f %8.1f %8.1f | %7.3f %7.3f %7.3f | %7.3f\n",
+                   tnames[t], mode_names[m], (double)pl.enc.len / per * 1e-9, 1.0 / per,
+                   median(send1[m], (size_t)reps) / (double)n * 1e6,
+                   median(rcpu[m], (size_t)reps) / (double)n * 1e6, cpu[m] * 1e6,
+                   med[m] / med[M_RAW_COPY], med[m] / med[M_RAW_ZC], med[m] / med[M_RAW_FRESH],
+                   cpu[m] / cpu[M_RAW_FRESH]);
         }
         struct wire_stats st;
         wire_stats_get(p.pull, &st);
@@ -317,8 +377,11 @@ int main(int argc, char **argv)
         }
         close_pair(&p);
     }
-    printf("vs_*: median time per message over that raw baseline's (1.00 = same; goal for "
-           "wire: <= 1.10)\n");
+    printf("GB/s, msg/s: median over reps of wall time from first send to last receive.\n"
+           "send_us/recv_us/cpu_us: thread CPU per message of the sender, the receiver, both.\n"
+           "t/<base>: wall time per message over that raw baseline's; cpu/frsh: cpu_us over "
+           "raw-fresh's (1.00 = same; goal for wire: <= 1.10).\n");
+    in_process(&pl);
     zmq_ctx_term(ctx);
     char path[400];
     snprintf(path, sizeof path, "%s/raw.sock", dir);
