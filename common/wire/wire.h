@@ -15,7 +15,10 @@
  * ZeroMQ frames around it: PUSH/PULL, PAIR, DEALER: [payload]; ROUTER: [peer id]
  * [payload] (wire_msg.peer); PUB/SUB: [topic][payload] with topic "batch/<hook>/"
  * for batches and "<kind>/" for the rest (see wire_topic), so a SUB can subscribe
- * to the hooks it trains on. Activation bytes are little-endian.
+ * to the hooks it trains on. Activation bytes are little-endian. ZeroMQ's own rules
+ * still hold: PUB drops messages for a subscriber that is past its high-water mark
+ * (visible as seq gaps), PUSH round-robins over its peers; a lossless stream needs
+ * credits and acks on top (DEALER/ROUTER).
  *
  * Receiving checks, in order (each failure is one wire_reject reason, counted, and
  * never crashes): frame count/shape, length <= max_msg_bytes (also ZMQ_MAXMSGSIZE on
