@@ -123,12 +123,22 @@ __global__ void topk_kernel(const float *a, size_t lda, const float *bias, const
         for (int q = tid; q < 256; q += bs) hist[q] = 0;
         __syncthreads();
         const uint32_t prefix = s_prefix, msk = s_mask;
-        for (size_t i = tid; i < n; i += bs) {
-            if (mask && !mask[i]) continue;
-            float v = row[i] + (bias ? bias[i] : 0.0f);
-            if (isnan(v)) continue;
-            uint32_t key = order_key(v);
-            if ((key & msk) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
+        // The loop is uniform across the block so that whole warps can aggregate their
+        // increments: lanes with the same bin add once (the top digit of typical data
+        // falls in a handful of bins, which would serialise plain shared atomics).
+        for (size_t start = 0; start < n; start += (size_t)bs) {
+            const size_t i = start + (size_t)tid;
+            unsigned bin = 256u; // none
+            if (i < n && (!mask || mask[i])) {
+                float v = row[i] + (bias ? bias[i] : 0.0f);
+                if (!isnan(v)) {
+                    uint32_t key = order_key(v);
+                    if ((key & msk) == prefix) bin = (key >> shift) & 255u;
+                }
+            }
+            const unsigned peers = __match_any_sync(0xffffffffu, bin);
+            if (bin < 256u && (threadIdx.x & 31) == (unsigned)(__ffs(peers) - 1))
+                atomicAdd(&hist[bin], (unsigned)__popc(peers));
         }
         __syncthreads();
         if (tid == 0) {
@@ -704,7 +714,8 @@ struct sae_cuda_trainer {
     struct cuda_ctx *ctx;
     enum cuda_math math;
     size_t n, d;
-    size_t n_dead; // after the last step (host copy of the device count)
+    size_t n_dead;    // after the last step (host copy of the device count)
+    bool bdec_synced; // the device b_dec reflects t's data initialisation
     size_t last_B;
     struct cuda_buf mem[M_COUNT];
 };
@@ -859,6 +870,7 @@ extern "C" int sae_cuda_trainer_new(struct sae_trainer *t, struct cuda_ctx *ctx,
         return rc;
     }
     g->n_dead = sae_trainer_count_dead(t);
+    g->bdec_synced = t->initialized;
     *out = g;
     return 0;
 }
@@ -1009,6 +1021,16 @@ static int forward_backward(struct sae_cuda_trainer *g, const float *x_dev, size
     return 0;
 }
 
+// b_dec is set on the host by the data initialisation (sae_trainer_init_data), which may
+// run after this trainer was made: bring the device copy up to date once.
+static int sync_bdec(struct sae_cuda_trainer *g)
+{
+    if (g->bdec_synced || !g->t->initialized) return 0;
+    int rc = cuda_buf_upload(g->ctx, &g->mem[M_BDEC], 0, g->t->sae->b_dec, g->d * sizeof(float));
+    if (rc == 0) g->bdec_synced = true;
+    return rc;
+}
+
 static int fetch_stats(struct sae_cuda_trainer *g, struct dev_stats *hs)
 {
     return cuda_memcpy_d2h(g->ctx, hs, g->mem[M_STATS].ptr, sizeof *hs);
@@ -1023,7 +1045,9 @@ static int step_device(struct sae_cuda_trainer *g, const float *x_dev, size_t B,
     cudaStream_t s = g->ctx->stream;
     const size_t k = sae_train_k_at(c, t->tokens);
     const double lr = sae_train_lr_at(c, t->tokens);
-    int rc = forward_backward(g, x_dev, B, k, true);
+    int rc = sync_bdec(g);
+    if (rc) return rc;
+    rc = forward_backward(g, x_dev, B, k, true);
     if (rc) return rc;
     struct dev_stats *st = DSTATS(g);
     gnorm_kernel<<<1, 1024, 0, s>>>(DD(g, M_NORMP), n, DF(g, M_GBD), d, c->grad_clip, st);
@@ -1095,10 +1119,10 @@ static int upload_batch(struct sae_cuda_trainer *g, const float *x, size_t B)
     if (!t->initialized) {
         int rc = sae_trainer_init_data(t, x, B);
         if (rc) return rc;
-        rc = cuda_buf_upload(g->ctx, &g->mem[M_BDEC], 0, t->sae->b_dec, d * sizeof(float));
-        if (rc) return rc;
     }
-    int rc = reserve(g, M_X, B * d * sizeof(float));
+    int rc = sync_bdec(g);
+    if (rc) return rc;
+    rc = reserve(g, M_X, B * d * sizeof(float));
     if (rc) return rc;
     return cuda_buf_upload(g->ctx, &g->mem[M_X], 0, x, B * d * sizeof(float));
 }
