@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Malformed and oversized frames injected into a training trainer's ROUTER socket are
+# rejected, counted in /metrics by reason, and training carries on: every batch the
+# capture published is still committed and every token trained.
+cd "$(dirname "$0")/../.."
+. tests/integration/pipeline_common.inc
+
+TOOLS=$BUILD/tests/test_tools
+[ -x "$TOOLS" ] || skip "test_tools not built ($TOOLS)"
+command -v curl >/dev/null || skip "curl not installed"
+TOKENS=150000
+ROUNDS=5
+PORT=$((20000 + RANDOM % 20000))
+EP=ipc://$T/train.sock
+
+"$BIN/saeflow-train" --bind "$EP" --hook $HOOK --model_name stories260K --n 1024 --k 16 \
+    --ckpt_dir "$T/ckpt" --ckpt_every_s 2 --ledger "$T/train.ledger" --exit_when_done true \
+    --metrics_port $PORT >"$T/train.out" 2>"$T/train.log" &
+TRAIN=$!; PIDS+=($TRAIN)
+"$BIN/saeflow-capture" --model "$MODEL" --input "$CORPUS" --hook $HOOK --max_tokens $TOKENS \
+    --context 128 --batch_seqs 16 --connect "$EP" --ledger "$T/capture.ledger" \
+    >"$T/capture.out" 2>"$T/capture.log" &
+CAP=$!; PIDS+=($CAP)
+
+for i in $(seq 1 50); do
+    curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
+    sleep 0.2
+done
+sleep 2 # mid-stream
+"$TOOLS" inject "$EP" $ROUNDS >"$T/inject.out" 2>&1 || fail "injector failed"
+sleep 1.5 # the trainer refreshes /metrics every second
+curl -sf "http://127.0.0.1:$PORT/metrics" >"$T/metrics.txt" || fail "no /metrics"
+curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null || fail "/healthz not ok after injection"
+kill -0 $TRAIN 2>/dev/null || fail "trainer died"
+
+r() { metric_value "$T/metrics.txt" "saeflow_wire_rejected_total{reason=\"$1\"}"; }
+line="RESULT inject $(cat "$T/inject.out")"
+for reason in unpack empty size_mismatch schema_version framing too_large; do
+    line="$line $reason=$(r $reason)"
+done
+echo "$line total=$(metric_value "$T/metrics.txt" saeflow_wire_rejected_total)"
+for reason in unpack empty size_mismatch schema_version framing; do
+    v=$(r $reason)
+    [ -n "$v" ] && awk -v v="$v" 'BEGIN { exit !(v + 0 >= 1) }' || fail "reason $reason not counted ($v)"
+done
+
+wait_pid $CAP 300; rc_cap=$?
+wait_pid $TRAIN 120; rc_train=$?
+[ $rc_cap = 0 ] || { tail -n 20 "$T/capture.log"; fail "capture exited with $rc_cap"; }
+[ $rc_train = 0 ] || { tail -n 20 "$T/train.log"; fail "train exited with $rc_train"; }
+published=$(wc -l <"$T/capture.ledger")
+committed=$(grep -c ' committed$' "$T/capture.ledger")
+tokens=$(sed -n 's/^final .* tokens=\([0-9]*\) .*/\1/p' "$T/train.out")
+echo "RESULT inject training_continued published=$published committed=$committed tokens_trained=$tokens"
+[ "$published" = "$committed" ] || fail "batches lost after injection"
+[ "$tokens" = "$TOKENS" ] || fail "trained $tokens tokens, expected $TOKENS"
+echo "inject: ok"
