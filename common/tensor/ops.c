@@ -13,12 +13,22 @@
 /* Below this many floats of work an op runs on one thread. */
 #define OPS_PAR_MIN 16384
 
+/* Whether our OpenMP loops may use several threads. The engine alternates BLAS calls
+ * with these loops; OpenBLAS's pthread build keeps its own pool, whose threads spin
+ * for a while after each call, and an OpenMP team started then fights them for the
+ * cores (measured: slower than one thread on a 2-core machine). With an OpenMP or
+ * single-threaded OpenBLAS there is one pool and the loops run in parallel. */
+static bool par_ok(size_t work)
+{
+    return work >= OPS_PAR_MIN && (openblas_get_parallel() != 1 || openblas_get_num_threads() == 1);
+}
+
 /* ---- RMSNorm ---- */
 
 void rmsnorm_forward(float *out, const float *inp, const float *w, size_t rows, size_t d,
                      float eps)
 {
-#pragma omp parallel for schedule(static) if (rows * d >= OPS_PAR_MIN)
+#pragma omp parallel for schedule(static) if (par_ok(rows * d))
     for (size_t r = 0; r < rows; r++) {
         const float *x = inp + r * d;
         float *o = out + r * d;
@@ -47,7 +57,7 @@ void rmsnorm_forward_ref(float *out, const float *inp, const float *w, size_t ro
 void layernorm_forward(float *out, const float *inp, const float *w, const float *b,
                        size_t rows, size_t d, float eps)
 {
-#pragma omp parallel for schedule(static) if (rows * d >= OPS_PAR_MIN)
+#pragma omp parallel for schedule(static) if (par_ok(rows * d))
     for (size_t r = 0; r < rows; r++) {
         const float *x = inp + r * d;
         float *o = out + r * d;
@@ -87,14 +97,44 @@ void layernorm_forward_ref(float *out, const float *inp, const float *w, const f
 
 /* ---- GELU (tanh) ---- */
 
+/* The pointwise ops below clamp with comparisons; GCC only if-converts (and so
+ * vectorises) those without -ftrapping-math, which we do not rely on anyway. */
+#pragma GCC push_options
+#pragma GCC optimize("no-trapping-math")
+
+/* exp(x) for float, vectorisable (no libm call inside `omp simd` loops): Cephes'
+ * expf: x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial, times 2^n built from bits.
+ * About 1 ulp; inputs clamped to [-87, 88]. */
+static inline float exp_approx(float x)
+{
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
+    /* round to nearest by adding and removing 1.5 * 2^23 (no floorf: SSE2 has none) */
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float two_n;
+    memcpy(&two_n, &bits, sizeof two_n);
+    return p * two_n;
+}
+
 #define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
 
+/* 0.5 x (1 + tanh(u)) == x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3) */
 void gelu_forward(float *out, const float *inp, size_t n)
 {
-#pragma omp parallel for simd schedule(static) if (n >= OPS_PAR_MIN)
+#pragma omp parallel for simd schedule(static) if (par_ok(n))
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
-        out[i] = 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x)));
+        float u = GELU_K * (x + 0.044715f * x * x * x);
+        out[i] = x / (1.0f + exp_approx(-2.0f * u));
     }
 }
 
@@ -110,14 +150,17 @@ void gelu_forward_ref(float *out, const float *inp, size_t n)
 
 void swiglu_forward(float *out, const float *gate_up, size_t rows, size_t hidden)
 {
-#pragma omp parallel for schedule(static) if (rows * hidden >= OPS_PAR_MIN)
+#pragma omp parallel for schedule(static) if (par_ok(rows * hidden))
     for (size_t r = 0; r < rows; r++) {
         const float *g = gate_up + r * 2 * hidden;
         const float *u = g + hidden;
         float *o = out + r * hidden;
-        for (size_t i = 0; i < hidden; i++) o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+#pragma omp simd
+        for (size_t i = 0; i < hidden; i++) o[i] = g[i] / (1.0f + exp_approx(-g[i])) * u[i];
     }
 }
+
+#pragma GCC pop_options
 
 void swiglu_forward_ref(float *out, const float *gate_up, size_t rows, size_t hidden)
 {
@@ -183,7 +226,7 @@ static void rope_row(float *x, size_t pos, size_t n_heads, size_t head_dim, size
 void rope_forward(float *x, size_t ld, const size_t *pos, size_t rows, size_t n_heads,
                   size_t head_dim, size_t rot_dim, float theta, enum rope_layout layout)
 {
-#pragma omp parallel for schedule(static) if (rows * n_heads * head_dim >= OPS_PAR_MIN)
+#pragma omp parallel for schedule(static) if (par_ok(rows * n_heads * head_dim))
     for (size_t r = 0; r < rows; r++)
         rope_row(x + r * ld, pos[r], n_heads, head_dim, rot_dim, theta, layout);
 }
@@ -218,7 +261,7 @@ int attention_forward(float *out, const float *q, size_t q_ld, const float *k, c
     float scale = 1.0f / sqrtf((float)head_dim);
     int failed = 0;
     size_t work = rows * n_heads;
-#pragma omp parallel if (work * max_ctx * head_dim >= OPS_PAR_MIN)
+#pragma omp parallel if (par_ok(work * max_ctx * head_dim))
     {
         float *att = malloc(SF_MAX(max_ctx, 1) * sizeof(float));
         if (!att) {
@@ -304,7 +347,7 @@ int attention_forward_ref(float *out, const float *q, size_t q_ld, const float *
 
 void softmax_forward(float *out, const float *inp, size_t rows, size_t n)
 {
-#pragma omp parallel for schedule(static) if (rows * n >= OPS_PAR_MIN)
+#pragma omp parallel for schedule(static) if (par_ok(rows * n))
     for (size_t r = 0; r < rows; r++) {
         const float *x = inp + r * n;
         float *o = out + r * n;
@@ -341,6 +384,6 @@ double logsumexp(const float *x, size_t n)
 
 void add_inplace(float *out, const float *inp, size_t n)
 {
-#pragma omp parallel for simd schedule(static) if (n >= OPS_PAR_MIN)
+#pragma omp parallel for simd schedule(static) if (par_ok(n))
     for (size_t i = 0; i < n; i++) out[i] += inp[i];
 }
