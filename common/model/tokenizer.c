@@ -269,6 +269,7 @@ struct tokenizer *tokenizer_alloc(enum tokenizer_kind kind, size_t n_vocab)
     t->score = calloc(n_vocab, sizeof *t->score);
     t->type = malloc(n_vocab * sizeof *t->type);
     t->bos = t->eos = t->unk = -1;
+    t->escape_spaces = kind == TOKENIZER_SPM_MERGES; /* before tokenizer_finish uses it */
     if (!t->str || !t->len || !t->score || !t->type) {
         tokenizer_destroy(&t);
         return NULL;
@@ -354,6 +355,18 @@ int tokenizer_finish(struct tokenizer *t)
                 t->spm_split = false;
                 break;
             }
+        }
+    }
+    /* SPM as merges: the first symbol to span such a space would come from a merge of a
+     * piece ending in a non-space with a piece starting with the space */
+    if (t->kind == TOKENIZER_SPM_MERGES) {
+        t->spm_split = true;
+        for (size_t i = 0; i < t->pair_cap && t->spm_split; i++) {
+            if (!t->pair_val[i]) continue;
+            uint32_t a = (uint32_t)(t->pair_key[i] >> 32), b = (uint32_t)t->pair_key[i];
+            if (t->len[a] > 0 && spm_space_at(t, t->str[b], t->len[b], 0) &&
+                !spm_space_before(t, t->str[a], t->len[a]))
+                t->spm_split = false;
         }
     }
     /* user-defined tokens, longest first, for partition() */
@@ -1022,7 +1035,18 @@ static int encode_spm_merges(const struct tokenizer *t, struct work *w, const ch
             s[n++] = text[i];
         }
     }
-    int rc = merge_word(t, w, s, n, out);
+    int rc = 0;
+    if (!t->spm_split) {
+        rc = merge_word(t, w, s, n, out);
+    } else {
+        size_t seg = 0;
+        for (size_t q = 1; q <= n && !rc; q++) {
+            if (q == n || (spm_space_at(t, s, n, q) && !spm_space_before(t, s, q))) {
+                rc = merge_word(t, w, s + seg, q - seg, out);
+                seg = q;
+            }
+        }
+    }
     free(s);
     return rc;
 }
@@ -1447,6 +1471,8 @@ int tokenizer_from_gguf(const struct gguf *g, struct tokenizer **out)
     for (size_t i = 0; i < n && !rc; i++) {
         float sc = scores ? scores[i] : 0.0f;
         int32_t ty = types ? types[i] : TOKEN_NORMAL;
+        if (!types && kind == TOKENIZER_SPM && parse_byte_token(toks[i].s, toks[i].len) >= 0)
+            ty = TOKEN_BYTE;            /* no token_type array: recognise <0xXX> by name */
         if (!isfinite(sc)) sc = -1e30f; /* never preferred; keeps the heap ordered */
         if (ty < TOKEN_NORMAL || ty > TOKEN_BYTE) ty = TOKEN_NORMAL;
         if (toks[i].len > TOKENIZER_MAX_TOKLEN) {

@@ -214,6 +214,88 @@ static void check_spm_split(struct tokenizer *t, const char *name)
     free(text);
 }
 
+/* Writes a Llama-2-style tokenizer.json (BPE + byte_fallback, U+2581 normalizer) from
+ * an SPM GGUF vocabulary, with merges extracted the way Hugging Face converts
+ * SentencePiece models: every split of a piece into two pieces, ordered by the merged
+ * piece's score (descending), ties by the parts' ids. */
+struct merge_rec {
+    int32_t l, r;
+    float score;
+    size_t order;
+};
+
+static int cmp_merge(const void *a, const void *b)
+{
+    const struct merge_rec *x = a, *y = b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    return x->order < y->order ? -1 : x->order > y->order;
+}
+
+static char *spm_json_from_gguf(const struct gguf *g, const struct tokenizer *t)
+{
+    size_t n = tokenizer_vocab_size(t), nm = 0, cap = 1 << 16;
+    struct merge_rec *m = malloc(cap * sizeof *m);
+    for (size_t id = 0; id < n; id++) {
+        size_t len;
+        const char *s = tokenizer_token_str(t, (int32_t)id, &len);
+        size_t first = nm;
+        for (size_t k = 1; k < len; k++) {
+            if (((unsigned char)s[k] & 0xC0) == 0x80) continue; /* split at code points */
+            int32_t l = tokenizer_find(t, s, k), r = tokenizer_find(t, s + k, len - k);
+            if (l < 0 || r < 0) continue;
+            if (nm == cap) m = realloc(m, (cap *= 2) * sizeof *m);
+            m[nm++] = (struct merge_rec){l, r, tokenizer_token_score(t, (int32_t)id), 0};
+        }
+        /* this piece's splits by (left id, right id) */
+        for (size_t i = first + 1; i < nm; i++) {
+            struct merge_rec x = m[i];
+            size_t j = i;
+            while (j > first && (m[j - 1].l > x.l || (m[j - 1].l == x.l && m[j - 1].r > x.r))) {
+                m[j] = m[j - 1];
+                j--;
+            }
+            m[j] = x;
+        }
+    }
+    for (size_t i = 0; i < nm; i++) m[i].order = i;
+    qsort(m, nm, sizeof *m, cmp_merge);
+    cJSON *root = cJSON_CreateObject();
+    cJSON *norm = cJSON_AddObjectToObject(root, "normalizer");
+    cJSON_AddStringToObject(norm, "type", "Sequence");
+    cJSON *nl = cJSON_AddArrayToObject(norm, "normalizers");
+    cJSON *pre = cJSON_CreateObject();
+    cJSON_AddStringToObject(pre, "type", "Prepend");
+    cJSON_AddStringToObject(pre, "prepend", "\xe2\x96\x81");
+    cJSON_AddItemToArray(nl, pre);
+    cJSON *added = cJSON_AddArrayToObject(root, "added_tokens");
+    for (int i = 0; i < 3; i++) {
+        cJSON *a = cJSON_CreateObject();
+        cJSON_AddNumberToObject(a, "id", i);
+        cJSON_AddStringToObject(a, "content", tokenizer_token_str(t, i, NULL));
+        cJSON_AddBoolToObject(a, "special", 1);
+        cJSON_AddItemToArray(added, a);
+    }
+    cJSON *model = cJSON_AddObjectToObject(root, "model");
+    cJSON_AddStringToObject(model, "type", "BPE");
+    cJSON_AddBoolToObject(model, "byte_fallback", 1);
+    cJSON_AddStringToObject(model, "unk_token", "<unk>");
+    cJSON *vocab = cJSON_AddObjectToObject(model, "vocab");
+    for (size_t id = 0; id < n; id++)
+        cJSON_AddNumberToObject(vocab, tokenizer_token_str(t, (int32_t)id, NULL), (double)id);
+    cJSON *merges = cJSON_AddArrayToObject(model, "merges");
+    for (size_t i = 0; i < nm; i++) {
+        cJSON *pr = cJSON_CreateArray();
+        cJSON_AddItemToArray(pr, cJSON_CreateString(tokenizer_token_str(t, m[i].l, NULL)));
+        cJSON_AddItemToArray(pr, cJSON_CreateString(tokenizer_token_str(t, m[i].r, NULL)));
+        cJSON_AddItemToArray(merges, pr);
+    }
+    (void)g;
+    char *js = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    free(m);
+    return js;
+}
+
 static void test_vocab(const char *models, const char *name, bool check_decode, bool json)
 {
     char base[1024];
@@ -234,7 +316,38 @@ static void test_vocab(const char *models, const char *name, bool check_decode, 
         printf("%s: %zu/%zu vectors match\n", name, v.n - bad, v.n);
         if (tokenizer_kind(t) == TOKENIZER_SPM) check_spm_split(t, name);
     }
-    if (json && g) {
+    if (json && g && t && tokenizer_kind(t) == TOKENIZER_SPM) {
+        char *js = spm_json_from_gguf(g, t);
+        struct tokenizer *tj = NULL;
+        CHECK_EQ_INT(tokenizer_load_hf_json_mem(js, strlen(js), &tj), 0);
+        if (tj) {
+            CHECK_EQ_INT(tokenizer_kind(tj), TOKENIZER_SPM_MERGES);
+            CHECK_EQ_INT(tokenizer_bos(tj), 1);
+            size_t bad = check_vectors(tj, &v, "llama-spm json", true);
+            check_spm_split(tj, "llama-spm json");
+            /* merges by rank and scores give the same ids on real text too */
+            const char *corpus = test_corpus_dir();
+            char cpath[1024];
+            char *text = NULL;
+            size_t len = 0;
+            if (corpus) snprintf(cpath, sizeof cpath, "%s/tinystories-sample.jsonl", corpus);
+            if (corpus && file_read_all(cpath, 1 << 26, &text, &len) == 0) {
+                len = SF_MIN(len, (size_t)200000);
+                int32_t *a = NULL, *b = NULL;
+                size_t na = 0, nb = 0;
+                CHECK(tokenizer_encode_alloc(t, text, len, true, &a, &na) == 0);
+                CHECK(tokenizer_encode_alloc(tj, text, len, true, &b, &nb) == 0);
+                CHECK_MSG(na == nb && memcmp(a, b, na * sizeof *a) == 0,
+                          "llama-spm: scores and merges disagree (%zu vs %zu ids)", na, nb);
+                free(a);
+                free(b);
+                free(text);
+            }
+            printf("llama-spm as tokenizer.json (merges): %zu/%zu vectors match\n", v.n - bad, v.n);
+        }
+        tokenizer_destroy(&tj);
+        free(js);
+    } else if (json && g) {
         for (int pairs = 0; pairs < 2; pairs++) {
             char *js = hf_json_from_gguf(g, pairs);
             struct tokenizer *tj = NULL;
@@ -619,7 +732,7 @@ int main(void)
         return check_exit();
     }
     test_stories(models);
-    test_vocab(models, "llama-spm", true, false);
+    test_vocab(models, "llama-spm", true, true);
     test_vocab(models, "gpt-2", true, true);
     /* the other two pre-tokenizers llama.cpp ships vectors for */
     test_vocab(models, "deepseek-coder", true, false);
