@@ -455,11 +455,11 @@ static int parse_u64(const char **s, const char *end, uint64_t *out)
     return 0;
 }
 
-int stream_consumer_restore(struct stream_consumer *c, const char *text, size_t len)
+int stream_state_parse(const char *text, size_t len, stream_state_fn fn, void *ud)
 {
     size_t ml = strlen(STATE_MAGIC);
     if (len > STREAM_MAX_STATE || len < ml || memcmp(text, STATE_MAGIC, ml) != 0) {
-        log_error("stream_state_restore", "err=bad_magic");
+        log_error("stream_state_parse", "err=bad_magic");
         return SF_EFORMAT;
     }
     const char *s = text + ml, *end = text + len;
@@ -480,8 +480,6 @@ int stream_consumer_restore(struct stream_consumer *c, const char *text, size_t 
         q++;
         uint64_t epoch;
         if (parse_u64(&q, eol, &epoch) < 0) goto bad;
-        struct cprod *p = prod_find(c, id, epoch, true);
-        if (!p || p->committed.n) goto bad; /* repeated key */
         uint64_t prev_last = 0;
         bool first = true;
         while (q < eol) {
@@ -491,28 +489,48 @@ int stream_consumer_restore(struct stream_consumer *c, const char *text, size_t 
                 parse_u64(&q, eol, &b) < 0 || a > b)
                 goto bad;
             if (!first && (prev_last == UINT64_MAX || a <= prev_last + 1)) goto bad;
+            int rc = fn(ud, id, epoch, a, b, first);
+            if (rc == SF_ENOMEM) return rc;
+            if (rc < 0) goto bad;
             first = false;
             prev_last = b;
-            uint64_t rr[1][2] = {{a, b}};
-            struct stream_ranges one = {.r = rr, .n = 1, .cap = 1};
-            if (stream_ranges_merge(&p->committed, &one) < 0) return SF_ENOMEM;
         }
         if (first) goto bad;
         s = eol + 1;
+    }
+    return 0;
+bad:
+    log_error("stream_state_parse", "err=malformed line=%zu", lineno);
+    return SF_EFORMAT;
+}
+
+static int restore_range(void *ud, const char *id, uint64_t epoch, uint64_t first,
+                         uint64_t last, bool new_line)
+{
+    struct stream_consumer *c = ud;
+    struct cprod *p = prod_find(c, id, epoch, true);
+    if (!p || (new_line && p->committed.n)) return SF_EFORMAT; /* repeated key */
+    uint64_t rr[1][2] = {{first, last}};
+    struct stream_ranges one = {.r = rr, .n = 1, .cap = 1};
+    return stream_ranges_merge(&p->committed, &one);
+}
+
+int stream_consumer_restore(struct stream_consumer *c, const char *text, size_t len)
+{
+    int rc = stream_state_parse(text, len, restore_range, c);
+    if (rc < 0) {
+        for (size_t i = 0; i < c->n_prods; i++) {
+            stream_ranges_fini(&c->prods[i].committed);
+            stream_ranges_fini(&c->prods[i].pending);
+        }
+        c->n_prods = 0;
+        return rc;
     }
     uint64_t total = 0;
     for (size_t i = 0; i < c->n_prods; i++) total += stream_ranges_count(&c->prods[i].committed);
     log_info("stream_state_restored", "consumer=%s producers=%zu committed=%llu", c->id,
              c->n_prods, (unsigned long long)total);
     return 0;
-bad:
-    log_error("stream_state_restore", "err=malformed line=%zu", lineno);
-    for (size_t i = 0; i < c->n_prods; i++) {
-        stream_ranges_fini(&c->prods[i].committed);
-        stream_ranges_fini(&c->prods[i].pending);
-    }
-    c->n_prods = 0;
-    return SF_EFORMAT;
 }
 
 int stream_consumer_ledger_open(struct stream_consumer *c, const char *path, uint64_t loaded)

@@ -216,6 +216,15 @@ int stream_consumer_state(const struct stream_consumer *c, struct buf *out);
 /* Restores a state written by stream_consumer_state (all of it counts as committed).
  * Validates the text: SF_EFORMAT when malformed. Call before receiving. */
 int stream_consumer_restore(struct stream_consumer *c, const char *text, size_t len);
+/* Parses a state text without a consumer: fn(ud, producer, epoch, first, last,
+ * first_of_line) for each range, in order; a negative return from fn stops parsing
+ * (SF_ENOMEM is passed through, anything else makes the text malformed). 0 or
+ * SF_EFORMAT (logged). The format: "saeflow-stream-state 1\n", then per (producer,
+ * epoch) one line "<producer> <epoch> <first>-<last> ..." with sorted, disjoint,
+ * non-adjacent ranges. */
+typedef int (*stream_state_fn)(void *ud, const char *producer, uint64_t epoch, uint64_t first,
+                               uint64_t last, bool first_of_line);
+int stream_state_parse(const char *text, size_t len, stream_state_fn fn, void *ud);
 /* Opens the consumer ledger ("producer epoch seq ckpt" lines), dropping lines whose
  * ckpt is above `loaded_ckpt` (they belong to a checkpoint that never became durable).
  * NULL path: no ledger. */

@@ -39,8 +39,8 @@ for k in $(seq 1 "$KILLS"); do
     sleep 0.$((RANDOM % 9 + 1))
     start_train
 done
-wait_pid $CAP 600; rc_cap=$?
-wait_pid $TRAIN 120; rc_train=$?
+wait_pid $CAP 1800; rc_cap=$?
+wait_pid $TRAIN 300; rc_train=$?
 [ $rc_cap = 0 ] || { tail -n 20 "$T/capture.log"; fail "capture exited with $rc_cap"; }
 [ $rc_train = 0 ] || { tail -n 20 "$T/train.log"; fail "train exited with $rc_train"; }
 

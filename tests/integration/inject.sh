@@ -44,8 +44,8 @@ for reason in unpack empty size_mismatch schema_version framing; do
     [ -n "$v" ] && awk -v v="$v" 'BEGIN { exit !(v + 0 >= 1) }' || fail "reason $reason not counted ($v)"
 done
 
-wait_pid $CAP 300; rc_cap=$?
-wait_pid $TRAIN 120; rc_train=$?
+wait_pid $CAP 1800; rc_cap=$?
+wait_pid $TRAIN 300; rc_train=$?
 [ $rc_cap = 0 ] || { tail -n 20 "$T/capture.log"; fail "capture exited with $rc_cap"; }
 [ $rc_train = 0 ] || { tail -n 20 "$T/train.log"; fail "train exited with $rc_train"; }
 published=$(wc -l <"$T/capture.ledger")

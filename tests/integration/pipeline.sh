@@ -33,9 +33,9 @@ for i in $(seq 1 50); do
 done
 [ $ok_health = 1 ] || { tail -n 20 "$T/train.log"; fail "trainer /healthz did not answer"; }
 
-wait_pid $CAP 600; rc_cap=$?
+wait_pid $CAP 1800; rc_cap=$?
 curl -sf "http://127.0.0.1:$PORT/metrics" >"$T/metrics.txt" 2>/dev/null
-wait_pid $TRAIN 120; rc_train=$?
+wait_pid $TRAIN 300; rc_train=$?
 [ $rc_cap = 0 ] || { tail -n 30 "$T/capture.log"; fail "capture exited with $rc_cap"; }
 [ $rc_train = 0 ] || { tail -n 30 "$T/train.log"; fail "train exited with $rc_train"; }
 grep -E "event=(capture_stream|capture_done)" "$T/capture.log" | sed 's/^/    /'
