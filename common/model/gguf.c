@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -412,39 +411,32 @@ static int rd_array(struct rd *r, struct gguf_value *out, int depth)
     return 0;
 }
 
-static const struct gguf *sort_ctx_g; /* qsort has no context argument in C11 */
-
-static int cmp_kv(const void *a, const void *b)
+/* Comparators over index arrays (glibc's qsort_r passes the gguf along). */
+static int cmp_kv(const void *a, const void *b, void *ctx)
 {
-    return strcmp(sort_ctx_g->kvs[*(const size_t *)a].key, sort_ctx_g->kvs[*(const size_t *)b].key);
+    const struct gguf *g = ctx;
+    return strcmp(g->kvs[*(const size_t *)a].key, g->kvs[*(const size_t *)b].key);
 }
 
-static int cmp_tensor(const void *a, const void *b)
+static int cmp_tensor(const void *a, const void *b, void *ctx)
 {
-    return strcmp(sort_ctx_g->tensors[*(const size_t *)a].name,
-                  sort_ctx_g->tensors[*(const size_t *)b].name);
+    const struct gguf *g = ctx;
+    return strcmp(g->tensors[*(const size_t *)a].name, g->tensors[*(const size_t *)b].name);
 }
 
-static int cmp_offset(const void *a, const void *b)
+static int cmp_offset(const void *a, const void *b, void *ctx)
 {
-    const struct gguf_tensor *x = &sort_ctx_g->tensors[*(const size_t *)a];
-    const struct gguf_tensor *y = &sort_ctx_g->tensors[*(const size_t *)b];
+    const struct gguf *g = ctx;
+    const struct gguf_tensor *x = &g->tensors[*(const size_t *)a];
+    const struct gguf_tensor *y = &g->tensors[*(const size_t *)b];
     return x->offset < y->offset ? -1 : x->offset > y->offset ? 1 : 0;
 }
 
-/* Sorting is rare (once per open) and guarded: two opens at once would race on the
- * context pointer, so serialise them. */
-static pthread_mutex_t sort_mu = PTHREAD_MUTEX_INITIALIZER;
-
 static void sort_indices(const struct gguf *g, size_t *idx, size_t n,
-                         int (*cmp)(const void *, const void *))
+                         int (*cmp)(const void *, const void *, void *))
 {
     for (size_t i = 0; i < n; i++) idx[i] = i;
-    pthread_mutex_lock(&sort_mu);
-    sort_ctx_g = g;
-    qsort(idx, n, sizeof *idx, cmp);
-    sort_ctx_g = NULL;
-    pthread_mutex_unlock(&sort_mu);
+    qsort_r(idx, n, sizeof *idx, cmp, (void *)g);
 }
 
 static void gguf_free(struct gguf *g)
