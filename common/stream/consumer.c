@@ -10,18 +10,18 @@
 
 #include "stream/stream.h"
 
-#define STATE_MAGIC        "saeflow-stream-state 1\n"
-#define MAX_PRODUCERS      4096
-#define MAX_EPOCHS_PER_ID  16 /* older epochs of one producer id are forgotten */
-#define LEDGER_MAX_BYTES   (1u << 30)
+#define STATE_MAGIC       "saeflow-stream-state 1\n"
+#define MAX_PRODUCERS     4096
+#define MAX_EPOCHS_PER_ID 16 /* older epochs of one producer id are forgotten */
+#define LEDGER_MAX_BYTES  (1u << 30)
 
 struct cprod {
     char id[WIRE_MAX_ID_LEN + 1];
     uint64_t epoch;
     uint8_t peer[WIRE_MAX_PEER_LEN];
     size_t peer_len;
-    bool heard;  /* heard in this process (has a peer) */
-    bool live;   /* heard within peer_timeout */
+    bool heard; /* heard in this process (has a peer) */
+    bool live;  /* heard within peer_timeout */
     bool greeted;
     bool done, blocked;
     uint32_t reported_credit;
@@ -63,8 +63,7 @@ void stream_delivery_fini(struct stream_delivery *d)
 struct stream_consumer *stream_consumer_new(const struct stream_consumer_opts *o)
 {
     size_t idlen = o->consumer_id ? strlen(o->consumer_id) : 0;
-    if (idlen == 0 || idlen > WIRE_MAX_ID_LEN || !o->endpoint ||
-        o->n_hooks > STREAM_MAX_HOOKS) {
+    if (idlen == 0 || idlen > WIRE_MAX_ID_LEN || !o->endpoint || o->n_hooks > STREAM_MAX_HOOKS) {
         log_error("stream_consumer_new", "err=bad_options");
         return NULL;
     }
@@ -329,8 +328,8 @@ static void handle_heartbeat(struct stream_consumer *c, const struct wire_msg *m
         now - p->last_batch_ns > quiet) {
         /* the producer has no credit but we count some outstanding: a grant was lost */
         c->st.credit_resyncs++;
-        log_info("stream_credit_resync", "consumer=%s producer=%s outstanding=%llu", c->id,
-                 p->id, (unsigned long long)p->outstanding);
+        log_info("stream_credit_resync", "consumer=%s producer=%s outstanding=%llu", c->id, p->id,
+                 (unsigned long long)p->outstanding);
         p->outstanding = 0;
     }
 }
@@ -347,8 +346,8 @@ static void tick(struct stream_consumer *c)
             p->live = false;
             p->outstanding = 0;
             c->st.producer_timeouts++;
-            log_warn("stream_producer_silent", "consumer=%s producer=%s epoch=%llu", c->id,
-                     p->id, (unsigned long long)p->epoch);
+            log_warn("stream_producer_silent", "consumer=%s producer=%s epoch=%llu", c->id, p->id,
+                     (unsigned long long)p->epoch);
             continue;
         }
         if (hb) send_heartbeat(c, p);
@@ -373,8 +372,12 @@ int stream_consumer_recv(struct stream_consumer *c, struct stream_delivery *d, i
         case WIRE_BATCH:
             if (handle_batch(c, &d->msg)) return 0;
             break;
-        case WIRE_HEARTBEAT: handle_heartbeat(c, &d->msg); break;
-        default: c->st.other_msgs++; break;
+        case WIRE_HEARTBEAT:
+            handle_heartbeat(c, &d->msg);
+            break;
+        default:
+            c->st.other_msgs++;
+            break;
         }
     }
     wire_msg_fini(&d->msg);
@@ -504,8 +507,8 @@ bad:
     return SF_EFORMAT;
 }
 
-static int restore_range(void *ud, const char *id, uint64_t epoch, uint64_t first,
-                         uint64_t last, bool new_line)
+static int restore_range(void *ud, const char *id, uint64_t epoch, uint64_t first, uint64_t last,
+                         bool new_line)
 {
     struct stream_consumer *c = ud;
     struct cprod *p = prod_find(c, id, epoch, true);
@@ -528,8 +531,8 @@ int stream_consumer_restore(struct stream_consumer *c, const char *text, size_t 
     }
     uint64_t total = 0;
     for (size_t i = 0; i < c->n_prods; i++) total += stream_ranges_count(&c->prods[i].committed);
-    log_info("stream_state_restored", "consumer=%s producers=%zu committed=%llu", c->id,
-             c->n_prods, (unsigned long long)total);
+    log_info("stream_state_restored", "consumer=%s producers=%zu committed=%llu", c->id, c->n_prods,
+             (unsigned long long)total);
     return 0;
 }
 

@@ -113,8 +113,8 @@ fail:
 static void ledger_fate(struct stream_producer *p, uint64_t seq, const char *fate)
 {
     if (p->ledger)
-        fprintf(p->ledger, "%llu %llu %s\n", (unsigned long long)p->epoch,
-                (unsigned long long)seq, fate);
+        fprintf(p->ledger, "%llu %llu %s\n", (unsigned long long)p->epoch, (unsigned long long)seq,
+                fate);
 }
 
 static void ledger_sync(struct stream_producer *p)
@@ -293,8 +293,9 @@ static void link_mark_resend(struct stream_producer *p, size_t li, const char *w
         }
     }
     p->links[li].last_resend_ns = time_now_ns();
-    if (n) log_info("stream_resend", "producer=%s link=%s batches=%zu why=%s", p->id,
-                    p->links[li].endpoint, n, why);
+    if (n)
+        log_info("stream_resend", "producer=%s link=%s batches=%zu why=%s", p->id,
+                 p->links[li].endpoint, n, why);
 }
 
 static void handle_ack(struct stream_producer *p, size_t li, const Saeflow__Ack *a)
@@ -338,8 +339,8 @@ static void handle_heartbeat(struct stream_producer *p, size_t li, const Saeflow
             /* a new consumer process: its credit and subscriptions start afresh, and
              * it has committed nothing we sent to the old one */
             p->st.consumer_restarts++;
-            log_info("stream_consumer_restart", "producer=%s link=%s consumer=%s epoch=%llu",
-                     p->id, l->endpoint, h->sender_id, (unsigned long long)h->epoch);
+            log_info("stream_consumer_restart", "producer=%s link=%s consumer=%s epoch=%llu", p->id,
+                     l->endpoint, h->sender_id, (unsigned long long)h->epoch);
             l->credit = 0;
             l->subscribed = false;
             l->all_hooks = false;
@@ -386,10 +387,17 @@ static int link_recv_all(struct stream_producer *p, size_t li)
             return rc;
         }
         switch (m.kind) {
-        case WIRE_ACK: handle_ack(p, li, m.ack); break;
-        case WIRE_HEARTBEAT: handle_heartbeat(p, li, m.heartbeat); break;
-        case WIRE_CREDIT: handle_credit(p, li, m.credit); break;
-        default: break;
+        case WIRE_ACK:
+            handle_ack(p, li, m.ack);
+            break;
+        case WIRE_HEARTBEAT:
+            handle_heartbeat(p, li, m.heartbeat);
+            break;
+        case WIRE_CREDIT:
+            handle_credit(p, li, m.credit);
+            break;
+        default:
+            break;
         }
     }
     wire_msg_fini(&m);
@@ -441,7 +449,9 @@ static void link_heartbeat(struct stream_producer *p, size_t li, int64_t now)
         const struct ring_entry *e = ring_at(p, i);
         unsent = (e->dest & bit) && !(e->sent & bit) && !((e->acked | e->rejected) & bit);
     }
-    h.status = p->finished ? (unsent ? "finishing" : "done") : p->count == p->cap ? "blocked" : "ok";
+    h.status = p->finished          ? (unsent ? "finishing" : "done")
+               : p->count == p->cap ? "blocked"
+                                    : "ok";
     h.credits_available = (uint32_t)SF_MIN(l->credit, (uint64_t)UINT32_MAX);
     struct wire_msg m = {.kind = WIRE_HEARTBEAT, .heartbeat = &h};
     (void)wire_send(l->sock, &m, WIRE_DONTWAIT);
@@ -473,8 +483,8 @@ int stream_producer_poll(struct stream_producer *p, int timeout_ms)
         if (l->known && !l->suspect && silent > (int64_t)p->o.peer_timeout_ms * 1000000) {
             l->suspect = true;
             p->st.peer_timeouts++;
-            log_warn("stream_consumer_silent", "producer=%s link=%s consumer=%s ms=%lld",
-                     p->id, l->endpoint, l->consumer_id, (long long)(silent / 1000000));
+            log_warn("stream_consumer_silent", "producer=%s link=%s consumer=%s ms=%lld", p->id,
+                     l->endpoint, l->consumer_id, (long long)(silent / 1000000));
         }
         /* blocked or done and no ack for a while: acks may have been lost; resend
          * (the consumer drops duplicates and acks committed ones again) */
@@ -483,7 +493,8 @@ int stream_producer_poll(struct stream_producer *p, int timeout_ms)
             l->waiting_since_ns = 0;
         else if (!l->waiting_since_ns)
             l->waiting_since_ns = now;
-        int64_t quiet_since = SF_MAX(SF_MAX(l->last_ack_ns, l->last_resend_ns), l->waiting_since_ns);
+        int64_t quiet_since =
+            SF_MAX(SF_MAX(l->last_ack_ns, l->last_resend_ns), l->waiting_since_ns);
         if (waiting && p->count && now - quiet_since > (int64_t)p->o.ack_timeout_ms * 1000000)
             link_mark_resend(p, i, "ack_timeout");
         link_send(p, i);

@@ -123,15 +123,15 @@ struct stream_producer_opts {
 void stream_producer_opts_default(struct stream_producer_opts *o);
 
 struct stream_producer_stats {
-    uint64_t published;   /* batches put in the ring */
-    uint64_t sent;        /* first transmissions (per link) */
-    uint64_t resent;      /* retransmissions (per link) */
-    uint64_t committed;   /* fates: acked by every routed link */
-    uint64_t rejected;    /* fates: a consumer refused it */
-    uint64_t unrouted;    /* fates: no consumer subscribed to the hook */
-    uint64_t unacked;     /* fates: still in the ring at shutdown */
-    uint64_t in_ring;     /* entries now in the ring */
-    uint64_t credit;      /* credit left, summed over links */
+    uint64_t published;         /* batches put in the ring */
+    uint64_t sent;              /* first transmissions (per link) */
+    uint64_t resent;            /* retransmissions (per link) */
+    uint64_t committed;         /* fates: acked by every routed link */
+    uint64_t rejected;          /* fates: a consumer refused it */
+    uint64_t unrouted;          /* fates: no consumer subscribed to the hook */
+    uint64_t unacked;           /* fates: still in the ring at shutdown */
+    uint64_t in_ring;           /* entries now in the ring */
+    uint64_t credit;            /* credit left, summed over links */
     uint64_t consumer_restarts; /* a link saw a new consumer epoch */
     uint64_t peer_timeouts;     /* a link's consumer went silent */
     uint64_t stale_acks;        /* acks for unknown seqs or another epoch */
@@ -165,8 +165,8 @@ void stream_producer_stats(const struct stream_producer *p, struct stream_produc
 /* ---- consumer ---- */
 struct stream_consumer_opts {
     const char *consumer_id;
-    uint64_t epoch;       /* 0 = wall clock in ms */
-    const char *endpoint; /* bound (ROUTER) */
+    uint64_t epoch;           /* 0 = wall clock in ms */
+    const char *endpoint;     /* bound (ROUTER) */
     const char *const *hooks; /* hooks wanted; n_hooks == 0 = every hook */
     size_t n_hooks;
     size_t credit_window; /* most batches outstanding per producer (default 8) */
@@ -177,19 +177,19 @@ struct stream_consumer_opts {
 void stream_consumer_opts_default(struct stream_consumer_opts *o);
 
 struct stream_consumer_stats {
-    uint64_t delivered;        /* new batches handed to the application */
-    uint64_t dup_committed;    /* duplicates of committed batches (re-acked) */
-    uint64_t dup_pending;      /* duplicates of batches not yet committed */
-    uint64_t unwanted;         /* batches for hooks not consumed here (Ack REJECTED) */
-    uint64_t over_credit;      /* batches received beyond the credit granted */
-    uint64_t committed;        /* batches committed (acked TRAINED) */
-    uint64_t pending;          /* batches delivered, not yet committed */
-    uint64_t credit_granted;   /* credits granted in total */
-    uint64_t credit_resyncs;   /* outstanding credit reset after a lost grant */
-    uint64_t producers_live;   /* producers heard within peer_timeout */
+    uint64_t delivered;      /* new batches handed to the application */
+    uint64_t dup_committed;  /* duplicates of committed batches (re-acked) */
+    uint64_t dup_pending;    /* duplicates of batches not yet committed */
+    uint64_t unwanted;       /* batches for hooks not consumed here (Ack REJECTED) */
+    uint64_t over_credit;    /* batches received beyond the credit granted */
+    uint64_t committed;      /* batches committed (acked TRAINED) */
+    uint64_t pending;        /* batches delivered, not yet committed */
+    uint64_t credit_granted; /* credits granted in total */
+    uint64_t credit_resyncs; /* outstanding credit reset after a lost grant */
+    uint64_t producers_live; /* producers heard within peer_timeout */
     uint64_t producer_timeouts;
-    uint64_t rejected_frames;  /* malformed / oversized frames (see wire stats) */
-    uint64_t other_msgs;       /* valid frames of kinds a consumer ignores */
+    uint64_t rejected_frames; /* malformed / oversized frames (see wire stats) */
+    uint64_t other_msgs;      /* valid frames of kinds a consumer ignores */
 };
 
 /* A batch handed to the application. */
@@ -228,8 +228,7 @@ int stream_state_parse(const char *text, size_t len, stream_state_fn fn, void *u
 /* Opens the consumer ledger ("producer epoch seq ckpt" lines), dropping lines whose
  * ckpt is above `loaded_ckpt` (they belong to a checkpoint that never became durable).
  * NULL path: no ledger. */
-int stream_consumer_ledger_open(struct stream_consumer *c, const char *path,
-                                uint64_t loaded_ckpt);
+int stream_consumer_ledger_open(struct stream_consumer *c, const char *path, uint64_t loaded_ckpt);
 /* Appends the pending batches tagged `ckpt` to the ledger and fsyncs it. */
 int stream_consumer_ledger_append(struct stream_consumer *c, uint64_t ckpt);
 /* Pending -> committed; sends Ack TRAINED for them. */

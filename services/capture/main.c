@@ -24,9 +24,9 @@
 #include "source.h"
 #include "stream/stream.h"
 
-#define MAX_HOOKS   16
-#define MAX_INPUTS  64
-#define MAX_LINKS   STREAM_MAX_LINKS
+#define MAX_HOOKS  16
+#define MAX_INPUTS 64
+#define MAX_LINKS  STREAM_MAX_LINKS
 
 struct opts {
     char *model, *tokenizer, *input, *format, *jsonl_field, *separator, *hook, *prepend_bos;
@@ -205,7 +205,7 @@ static int write_shard(struct capture *c, struct hook_state *h)
     snprintf(path, sizeof path, "%s/shard-%06lld.safetensors", dir, (long long)h->shard_idx);
     struct st_writer *w = st_writer_new();
     if (!w) return SF_ENOMEM;
-    enum st_dtype dt = c->dtype == SAEFLOW__DTYPE__DTYPE_F32    ? ST_F32
+    enum st_dtype dt = c->dtype == SAEFLOW__DTYPE__DTYPE_F32   ? ST_F32
                        : c->dtype == SAEFLOW__DTYPE__DTYPE_F16 ? ST_F16
                                                                : ST_BF16;
     int64_t shape[2] = {(int64_t)h->sn, (int64_t)c->d};
@@ -317,19 +317,24 @@ int main(int argc, char **argv)
     const struct config_opt table[] = {
         {"model", CFG_STRING, &o->model, NULL, 0, -1, "model file or directory (required)"},
         {"tokenizer", CFG_STRING, &o->tokenizer, NULL, 0, -1, "tokenizer file (llama2.c)"},
-        {"model_name", CFG_STRING, &o->model_name, NULL, 0, -1, "model id on the wire (default: file stem)"},
+        {"model_name", CFG_STRING, &o->model_name, NULL, 0, -1,
+         "model id on the wire (default: file stem)"},
         {"input", CFG_STRING, &o->input, NULL, 0, -1, "comma-separated files/dirs, '-' = stdin"},
         {"format", CFG_STRING, &o->format, "auto", 0, -1, "auto | text | jsonl"},
         {"jsonl_field", CFG_STRING, &o->jsonl_field, "text", 0, -1, "JSONL string field"},
         {"separator", CFG_STRING, &o->separator, NULL, 0, -1, "text files: document separator"},
         {"epochs", CFG_INT, &o->epochs, "1", 1, 1e9, "passes over the input"},
-        {"max_tokens", CFG_INT, &o->max_tokens, "0", 0, 1e15, "stop after this many tokens (0 = no limit)"},
-        {"hook", CFG_STRING, &o->hook, "blocks.0.hook_resid_post", 0, -1, "comma-separated hook points"},
+        {"max_tokens", CFG_INT, &o->max_tokens, "0", 0, 1e15,
+         "stop after this many tokens (0 = no limit)"},
+        {"hook", CFG_STRING, &o->hook, "blocks.0.hook_resid_post", 0, -1,
+         "comma-separated hook points"},
         {"context", CFG_INT, &o->context, "256", 2, 1 << 20, "tokens per window"},
         {"batch_seqs", CFG_INT, &o->batch_seqs, "16", 1, 4096, "windows per forward pass"},
         {"prepend_bos", CFG_STRING, &o->prepend_bos, "auto", 0, -1, "auto | true | false"},
-        {"exclude_special", CFG_BOOL, &o->exclude_special, "true", 0, -1, "drop BOS/EOS/control positions"},
-        {"dtype", CFG_STRING, &o->dtype, "bf16", 0, -1, "f32 | bf16 | f16 on the wire and in shards"},
+        {"exclude_special", CFG_BOOL, &o->exclude_special, "true", 0, -1,
+         "drop BOS/EOS/control positions"},
+        {"dtype", CFG_STRING, &o->dtype, "bf16", 0, -1,
+         "f32 | bf16 | f16 on the wire and in shards"},
         {"connect", CFG_STRING, &o->connect, NULL, 0, -1, "comma-separated trainer endpoints"},
         {"producer_id", CFG_STRING, &o->producer_id, "capture-0", 0, -1, "stable producer name"},
         {"ring", CFG_INT, &o->ring, "256", 1, 1 << 20, "unacknowledged batches kept for resend"},
@@ -337,13 +342,15 @@ int main(int argc, char **argv)
         {"shard_dir", CFG_STRING, &o->shard_dir, NULL, 0, -1, "write safetensors shards here"},
         {"shard_tokens", CFG_INT, &o->shard_tokens, "262144", 1, 1 << 28, "tokens per shard"},
         {"metrics_addr", CFG_STRING, &o->metrics_addr, "127.0.0.1", 0, -1, "HTTP bind address"},
-        {"metrics_port", CFG_INT, &o->metrics_port, "0", 0, 65535, "/metrics + /healthz port (0 = off)"},
+        {"metrics_port", CFG_INT, &o->metrics_port, "0", 0, 65535,
+         "/metrics + /healthz port (0 = off)"},
         {"drain_s", CFG_DOUBLE, &o->drain_s, "60", 0, 86400, "wait this long for acks at the end"},
     };
-    struct config cfg = {.service = "capture",
-                         .usage = "saeflow-capture --model M --input FILES [--connect EP] [--shard_dir D]",
-                         .opts = table,
-                         .n_opts = SF_ARRAY_LEN(table)};
+    struct config cfg = {
+        .service = "capture",
+        .usage = "saeflow-capture --model M --input FILES [--connect EP] [--shard_dir D]",
+        .opts = table,
+        .n_opts = SF_ARRAY_LEN(table)};
     log_init("capture", LOG_LOGFMT, LOG_INFO);
     int rc = config_load(&cfg, argc, argv);
     if (rc == SF_EXIT) return 0;
@@ -413,7 +420,8 @@ int main(int argc, char **argv)
     ret = 1;
 
     /* ---- acquire ---- */
-    struct model_load_opts lo = {.tokenizer_path = o->tokenizer && *o->tokenizer ? o->tokenizer : NULL};
+    struct model_load_opts lo = {.tokenizer_path =
+                                     o->tokenizer && *o->tokenizer ? o->tokenizer : NULL};
     if (model_load(o->model, &lo, &c->model) < 0) goto out;
     c->tok = model_tokenizer(c->model);
     if (!c->tok) {
@@ -472,24 +480,31 @@ int main(int argc, char **argv)
 
     c->reg = metrics_new();
     if (!c->reg) goto out;
-    c->m_tokens = metrics_child(metrics_counter(c->reg, "saeflow_capture_tokens_total",
-                                                "tokens captured (per hook, after exclusions)", NULL), NULL);
+    c->m_tokens =
+        metrics_child(metrics_counter(c->reg, "saeflow_capture_tokens_total",
+                                      "tokens captured (per hook, after exclusions)", NULL),
+                      NULL);
     c->m_fwd_tokens = metrics_child(metrics_counter(c->reg, "saeflow_capture_forward_tokens_total",
-                                                    "tokens run through the model", NULL), NULL);
-    c->m_docs = metrics_child(metrics_counter(c->reg, "saeflow_capture_documents_total",
-                                              "documents read", NULL), NULL);
+                                                    "tokens run through the model", NULL),
+                                    NULL);
+    c->m_docs = metrics_child(
+        metrics_counter(c->reg, "saeflow_capture_documents_total", "documents read", NULL), NULL);
     c->m_batches = metrics_child(metrics_counter(c->reg, "saeflow_capture_batches_published_total",
-                                                 "batches put in the stream ring", NULL), NULL);
-    struct metrics_family *ff = metrics_counter(c->reg, "saeflow_stream_batch_fates_total",
-                                                "batches by final fate (resent: retransmissions)", "fate");
+                                                 "batches put in the stream ring", NULL),
+                                 NULL);
+    struct metrics_family *ff =
+        metrics_counter(c->reg, "saeflow_stream_batch_fates_total",
+                        "batches by final fate (resent: retransmissions)", "fate");
     const char *fates[5] = {"committed", "rejected", "unrouted", "unacked", "resent"};
     for (int i = 0; i < 5; i++) c->m_fate[i] = metrics_child(ff, fates[i], NULL);
     c->m_tps = metrics_child(metrics_gauge(c->reg, "saeflow_capture_tokens_per_second",
-                                           "forward tokens per second", NULL), NULL);
+                                           "forward tokens per second", NULL),
+                             NULL);
     c->m_ring = metrics_child(metrics_gauge(c->reg, "saeflow_stream_ring_batches",
-                                            "unacknowledged batches in the ring", NULL), NULL);
-    c->m_credit = metrics_child(metrics_gauge(c->reg, "saeflow_stream_credit",
-                                              "credit left (batches)", NULL), NULL);
+                                            "unacknowledged batches in the ring", NULL),
+                              NULL);
+    c->m_credit = metrics_child(
+        metrics_gauge(c->reg, "saeflow_stream_credit", "credit left (batches)", NULL), NULL);
     if (o->metrics_port > 0) {
         http = http_server_new(o->metrics_addr, (uint16_t)o->metrics_port, NULL);
         if (!http || http_serve_standard(http, c->reg, health, c) < 0 ||
@@ -526,8 +541,8 @@ int main(int argc, char **argv)
         size_t total = 0;
         model_ctx_reset_all(c->ctx);
         for (size_t w = 0; w < nw; w++) {
-            seqs[w] = (struct model_seq){.slot = w, .tokens = c->win_tok + w * c->ctx_len,
-                                         .n = c->win_len[w]};
+            seqs[w] = (struct model_seq){
+                .slot = w, .tokens = c->win_tok + w * c->ctx_len, .n = c->win_len[w]};
             total += c->win_len[w];
         }
         for (size_t i = 0; i < c->n_hooks; i++) c->hooks[i].n = 0;
@@ -593,7 +608,8 @@ int main(int argc, char **argv)
         }
         struct stream_producer_stats ps;
         stream_producer_stats(c->prod, &ps);
-        log_info("capture_stream", "published=%llu sent=%llu resent=%llu committed=%llu "
+        log_info("capture_stream",
+                 "published=%llu sent=%llu resent=%llu committed=%llu "
                  "rejected=%llu unrouted=%llu unacked=%llu",
                  (unsigned long long)ps.published, (unsigned long long)ps.sent,
                  (unsigned long long)ps.resent, (unsigned long long)ps.committed,

@@ -163,8 +163,9 @@ static int open_file(struct source *s)
     }
     int rc = file_read_all(path, s->o.max_file_bytes, &s->data, &s->len);
     if (rc < 0) return rc;
-    s->jsonl = s->o.format == SOURCE_JSONL ||
-               (s->o.format == SOURCE_AUTO && (ends_with(path, ".jsonl") || ends_with(path, ".json")));
+    s->jsonl =
+        s->o.format == SOURCE_JSONL ||
+        (s->o.format == SOURCE_AUTO && (ends_with(path, ".jsonl") || ends_with(path, ".json")));
     return 0;
 }
 

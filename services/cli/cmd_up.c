@@ -138,8 +138,8 @@ static int parse_conf(const char *path, struct up_conf *c)
         } else if (!strcmp(key, "stop_s")) {
             if (parse_f64(val, &c->stop_s) < 0 || c->stop_s < 0) rc = SF_EINVAL;
         } else {
-            fprintf(stderr, "%s:%zu: unknown option '%s' (use capture.* / train.*)\n", path,
-                    lineno, key);
+            fprintf(stderr, "%s:%zu: unknown option '%s' (use capture.* / train.*)\n", path, lineno,
+                    key);
             rc = SF_EINVAL;
         }
     }
@@ -275,8 +275,9 @@ int cmd_up(int argc, char **argv)
             snprintf(hook, sizeof hook, "%s", t->hook_name);
             have = true;
         } else if (rc == 0 && m.kind == WIRE_CHECKPOINT) {
-            if (!tty) printf("checkpoint %s step=%llu\n", m.checkpoint->path,
-                             (unsigned long long)m.checkpoint->step);
+            if (!tty)
+                printf("checkpoint %s step=%llu\n", m.checkpoint->path,
+                       (unsigned long long)m.checkpoint->step);
         }
         wire_msg_fini(&m);
         double now = time_now_s();

@@ -129,8 +129,8 @@ static int slot_init(struct trainer *T, struct slot *s, size_t d)
     meta.exclude_special_tokens = true;
     sae_trainer_set_meta(s->t, &meta);
     if (!s->buf && slot_alloc(T, s, d) < 0) return SF_ENOMEM;
-    log_info("sae_created", "hook=%s d_in=%zu n=%lld k=%lld arch=%s", s->hook, d,
-             (long long)T->o.n, (long long)T->o.k, T->o.arch);
+    log_info("sae_created", "hook=%s d_in=%zu n=%lld k=%lld arch=%s", s->hook, d, (long long)T->o.n,
+             (long long)T->o.k, T->o.arch);
     return 0;
 }
 
@@ -213,8 +213,7 @@ static int save_buffer(const struct slot *s, const char *path)
     return rc;
 }
 
-static void export_saelens(struct trainer *T, struct slot *s, const char *dir_root,
-                           uint64_t ckpt)
+static void export_saelens(struct trainer *T, struct slot *s, const char *dir_root, uint64_t ckpt)
 {
     if (!dir_root || !*dir_root || !s->t) return;
     char dir[4400];
@@ -523,14 +522,18 @@ static void stream_metrics(struct trainer *T)
     struct {
         const char *fate;
         uint64_t v;
-    } f[] = {{"delivered", cs.delivered},     {"committed", cs.committed},
-             {"dup_committed", cs.dup_committed}, {"dup_pending", cs.dup_pending},
-             {"unwanted", cs.unwanted},       {"over_credit", cs.over_credit},
+    } f[] = {{"delivered", cs.delivered},
+             {"committed", cs.committed},
+             {"dup_committed", cs.dup_committed},
+             {"dup_pending", cs.dup_pending},
+             {"unwanted", cs.unwanted},
+             {"over_credit", cs.over_credit},
              {"rejected_frame", cs.rejected_frames}};
     struct metrics_family *fam = metrics_counter(
         T->reg, "saeflow_train_stream_batches_total",
         "batches received by what happened to them (rejected_frame: malformed/oversized)", "fate");
-    for (size_t i = 0; i < SF_ARRAY_LEN(f); i++) counter_to(metrics_child(fam, f[i].fate, NULL), (double)f[i].v);
+    for (size_t i = 0; i < SF_ARRAY_LEN(f); i++)
+        counter_to(metrics_child(fam, f[i].fate, NULL), (double)f[i].v);
     metrics_set(metrics_child(metrics_gauge(T->reg, "saeflow_train_stream_pending_batches",
                                             "batches received, not yet committed", NULL),
                               NULL),
@@ -561,8 +564,10 @@ int main(int argc, char **argv)
     struct trainer *T = &tr;
     struct opts *o = &T->o;
     const struct config_opt table[] = {
-        {"bind", CFG_STRING, &o->bind, "ipc:///tmp/saeflow-train.sock", 0, -1, "ROUTER endpoint producers connect to"},
-        {"hook", CFG_STRING, &o->hook, "blocks.0.hook_resid_post", 0, -1, "comma-separated hooks (one SAE each)"},
+        {"bind", CFG_STRING, &o->bind, "ipc:///tmp/saeflow-train.sock", 0, -1,
+         "ROUTER endpoint producers connect to"},
+        {"hook", CFG_STRING, &o->hook, "blocks.0.hook_resid_post", 0, -1,
+         "comma-separated hooks (one SAE each)"},
         {"model_name", CFG_STRING, &o->model_name, "unknown", 0, -1, "model id for SAE metadata"},
         {"arch", CFG_STRING, &o->arch, "topk", 0, -1, "topk | batchtopk | standard"},
         {"n", CFG_INT, &o->n, "1024", 1, 1 << 26, "latents per SAE"},
@@ -570,25 +575,37 @@ int main(int argc, char **argv)
         {"lr", CFG_DOUBLE, &o->lr, "0", 0, 1, "learning rate (0 = 2e-4/sqrt(n/2^14))"},
         {"seed", CFG_INT, &o->seed, "1", 0, 1e18, "weight init and sampling seed"},
         {"auxk", CFG_BOOL, &o->auxk, "true", 0, -1, "AuxK loss on dead latents"},
-        {"dead_tokens", CFG_INT, &o->dead_tokens, "10000000", 1, 1e15, "a latent silent this long is dead"},
-        {"total_tokens", CFG_INT, &o->total_tokens, "0", 0, 1e15, "planned tokens (lr decay; 0 = none)"},
+        {"dead_tokens", CFG_INT, &o->dead_tokens, "10000000", 1, 1e15,
+         "a latent silent this long is dead"},
+        {"total_tokens", CFG_INT, &o->total_tokens, "0", 0, 1e15,
+         "planned tokens (lr decay; 0 = none)"},
         {"batch_tokens", CFG_INT, &o->batch_tokens, "4096", 1, 1 << 20, "tokens per training step"},
-        {"buffer_tokens", CFG_INT, &o->buffer_tokens, "65536", 1, 1 << 28, "mixing buffer per hook"},
-        {"refill", CFG_DOUBLE, &o->refill, "0.5", 0, 1, "train only while the buffer is at least this full"},
-        {"credit_window", CFG_INT, &o->credit_window, "8", 1, 4096, "batches outstanding per producer"},
+        {"buffer_tokens", CFG_INT, &o->buffer_tokens, "65536", 1, 1 << 28,
+         "mixing buffer per hook"},
+        {"refill", CFG_DOUBLE, &o->refill, "0.5", 0, 1,
+         "train only while the buffer is at least this full"},
+        {"credit_window", CFG_INT, &o->credit_window, "8", 1, 4096,
+         "batches outstanding per producer"},
         {"ckpt_dir", CFG_STRING, &o->ckpt_dir, "checkpoints", 0, -1, "checkpoint directory"},
-        {"ckpt_every_tokens", CFG_INT, &o->ckpt_every_tokens, "500000", 1, 1e15, "checkpoint after this many new tokens"},
-        {"ckpt_every_s", CFG_DOUBLE, &o->ckpt_every_s, "30", 0.01, 1e6, "and at least this often when batches are pending"},
+        {"ckpt_every_tokens", CFG_INT, &o->ckpt_every_tokens, "500000", 1, 1e15,
+         "checkpoint after this many new tokens"},
+        {"ckpt_every_s", CFG_DOUBLE, &o->ckpt_every_s, "30", 0.01, 1e6,
+         "and at least this often when batches are pending"},
         {"keep", CFG_INT, &o->keep, "2", 1, 1 << 20, "checkpoints kept"},
-        {"export_dir", CFG_STRING, &o->export_dir, NULL, 0, -1, "SAELens export per hook at each checkpoint"},
-        {"ledger", CFG_STRING, &o->ledger, NULL, 0, -1, "consumer ledger (producer epoch seq ckpt)"},
+        {"export_dir", CFG_STRING, &o->export_dir, NULL, 0, -1,
+         "SAELens export per hook at each checkpoint"},
+        {"ledger", CFG_STRING, &o->ledger, NULL, 0, -1,
+         "consumer ledger (producer epoch seq ckpt)"},
         {"trainer_id", CFG_STRING, &o->trainer_id, "train-0", 0, -1, "consumer id on the wire"},
-        {"publish", CFG_STRING, &o->publish, NULL, 0, -1, "PUB endpoint for metrics and checkpoints"},
+        {"publish", CFG_STRING, &o->publish, NULL, 0, -1,
+         "PUB endpoint for metrics and checkpoints"},
         {"metrics_every_s", CFG_DOUBLE, &o->metrics_every_s, "1", 0.05, 3600, "metrics period"},
         {"metrics_addr", CFG_STRING, &o->metrics_addr, "127.0.0.1", 0, -1, "HTTP bind address"},
-        {"metrics_port", CFG_INT, &o->metrics_port, "0", 0, 65535, "/metrics + /healthz port (0 = off)"},
+        {"metrics_port", CFG_INT, &o->metrics_port, "0", 0, 65535,
+         "/metrics + /healthz port (0 = off)"},
         {"max_msg_mb", CFG_INT, &o->max_msg_mb, "64", 1, 4096, "largest accepted message (MiB)"},
-        {"exit_when_done", CFG_BOOL, &o->exit_when_done, "false", 0, -1, "exit once every producer is done and committed"},
+        {"exit_when_done", CFG_BOOL, &o->exit_when_done, "false", 0, -1,
+         "exit once every producer is done and committed"},
         {"drain_s", CFG_DOUBLE, &o->drain_s, "30", 0, 86400, "shutdown deadline"},
     };
     struct config cfg = {.service = "train",
@@ -640,7 +657,8 @@ int main(int argc, char **argv)
         metrics_counter(T->reg, "saeflow_train_tokens_total", "tokens trained", "hook"),
         metrics_counter(T->reg, "saeflow_train_steps_total", "optimiser steps", "hook"),
         metrics_gauge(T->reg, "saeflow_train_loss", "loss (EMA)", "hook"),
-        metrics_gauge(T->reg, "saeflow_train_fvu", "fraction of variance unexplained (EMA)", "hook"),
+        metrics_gauge(T->reg, "saeflow_train_fvu", "fraction of variance unexplained (EMA)",
+                      "hook"),
         metrics_gauge(T->reg, "saeflow_train_l0", "active latents per token (EMA)", "hook"),
         metrics_gauge(T->reg, "saeflow_train_dead_fraction", "dead latents", "hook"),
         metrics_gauge(T->reg, "saeflow_train_buffer_tokens", "tokens in the mixing buffer", "hook"),
@@ -653,11 +671,13 @@ int main(int argc, char **argv)
                                  &s->m_l0,     &s->m_dead,  &s->m_fill, &s->m_tps};
         for (int j = 0; j < 8; j++) *ms[j] = metrics_child(fam[j], s->hook, NULL);
     }
-    T->m_ckpts = metrics_child(metrics_counter(T->reg, "saeflow_train_checkpoints_total",
-                                               "checkpoints committed", NULL), NULL);
+    T->m_ckpts = metrics_child(
+        metrics_counter(T->reg, "saeflow_train_checkpoints_total", "checkpoints committed", NULL),
+        NULL);
     static const double secs[] = {0.01, 0.05, 0.1, 0.5, 1, 5, 30};
     T->m_ckpt_s = metrics_child(metrics_histogram(T->reg, "saeflow_train_checkpoint_seconds",
-                                                  "checkpoint write time", NULL, secs, 7), NULL);
+                                                  "checkpoint write time", NULL, secs, 7),
+                                NULL);
     if (file_mkdirs(o->ckpt_dir, 0755) < 0) goto out;
     struct stream_consumer_opts co;
     stream_consumer_opts_default(&co);
@@ -778,8 +798,8 @@ int main(int argc, char **argv)
                              "hook=%s tokens=%lld steps=%lld loss=%.5f fvu=%.4f l0=%.2f dead=%.4f "
                              "buffer=%zu tok_per_s=%.0f",
                              s->hook, (long long)sae_trainer_tokens(s->t),
-                             (long long)sae_trainer_steps(s->t), s->loss_ema, s->fvu_ema,
-                             s->l0_ema, sae_trainer_dead_fraction(s->t), s->fill, tps);
+                             (long long)sae_trainer_steps(s->t), s->loss_ema, s->fvu_ema, s->l0_ema,
+                             sae_trainer_dead_fraction(s->t), s->fill, tps);
                 }
             }
         }

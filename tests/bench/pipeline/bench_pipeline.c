@@ -26,9 +26,9 @@
 #include "model/tokenizer.h"
 #include "sae/sae_train.h"
 
-#define CTX   128
-#define SEQS  32
-#define HOOK  "blocks.2.hook_resid_post"
+#define CTX  128
+#define SEQS 32
+#define HOOK "blocks.2.hook_resid_post"
 
 static double median(double *v, size_t n)
 {
@@ -42,8 +42,8 @@ static double median(double *v, size_t n)
 }
 
 /* All corpus text as token ids with BOS before each story. */
-static int load_tokens(const char *corpus, const struct tokenizer *tok, size_t want,
-                       int32_t **out, size_t *n_out)
+static int load_tokens(const char *corpus, const struct tokenizer *tok, size_t want, int32_t **out,
+                       size_t *n_out)
 {
     char *text = NULL;
     size_t len = 0;
@@ -153,12 +153,19 @@ static double run_pipeline(const char *bin, const char *model, const char *corpu
     snprintf(ck, sizeof ck, "%s/ckpt", dir);
     snprintf(tok, sizeof tok, "%zu", tokens);
     snprintf(log, sizeof log, "%s/pipeline.log", dir);
-    char *targv[] = {train, "--bind", ep, "--hook", HOOK, "--n", "1024", "--k", "16",
-                     "--batch_tokens", "4096", "--ckpt_dir", ck, "--exit_when_done", "true",
-                     "--log-level", "warn", NULL};
-    char *cargv[] = {capture, "--model", (char *)model, "--input", (char *)corpus, "--hook",
-                     HOOK, "--epochs", "100", "--max_tokens", tok, "--context", "128",
-                     "--batch_seqs", "32", "--connect", ep, "--log-level", "warn", NULL};
+    char *targv[] = {train,  "--bind",
+                     ep,     "--hook",
+                     HOOK,   "--n",
+                     "1024", "--k",
+                     "16",   "--batch_tokens",
+                     "4096", "--ckpt_dir",
+                     ck,     "--exit_when_done",
+                     "true", "--log-level",
+                     "warn", NULL};
+    char *cargv[] = {capture,     "--model",   (char *)model, "--input",      (char *)corpus,
+                     "--hook",    HOOK,        "--epochs",    "100",          "--max_tokens",
+                     tok,         "--context", "128",         "--batch_seqs", "32",
+                     "--connect", ep,          "--log-level", "warn",         NULL};
     double t0 = time_now_s();
     pid_t pt = spawn(targv, log), pc = spawn(cargv, log);
     if (pt < 0 || pc < 0) return -1;
@@ -221,18 +228,18 @@ int main(void)
     double me = median(e, (size_t)reps), mt = median(t, (size_t)reps);
     double mp = ok ? median(p, (size_t)ok) : 0;
     double slow = SF_MIN(me, mt), shared = 1.0 / (1.0 / me + 1.0 / mt);
-    printf("bench_pipeline: stories260K %s, %lld tokens per run, median of %lld, %ld CPUs\n",
-           HOOK, (long long)want, (long long)reps, sysconf(_SC_NPROCESSORS_ONLN));
+    printf("bench_pipeline: stories260K %s, %lld tokens per run, median of %lld, %ld CPUs\n", HOOK,
+           (long long)want, (long long)reps, sysconf(_SC_NPROCESSORS_ONLN));
     printf("%-34s %12s %14s %14s\n", "stage", "tokens/s", "vs slowest", "vs shared-core");
     printf("%-34s %12.0f %13.2fx %13.2fx\n", "engine alone (forward + hook)", me, me / slow,
            me / shared);
     printf("%-34s %12.0f %13.2fx %13.2fx\n", "trainer alone (pre-captured)", mt, mt / slow,
            mt / shared);
-    printf("%-34s %12.0f %13.2fx %13.2fx\n", "shared-core bound 1/(1/e+1/t)", shared,
-           shared / slow, 1.0);
+    printf("%-34s %12.0f %13.2fx %13.2fx\n", "shared-core bound 1/(1/e+1/t)", shared, shared / slow,
+           1.0);
     if (ok)
-        printf("%-34s %12.0f %13.2fx %13.2fx\n", "pipeline (capture -> train, ipc)", mp,
-               mp / slow, mp / shared);
+        printf("%-34s %12.0f %13.2fx %13.2fx\n", "pipeline (capture -> train, ipc)", mp, mp / slow,
+               mp / shared);
     else
         printf("pipeline: failed (services not built in %s?)\n", bin);
     printf("goal: pipeline >= 0.90x of the slowest stage\n");

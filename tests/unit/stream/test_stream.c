@@ -280,7 +280,8 @@ static void test_restart_resend(void)
     f = fopen(pledger, "r");
     char fate[32];
     int committed = 0;
-    while (fscanf(f, "%llu %llu %31s", &epn, &seq, fate) == 3) committed += !strcmp(fate, "committed");
+    while (fscanf(f, "%llu %llu %31s", &epn, &seq, fate) == 3)
+        committed += !strcmp(fate, "committed");
     fclose(f);
     CHECK_EQ_INT(committed, 30);
 }
@@ -379,19 +380,18 @@ static void test_state_text(void)
     stream_consumer_destroy(&c);
     const char *bad[] = {
         "saeflow-stream-state 2\n",
-        "saeflow-stream-state 1\ncap-0 17 0-9 5-6\n",  /* overlapping */
-        "saeflow-stream-state 1\ncap-0 17 9-3\n",      /* first > last */
-        "saeflow-stream-state 1\ncap 0 17 1-2\n",      /* junk */
-        "saeflow-stream-state 1\ncap-0 17 1-2",        /* unterminated */
-        "saeflow-stream-state 1\ncap-0 17\n",          /* no ranges */
-        "saeflow-stream-state 1\nca$ 1 1-2\n",         /* bad id */
+        "saeflow-stream-state 1\ncap-0 17 0-9 5-6\n", /* overlapping */
+        "saeflow-stream-state 1\ncap-0 17 9-3\n",     /* first > last */
+        "saeflow-stream-state 1\ncap 0 17 1-2\n",     /* junk */
+        "saeflow-stream-state 1\ncap-0 17 1-2",       /* unterminated */
+        "saeflow-stream-state 1\ncap-0 17\n",         /* no ranges */
+        "saeflow-stream-state 1\nca$ 1 1-2\n",        /* bad id */
         "saeflow-stream-state 1\ncap-0 99999999999999999999 1-2\n",
         "saeflow-stream-state 1\ncap-0 1 1-2\ncap-0 1 4-5\n", /* repeated key */
     };
     for (size_t i = 0; i < SF_ARRAY_LEN(bad); i++) {
         c = consumer("inproc://state", 1, NULL, 8);
-        CHECK_MSG(stream_consumer_restore(c, bad[i], strlen(bad[i])) == SF_EFORMAT, "case %zu",
-                  i);
+        CHECK_MSG(stream_consumer_restore(c, bad[i], strlen(bad[i])) == SF_EFORMAT, "case %zu", i);
         stream_consumer_destroy(&c);
     }
 }
