@@ -42,6 +42,7 @@ static char **fix_short_flags(int argc, char **argv)
 
 int cmd_generate(int argc, char **argv)
 {
+    if (cli_wants_steering(argc, argv)) return cmd_generate_steer(argc, argv);
     char *model_path = NULL, *tok_path = NULL, *prompt = NULL;
     int64_t n = 0, top_k = 0, seed = 0, threads = 0;
     double temperature = 0, top_p = 0;
@@ -62,7 +63,9 @@ int cmd_generate(int argc, char **argv)
     };
     struct config cfg = {.service = "generate",
                          .usage = "saeflow generate --model PATH [--prompt TEXT] [-n N] "
-                                  "[--temperature T] [--top-p P] [--top-k K] [--seed S]",
+                                  "[--temperature T] [--top-p P] [--top-k K] [--seed S] "
+                                  "[--sae DIR --steer F=S[:add|clamp|ablate] ...: see "
+                                  "saeflow generate --sae x --help]",
                          .opts = opts,
                          .n_opts = SF_ARRAY_LEN(opts)};
     char **av = fix_short_flags(argc, argv);

@@ -1,0 +1,261 @@
+/* `saeflow feature show [--store DIR] SAE_ID FEATURE`: a feature's dashboard in the
+ * terminal, read from the feature store (common/eval/feature_store.h) through a
+ * RocksDB secondary instance, so it works while eval is still writing:
+ *   stats (density, max and mean activation), an activation histogram drawn with
+ *   block characters, logit effects (top / bottom tokens), nearest features by
+ *   decoder cosine, top activating examples and interval groups with each token's
+ *   activation as an ANSI 256-colour background (--color never, NO_COLOR or a
+ *   non-TTY stdout turn colour off: activating tokens are then marked «like this»).
+ * The store defaults to $SAEFLOW_FEATURE_STORE, then $SAEFLOW_STORE (or `store =` in
+ * a --config file). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "cmd_feature.h"
+#include "core/core.h"
+#include "eval/feature_store.h"
+
+#define HIST_ROWS 6
+
+/* A vertical bar chart: HIST_ROWS rows of eighth blocks, one column per bin (bins are
+ * merged so that at most `width` columns are drawn). */
+static void draw_histogram(const uint32_t *hist, size_t n, float max_act, size_t width)
+{
+    static const char *eighths[] = {" ",
+                                    "\xe2\x96\x81",
+                                    "\xe2\x96\x82",
+                                    "\xe2\x96\x83",
+                                    "\xe2\x96\x84",
+                                    "\xe2\x96\x85",
+                                    "\xe2\x96\x86",
+                                    "\xe2\x96\x87",
+                                    "\xe2\x96\x88"};
+    if (n == 0) return;
+    size_t per = (n + width - 1) / width, cols = (n + per - 1) / per;
+    uint64_t *c = calloc(cols, sizeof *c), mx = 0, total = 0;
+    if (!c) return;
+    for (size_t i = 0; i < n; i++) {
+        c[i / per] += hist[i];
+        total += hist[i];
+    }
+    for (size_t i = 0; i < cols; i++) mx = SF_MAX(mx, c[i]);
+    if (mx == 0) {
+        printf("  (no activations recorded)\n");
+        free(c);
+        return;
+    }
+    for (size_t row = HIST_ROWS; row-- > 0;) {
+        if (row == HIST_ROWS - 1)
+            printf("%9llu \xe2\x94\xa4", (unsigned long long)mx);
+        else
+            printf("%9s \xe2\x94\x82", "");
+        for (size_t i = 0; i < cols; i++) {
+            /* height in eighths of a row */
+            double h = (double)c[i] / (double)mx * HIST_ROWS * 8.0;
+            double fill = h - (double)row * 8.0;
+            size_t e = fill >= 8 ? 8 : fill <= 0 ? 0 : (size_t)(fill + 0.5);
+            if (e == 0 && row == 0 && c[i] > 0) e = 1; /* non-empty bins stay visible */
+            printf("%s", eighths[e]);
+        }
+        printf("\n");
+    }
+    printf("%9s \xe2\x94\x94", "");
+    for (size_t i = 0; i < cols; i++) printf("\xe2\x94\x80");
+    printf("\n%10s 0%*s%.3g\n", "", (int)(cols > 6 ? cols - 5 : 1), "", (double)max_act);
+    printf("%10s %llu activations in %zu bins of width %.3g\n", "", (unsigned long long)total, cols,
+           cols ? (double)max_act / (double)cols : 0.0);
+    free(c);
+}
+
+/* One example: its tokens with heat by act / max, the window cut to at most `before`
+ * tokens before the activating token and `after` after it. */
+static void print_example(const struct feature_example *ex, float max, bool color, size_t before,
+                          size_t after, struct buf *line)
+{
+    buf_reset(line);
+    size_t lo = ex->center > before ? ex->center - before : 0;
+    size_t hi = SF_MIN((size_t)ex->n_tok, (size_t)ex->center + after + 1);
+    if (lo > 0) buf_append(line, "\xe2\x80\xa6", 3);
+    for (size_t i = lo; i < hi; i++) {
+        size_t a = i ? ex->text_end[i - 1] : 0, b = ex->text_end[i];
+        float frac = max > 0 && ex->acts[i] > 0 ? SF_MAX(ex->acts[i] / max, 0.01f) : 0.0f;
+        tty_token(line, ex->text + a, b - a, frac, color);
+    }
+    if (hi < ex->n_tok) buf_append(line, "\xe2\x80\xa6", 3);
+}
+
+static void print_piece(const char *s)
+{
+    struct buf b;
+    buf_init(&b, 4096);
+    tty_token(&b, s, strlen(s), 0, false);
+    printf("\"%s\"", b.data ? b.data : "");
+    buf_fini(&b);
+}
+
+int cmd_feature_show(int argc, char **argv)
+{
+    char *store = NULL, *color_mode = NULL;
+    int64_t n_top = 0, per_group = 0, width = 0, ctx_before = 0, ctx_after = 0, n_logits = 0;
+    bool no_color = false;
+    const struct config_opt opts[] = {
+        {"store", CFG_STRING, &store, NULL, 0, -1, "feature store directory"},
+        {"examples", CFG_INT, &n_top, "10", 0, 4096, "top examples shown"},
+        {"per-group", CFG_INT, &per_group, "2", 0, 4096, "examples per interval group (0: none)"},
+        {"logits", CFG_INT, &n_logits, "8", 0, 64, "top / bottom tokens shown"},
+        {"hist-width", CFG_INT, &width, "48", 8, 512, "histogram columns"},
+        {"before", CFG_INT, &ctx_before, "24", 0, 4096, "tokens shown before the activation"},
+        {"after", CFG_INT, &ctx_after, "8", 0, 4096, "tokens shown after it"},
+        {"color", CFG_STRING, &color_mode, "auto", 0, -1, "auto | always | never"},
+        {"no-color", CFG_BOOL, &no_color, "false", 0, -1, "same as --color never"},
+    };
+    struct config cfg = {.service = "feature",
+                         .usage = "saeflow feature show [--store DIR] SAE_ID FEATURE",
+                         .opts = opts,
+                         .n_opts = SF_ARRAY_LEN(opts)};
+    int rc = config_load(&cfg, argc, argv);
+    int ret = 2;
+    struct feature_store *fs = NULL;
+    struct feature_sae sae;
+    struct feature_record rec;
+    bool have_sae = false, have_rec = false;
+    struct buf line;
+    buf_init(&line, 1u << 22);
+    memset(&sae, 0, sizeof sae);
+    memset(&rec, 0, sizeof rec);
+    if (rc == SF_EXIT) {
+        ret = 0;
+        goto done;
+    }
+    if (rc) goto done;
+    log_set_level(cfg.log_level);
+    int64_t feat = -1;
+    if (cfg.n_positional != 2 || parse_i64(cfg.positional[1], &feat) != 0 || feat < 0 ||
+        feat > UINT32_MAX) {
+        fprintf(stderr, "usage: %s\n", cfg.usage);
+        goto done;
+    }
+    const char *id = cfg.positional[0];
+    if (feature_store_check_id(id) != 0) {
+        fprintf(stderr, "saeflow feature show: '%s' is not a valid SAE id\n", id);
+        goto done;
+    }
+    const char *path = *store ? store : env_or("SAEFLOW_STORE", "");
+    if (!*path) {
+        fprintf(stderr,
+                "saeflow feature show: no store: pass --store DIR (or set SAEFLOW_STORE)\n");
+        goto done;
+    }
+    ret = 1;
+    rc = feature_store_open_reader(&fs, path, NULL);
+    if (rc) {
+        fprintf(stderr, "saeflow feature show: cannot open the feature store %s (%s)\n", path,
+                rc == SF_NOTFOUND ? "no store there" : sf_strerror(rc));
+        goto done;
+    }
+    rc = feature_store_get_sae(fs, id, &sae);
+    if (rc) {
+        fprintf(stderr, "saeflow feature show: SAE '%s' is not in %s (%s)\n", id, path,
+                rc == SF_NOTFOUND ? "not found" : sf_strerror(rc));
+        goto done;
+    }
+    have_sae = true;
+    if (feat >= sae.d_sae) {
+        fprintf(stderr, "saeflow feature show: feature %lld out of range (SAE has %u)\n",
+                (long long)feat, sae.d_sae);
+        goto done;
+    }
+    rc = feature_store_get_feature(fs, id, (uint32_t)feat, &rec);
+    if (rc) {
+        fprintf(stderr, "saeflow feature show: feature %lld of %s: %s\n", (long long)feat, id,
+                rc == SF_NOTFOUND ? "not harvested yet (state of the SAE: " : sf_strerror(rc));
+        if (rc == SF_NOTFOUND) fprintf(stderr, "%s)\n", feature_state_name(sae.state));
+        goto done;
+    }
+    have_rec = true;
+    bool color = !no_color && tty_use_color(color_mode);
+    const struct feature_stats *st = &rec.stats;
+
+    printf("feature %lld of %s   (store %s, run %llu, SAE state %s)\n", (long long)feat, id, path,
+           (unsigned long long)st->run_id, feature_state_name(sae.state));
+    printf("  model %s  hook %s  %s  d_in %u  d_sae %u  k %u\n", sae.model, sae.hook, sae.arch,
+           sae.d_in, sae.d_sae, sae.k);
+    printf("\ndensity %.4g%% (log10 %.2f)   fires on %llu of %llu tokens   max act %.4g   "
+           "mean act %.4g\n",
+           100.0 * feature_stats_density(st), feature_stats_log10_density(st),
+           (unsigned long long)st->fires, (unsigned long long)st->n_tokens, (double)st->max_act,
+           feature_stats_mean_act(st));
+
+    printf("\nactivation histogram (when firing):\n");
+    draw_histogram(st->hist, st->n_hist, st->max_act, (size_t)width);
+
+    const struct feature_logits *lg = &rec.logits;
+    if (n_logits && (lg->n_top || lg->n_bottom)) {
+        printf("\nlogit effects (W_U W_dec, after the final norm weight):\n  promotes:  ");
+        for (size_t q = 0; q < lg->n_top && q < (size_t)n_logits; q++) {
+            print_piece(lg->top[q].piece);
+            printf(" %+.3f  ", (double)lg->top[q].value);
+        }
+        printf("\n  suppresses:");
+        for (size_t q = 0; q < lg->n_bottom && q < (size_t)n_logits; q++) {
+            printf(" ");
+            print_piece(lg->bottom[q].piece);
+            printf(" %+.3f ", (double)lg->bottom[q].value);
+        }
+        printf("\n");
+    }
+    const struct feature_neighbours *nb = &rec.neighbours;
+    if (nb->n) {
+        printf("\nnearest features (decoder cosine):");
+        for (size_t q = 0; q < nb->n && q < 10; q++)
+            printf(" %u (%.3f)", nb->nb[q].feature, (double)nb->nb[q].cosine);
+        printf("\n");
+    }
+
+    const struct feature_examples *top = &rec.examples[FEATURE_EX_TOP];
+    printf("\ntop activating examples (%u stored):\n", top->n);
+    for (size_t q = 0; q < top->n && q < (size_t)n_top; q++) {
+        print_example(&top->ex[q], st->max_act, color, (size_t)ctx_before, (size_t)ctx_after,
+                      &line);
+        printf("  %3zu %7.3f  %s\n", q + 1, (double)top->ex[q].act, line.data ? line.data : "");
+    }
+    const struct feature_examples *iv = &rec.examples[FEATURE_EX_INTERVAL];
+    if (per_group && st->n_intervals && iv->n) {
+        uint64_t all = 0;
+        double all_act = 0;
+        for (size_t g = 0; g < st->n_intervals; g++) {
+            all += st->intervals[g].count;
+            all_act += st->intervals[g].count * 0.5 *
+                       ((double)st->intervals[g].lo + (double)st->intervals[g].hi);
+        }
+        printf("\ninterval groups:\n");
+        for (size_t g = st->n_intervals; g-- > 0;) {
+            const struct feature_bin *b = &st->intervals[g];
+            double share =
+                all_act > 0 ? b->count * 0.5 * ((double)b->lo + (double)b->hi) / all_act : 0;
+            printf("  [%.3g, %.3g]  %llu activations (%.1f%% of count, ~%.1f%% of activation "
+                   "mass)\n",
+                   (double)b->lo, (double)b->hi, (unsigned long long)b->count,
+                   all ? 100.0 * (double)b->count / (double)all : 0.0, 100.0 * share);
+            size_t shown = 0;
+            for (size_t q = 0; q < iv->n && shown < (size_t)per_group; q++) {
+                if (iv->ex[q].group != g) continue;
+                print_example(&iv->ex[q], st->max_act, color, (size_t)ctx_before, (size_t)ctx_after,
+                              &line);
+                printf("       %7.3f  %s\n", (double)iv->ex[q].act, line.data ? line.data : "");
+                shown++;
+            }
+        }
+    }
+    ret = 0;
+done:
+    if (have_rec) feature_record_fini(&rec);
+    if (have_sae) feature_sae_fini(&sae);
+    feature_store_close(&fs);
+    buf_fini(&line);
+    config_free(&cfg);
+    return ret;
+}
