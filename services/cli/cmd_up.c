@@ -241,20 +241,26 @@ int cmd_up(int argc, char **argv)
 
     bool tty = isatty(1);
     int st_train = -1, st_cap = -1;
-    bool stopping = false;
+    bool stopping = false, train_signalled = false;
     double stop_deadline = 0, last_print = 0;
     struct wire_msg m = {0};
     Saeflow__TrainMetrics last = SAEFLOW__TRAIN_METRICS__INIT;
     bool have = false;
     char hook[WIRE_MAX_NAME_LEN + 1] = "";
     while (pid_train > 0 || pid_cap > 0) {
+        /* Ctrl-C: stop capture first, so that the trainer commits (and acks) every batch
+         * it has before it is stopped itself and writes its final checkpoint */
         if (sig_stop_requested() && !stopping) {
             stopping = true;
             stop_deadline = time_now_s() + c.stop_s;
-            printf("%s\nsaeflow up: stopping (SIGINT to both services)\n", tty ? "" : "");
+            printf("%ssaeflow up: stopping capture, then train\n", tty ? "\n" : "");
             fflush(stdout);
             if (pid_cap > 0) kill(pid_cap, SIGINT);
-            if (pid_train > 0) kill(pid_train, SIGINT);
+        }
+        if (stopping && !train_signalled && pid_train > 0 &&
+            (pid_cap < 0 || time_now_s() > stop_deadline - c.stop_s / 2)) {
+            kill(pid_train, SIGINT);
+            train_signalled = true;
         }
         if (stopping && time_now_s() > stop_deadline) {
             fprintf(stderr, "saeflow up: services did not stop in %.0f s: SIGKILL\n", c.stop_s);
@@ -302,7 +308,11 @@ int cmd_up(int argc, char **argv)
                 pid_train = -1;
                 printf("%ssaeflow up: train exited with %d\n", tty ? "\n" : "", code);
                 /* without its consumer, capture cannot finish: stop it too */
-                if (pid_cap > 0 && !stopping) kill(pid_cap, SIGINT);
+                if (pid_cap > 0 && !stopping) {
+                    stopping = true;
+                    stop_deadline = time_now_s() + c.stop_s;
+                    kill(pid_cap, SIGINT);
+                }
             } else if (w == pid_cap) {
                 st_cap = code;
                 pid_cap = -1;
