@@ -352,7 +352,8 @@ struct wire_sock *wire_sock_new(enum wire_type type, const char *endpoint, enum 
         struct wire_opts d;
         wire_opts_default(&d);
         if (!s->opts.max_msg_bytes) s->opts.max_msg_bytes = d.max_msg_bytes;
-        if (!s->opts.alloc_budget) s->opts.alloc_budget = d.alloc_budget;
+        if (!s->opts.alloc_budget)
+            s->opts.alloc_budget = s->opts.max_msg_bytes + WIRE_ARRAYS_BUDGET;
     } else {
         wire_opts_default(&s->opts);
     }
@@ -937,7 +938,7 @@ static size_t lim_max(const struct wire_limits *lim)
 }
 static size_t lim_budget(const struct wire_limits *lim)
 {
-    return lim && lim->alloc_budget ? lim->alloc_budget : WIRE_DEFAULT_ALLOC_BUDGET;
+    return lim && lim->alloc_budget ? lim->alloc_budget : lim_max(lim) + WIRE_ARRAYS_BUDGET;
 }
 
 /* protobuf-c keeps unknown fields and accepts a non-minimal varint key for field

@@ -81,8 +81,11 @@
 #define WIRE_MAX_TOPIC_LEN  (6 + WIRE_MAX_NAME_LEN + 2)
 
 /* Default size limits (struct wire_opts / struct wire_limits). */
-#define WIRE_DEFAULT_MAX_MSG      (64u << 20)
-#define WIRE_DEFAULT_ALLOC_BUDGET ((64u << 20) + (24u << 20))
+#define WIRE_DEFAULT_MAX_MSG (64u << 20)
+/* Unpacked per-token arrays can outgrow their encoding (a 1-byte varint becomes an
+ * 8-byte doc id): the default budget is max_msg_bytes plus this much. */
+#define WIRE_ARRAYS_BUDGET        (24u << 20)
+#define WIRE_DEFAULT_ALLOC_BUDGET (WIRE_DEFAULT_MAX_MSG + WIRE_ARRAYS_BUDGET)
 
 /* A positive return of wire_recv: a message arrived and was rejected (counted). */
 #define WIRE_REJECTED 10
@@ -132,7 +135,7 @@ const char *wire_reject_name(enum wire_reject r); /* "too_large", "unpack", ... 
 /* ---- sockets ---- */
 struct wire_opts {
     size_t max_msg_bytes; /* payload cap (ZMQ_MAXMSGSIZE + checked); 0 = default */
-    size_t alloc_budget;  /* unpack allocation cap; 0 = default */
+    size_t alloc_budget;  /* unpack allocation cap; 0 = max_msg_bytes + WIRE_ARRAYS_BUDGET */
     int linger_ms;        /* ZMQ_LINGER (default 500) */
     int send_timeout_ms;  /* ZMQ_SNDTIMEO: blocked sends give SF_AGAIN after (1000; -1 = forever) */
     int hwm;              /* ZMQ_SNDHWM and ZMQ_RCVHWM in messages (default 64) */
@@ -231,7 +234,7 @@ int wire_poll(struct wire_poll_item *items, size_t n, int timeout_ms);
 /* ---- encode / decode without sockets (replay logs, fuzzing, corpora) ---- */
 struct wire_limits {
     size_t max_msg_bytes; /* 0 = WIRE_DEFAULT_MAX_MSG */
-    size_t alloc_budget;  /* 0 = WIRE_DEFAULT_ALLOC_BUDGET */
+    size_t alloc_budget;  /* 0 = max_msg_bytes + WIRE_ARRAYS_BUDGET */
 };
 /* Validates m and appends its encoded Frame to out. */
 int wire_encode(const struct wire_msg *m, struct buf *out);
