@@ -250,9 +250,10 @@ void rope_forward_ref(float *x, size_t ld, const size_t *pos, size_t rows, size_
 
 /* ---- attention ---- */
 
-int attention_forward(float *out, const float *q, size_t q_ld, const float *k, const float *v,
-                      const size_t *kv_off, const size_t *n_ctx, size_t rows, size_t n_heads,
-                      size_t n_kv_heads, size_t head_dim)
+/* Row by row: decode steps and short runs. */
+static int attention_rows(float *out, const float *q, size_t q_ld, const float *k, const float *v,
+                          const size_t *kv_off, const size_t *n_ctx, size_t rows, size_t n_heads,
+                          size_t n_kv_heads, size_t head_dim)
 {
     size_t max_ctx = 0;
     for (size_t r = 0; r < rows; r++) max_ctx = SF_MAX(max_ctx, n_ctx[r]);
@@ -308,6 +309,87 @@ int attention_forward(float *out, const float *q, size_t q_ld, const float *k, c
         return SF_ENOMEM;
     }
     return 0;
+}
+
+/* Rows r0.. of one sequence at consecutive positions (a prefill chunk) as two GEMMs per
+ * head: S = Q K^T over all the chunk's keys, causal mask + softmax per row, O = S V.
+ * The masked upper triangle is computed and thrown away; the GEMM is still far faster
+ * than the row loop. s: (n, ctx) scratch. */
+static void attention_chunk(float *out, const float *q, size_t q_ld, const float *k,
+                            const float *v, const size_t *n_ctx, size_t n, size_t n_heads,
+                            size_t n_kv_heads, size_t head_dim, float *s)
+{
+    size_t ctx = n_ctx[n - 1], kv_dim = n_kv_heads * head_dim, group = n_heads / n_kv_heads;
+    size_t q_dim = n_heads * head_dim;
+    float scale = 1.0f / sqrtf((float)head_dim);
+    for (size_t h = 0; h < n_heads; h++) {
+        size_t kvh = h / group;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)n, (blasint)ctx,
+                    (blasint)head_dim, scale, q + h * head_dim, (blasint)q_ld, k + kvh * head_dim,
+                    (blasint)kv_dim, 0.0f, s, (blasint)ctx);
+        for (size_t i = 0; i < n; i++) {
+            float *row = s + i * ctx;
+            size_t valid = n_ctx[i];
+            float mx = -INFINITY;
+            for (size_t j = 0; j < valid; j++) mx = row[j] > mx ? row[j] : mx;
+            float sum = 0.0f;
+            for (size_t j = 0; j < valid; j++) {
+                row[j] = expf(row[j] - mx);
+                sum += row[j];
+            }
+            float inv = 1.0f / sum;
+            for (size_t j = 0; j < valid; j++) row[j] *= inv;
+            for (size_t j = valid; j < ctx; j++) row[j] = 0.0f;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)n, (blasint)head_dim,
+                    (blasint)ctx, 1.0f, s, (blasint)ctx, v + kvh * head_dim, (blasint)kv_dim, 0.0f,
+                    out + h * head_dim, (blasint)q_dim);
+    }
+}
+
+/* Prefill chunks of at least this many rows go through attention_chunk. */
+#define ATTN_CHUNK_MIN 8
+/* Cap on a chunk's score matrix (floats); longer chunks are split by rows. */
+#define ATTN_SCORES_MAX ((size_t)1 << 22)
+
+int attention_forward(float *out, const float *q, size_t q_ld, const float *k, const float *v,
+                      const size_t *kv_off, const size_t *n_ctx, size_t rows, size_t n_heads,
+                      size_t n_kv_heads, size_t head_dim)
+{
+    size_t q_dim = n_heads * head_dim;
+    float *s = NULL;
+    size_t s_cap = 0;
+    int rc = 0;
+    for (size_t r0 = 0; r0 < rows && rc == 0;) {
+        /* a run: same sequence, consecutive positions, within the score cap */
+        size_t r1 = r0 + 1;
+        while (r1 < rows && kv_off[r1] == kv_off[r0] && n_ctx[r1] == n_ctx[r1 - 1] + 1 &&
+               (r1 + 1 - r0) * n_ctx[r1] <= ATTN_SCORES_MAX)
+            r1++;
+        size_t n = r1 - r0;
+        if (n < ATTN_CHUNK_MIN) {
+            rc = attention_rows(out + r0 * q_dim, q + r0 * q_ld, q_ld, k, v, kv_off + r0,
+                                n_ctx + r0, n, n_heads, n_kv_heads, head_dim);
+            r0 = r1;
+            continue;
+        }
+        size_t need = n * n_ctx[r1 - 1];
+        if (need > s_cap) {
+            free(s);
+            s = malloc(need * sizeof(float));
+            s_cap = s ? need : 0;
+            if (!s) {
+                log_error("attention_oom", "scores=%zu", need);
+                rc = SF_ENOMEM;
+                break;
+            }
+        }
+        attention_chunk(out + r0 * q_dim, q + r0 * q_ld, q_ld, k + kv_off[r0], v + kv_off[r0],
+                        n_ctx + r0, n, n_heads, n_kv_heads, head_dim, s);
+        r0 = r1;
+    }
+    free(s);
+    return rc;
 }
 
 int attention_forward_ref(float *out, const float *q, size_t q_ld, const float *k,

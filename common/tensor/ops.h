@@ -6,7 +6,11 @@
  * Conventions (as tensor.h): row-major float32, output first, shapes in comments,
  * signatures free of backend types so that a CUDA implementation can sit behind the
  * same names. `out` may equal `inp` where a comment says "in place allowed".
- * Nothing allocates except attention_forward (a per-thread score row). */
+ * Nothing allocates except attention_forward (its score scratch).
+ *
+ * Threads: the linear layer (and attention's GEMMs) use OpenBLAS's threads; the other
+ * loops use OpenMP only when OpenBLAS is an OpenMP or single-threaded build, because
+ * OpenBLAS's pthread pool spins after each call and fights an OpenMP team for cores. */
 #ifndef SAEFLOW_TENSOR_OPS_H
 #define SAEFLOW_TENSOR_OPS_H
 
@@ -63,7 +67,9 @@ void rope_forward_ref(float *x, size_t ld, const size_t *pos, size_t rows, size_
  *        k + kv_off[r] + j*kv_dim (same offsets in v)
  *   out: (rows, n_heads*head_dim), contiguous
  * scores = q.k / sqrt(head_dim), softmax over j, out = sum_j p_j v_j. n_ctx[r] >= 1.
- * Allocates one score row per thread (returns SF_ENOMEM if that fails, else 0). */
+ * Runs of >= 8 rows of one sequence at consecutive positions (prefill chunks) go
+ * through two GEMMs per head; other rows are done one by one. Allocates its score
+ * scratch (returns SF_ENOMEM if that fails, else 0). */
 int attention_forward(float *out, const float *q, size_t q_ld, const float *k, const float *v,
                       const size_t *kv_off, const size_t *n_ctx, size_t rows, size_t n_heads,
                       size_t n_kv_heads, size_t head_dim);
