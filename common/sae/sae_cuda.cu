@@ -93,17 +93,31 @@ __device__ void block_scan2(int f1, int f2, int *ex1, int *ex2, int *tot1, int *
     __syncthreads();
 }
 
+// The value entry i competes with: a + bias, or NaN (never selected) when masked out.
+// With a row cache in shared memory, the values were computed once into it.
+__device__ __forceinline__ float topk_value(const float *row, const float *bias,
+                                            const uint8_t *mask, const float *cache, size_t i)
+{
+    if (cache) return cache[i];
+    if (mask && !mask[i]) return __int_as_float(0x7fc00000); // NaN
+    return row[i] + (bias ? bias[i] : 0.0f);
+}
+
 // One block per row. A radix select (four 8-bit digits of the order key, each a shared
 // histogram pass over the row) finds the key T of the kk-th best eligible value and how
 // many entries equal to T to take; a gather pass in index order then takes every entry
 // above T and the lowest-indexed entries equal to T (the tie rule); a bitonic sort in
-// shared memory orders the kk by rank. cap = next power of two >= kk.
+// shared memory orders the kk by rank. cap = next power of two >= kk. When `cached`,
+// the row's values are first copied to shared memory (n floats after the sort arrays),
+// so the five passes read the row from global memory once.
 __global__ void topk_kernel(const float *a, size_t lda, const float *bias, const uint8_t *mask,
-                            size_t n, int kk, int cap, uint32_t *out_idx, float *out_val)
+                            size_t n, int kk, int cap, int cached, uint32_t *out_idx,
+                            float *out_val)
 {
-    extern __shared__ unsigned char topk_smem[];
-    float *cv = (float *)topk_smem;
+    extern __shared__ float4 topk_smem4[]; // float4: 16-byte alignment for the arrays
+    float *cv = (float *)topk_smem4;
     uint32_t *ci = (uint32_t *)(cv + cap);
+    float *cache = cached ? (float *)(ci + cap) : NULL;
     __shared__ unsigned hist[256];
     __shared__ uint32_t s_prefix, s_mask;
     __shared__ int s_remaining, s_all, s_total;
@@ -118,6 +132,10 @@ __global__ void topk_kernel(const float *a, size_t lda, const float *bias, const
         s_all = 0;
         s_total = 0;
     }
+    if (cache) {
+        for (size_t i = tid; i < n; i += bs) cache[i] = topk_value(row, bias, mask, NULL, i);
+        __syncthreads();
+    }
     for (int pass = 0; pass < 4; pass++) {
         const int shift = 24 - 8 * pass;
         for (int q = tid; q < 256; q += bs) hist[q] = 0;
@@ -129,8 +147,8 @@ __global__ void topk_kernel(const float *a, size_t lda, const float *bias, const
         for (size_t start = 0; start < n; start += (size_t)bs) {
             const size_t i = start + (size_t)tid;
             unsigned bin = 256u; // none
-            if (i < n && (!mask || mask[i])) {
-                float v = row[i] + (bias ? bias[i] : 0.0f);
+            if (i < n) {
+                const float v = topk_value(row, bias, mask, cache, i);
                 if (!isnan(v)) {
                     uint32_t key = order_key(v);
                     if ((key & msk) == prefix) bin = (key >> shift) & 255u;
@@ -175,8 +193,8 @@ __global__ void topk_kernel(const float *a, size_t lda, const float *bias, const
         const size_t i = start + (size_t)tid;
         int gt = 0, eq = 0;
         float v = 0.0f;
-        if (i < n && (!mask || mask[i])) {
-            v = row[i] + (bias ? bias[i] : 0.0f);
+        if (i < n) {
+            v = topk_value(row, bias, mask, cache, i);
             if (!isnan(v)) {
                 uint32_t key = order_key(v);
                 gt = all || key > T;
@@ -253,8 +271,20 @@ static int topk_launch(cudaStream_t s, const float *a, size_t lda, const float *
     }
     int cap = next_pow2((int)kk);
     size_t smem = (size_t)cap * (sizeof(float) + sizeof(uint32_t));
-    topk_kernel<<<(unsigned)B, TOPK_THREADS, smem, s>>>(a, lda, bias, mask, n, (int)kk, cap, idx,
-                                                        val);
+    // Cache the row in shared memory when it fits in what a block may opt in to (H100:
+    // 227 KiB, so rows up to ~50k latents); keep 4 KiB for the static arrays.
+    int dev = 0, optin = 0;
+    CUDA_TRY(cudaGetDevice(&dev));
+    CUDA_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    const size_t cached_smem = smem + n * sizeof(float);
+    const int cached = cached_smem + 4096 <= (size_t)optin;
+    if (cached) {
+        smem = cached_smem;
+        CUDA_TRY(cudaFuncSetAttribute(topk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      (int)smem));
+    }
+    topk_kernel<<<(unsigned)B, TOPK_THREADS, smem, s>>>(a, lda, bias, mask, n, (int)kk, cap, cached,
+                                                        idx, val);
     CUDA_LAUNCH_CHECK();
     return 0;
 }

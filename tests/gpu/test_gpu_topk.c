@@ -2,8 +2,9 @@
 /* GPU lab: the per-row top-k selection kernel (sae_cuda_topk) against the CPU kernel
  * (sae_topk_row) and the rank rule of sae_kernels.h: the same set, exactly (values are
  * the same float sums on both sides), sorted by rank; ties broken by the lower index;
- * masks; NaN never selected; fewer eligible entries than kk padded. Then timed at the
- * SAE shapes. Exits 77 without a device. */
+ * masks; NaN never selected; fewer eligible entries than kk padded; rows short enough
+ * for the shared-memory row cache and rows too long for it. Then timed at the SAE
+ * shapes. Exits 77 without a device. */
 #include "gpu_lab.h"
 #include "sae/sae_cuda.h"
 #include "sae/sae_kernels.h"
@@ -145,11 +146,24 @@ int main(void)
     struct rng r;
     rng_seed(&r, 1234);
     const struct topk_case cases[] = {
-        {4, 10, 1, 0, 0, 0, 0},       {4, 10, 10, 0, 0, 0, 0},     {4, 10, 16, 0, 0, 0, 0},
-        {64, 1000, 32, 0, 1, 0, 0},   {64, 1000, 32, 1, 1, 0, 0},  {64, 1000, 32, 1, 0, 0, 0},
-        {32, 5000, 128, 1, 1, 1, 0},  {32, 5000, 64, 0, 1, 1, 1},  {16, 4097, 512, 0, 0, 0, 0},
-        {8, 24576, 32, 0, 1, 0, 0},   {8, 24576, 128, 1, 1, 0, 0}, {4, 131072, 32, 0, 1, 0, 0},
-        {2, 20000, 4096, 1, 0, 0, 0}, {3, 600, 1000, 0, 0, 1, 1},  {5, 3000, 300, 0, 0, 0, 1},
+        {4, 10, 1, 0, 0, 0, 0},
+        {4, 10, 10, 0, 0, 0, 0},
+        {4, 10, 16, 0, 0, 0, 0},
+        {64, 1000, 32, 0, 1, 0, 0},
+        {64, 1000, 32, 1, 1, 0, 0},
+        {64, 1000, 32, 1, 0, 0, 0},
+        {32, 5000, 128, 1, 1, 1, 0},
+        {32, 5000, 64, 0, 1, 1, 1},
+        {16, 4097, 512, 0, 0, 0, 0},
+        {8, 24576, 32, 0, 1, 0, 0},
+        {8, 24576, 128, 1, 1, 0, 0},
+        {4, 131072, 32, 0, 1, 0, 0},
+        {2, 20000, 4096, 1, 0, 0, 0},
+        {3, 600, 1000, 0, 0, 1, 1},
+        {5, 3000, 300, 0, 0, 0, 1},
+        /* rows too long for the shared-memory row cache take the global-memory path */
+        {3, 131072, 512, 1, 1, 1, 1},
+        {2, 100000, 4096, 0, 1, 0, 0},
     };
     for (size_t c = 0; c < SF_ARRAY_LEN(cases); c++) run_case(ctx, &cases[c], &r);
     /* kk beyond the limit is refused */
