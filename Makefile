@@ -34,7 +34,9 @@ VERSION := 0.1.0
 
 SAEFLOW_MODELS ?= $(abspath ../shared/models)
 SAEFLOW_CORPUS ?= $(abspath ../shared/corpus)
-export SAEFLOW_MODELS SAEFLOW_CORPUS
+# The first python3 with numpy (tests use it as an independent reference implementation).
+SAEFLOW_PYTHON ?= $(shell for p in python3 /usr/bin/python3; do $$p -c 'import numpy' 2>/dev/null && command -v $$p && break; done)
+export SAEFLOW_MODELS SAEFLOW_CORPUS SAEFLOW_PYTHON
 
 # --- flags -------------------------------------------------------------------
 ifeq ($(SANITIZE),1)
@@ -214,10 +216,16 @@ FUZZ_BINS := $(foreach f,$(FUZZ_SRCS),$(FUZZ_BUILD)/bin/$(basename $(notdir $(f)
 
 all: $(ALL_ARCHIVES) $(BINS) $(UNIT_BINS) $(GPU_BINS)
 
+# `make test` is what every commit must pass: the unit tests, the fuzz corpora replayed
+# under ASan + UBSan, the integration tests on real binaries, and (unless this already
+# is the sanitizer build) the unit tests once more built with ASan + UBSan.
 test: all $(BENCH_BINS)
 	@$(MAKE) --no-print-directory test-unit
 	@$(MAKE) --no-print-directory test-fuzz
 	@$(MAKE) --no-print-directory test-integration
+ifneq ($(SANITIZE),1)
+	@$(MAKE) --no-print-directory SANITIZE=1 test-unit
+endif
 	@echo "make test: all passed"
 
 test-unit: $(UNIT_BINS) $(GPU_BINS)
