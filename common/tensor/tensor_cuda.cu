@@ -90,10 +90,19 @@ extern "C" void cuda_ctx_destroy(struct cuda_ctx **pc)
 {
     if (!pc || !*pc) return;
     struct cuda_ctx *c = *pc;
-    cudaSetDevice(c->device);
-    cudaStreamSynchronize(c->stream);
-    if (c->blas) cublasDestroy(c->blas);
-    if (c->stream) cudaStreamDestroy(c->stream);
+    // nothing to return to: failures are logged and the rest is still released
+    cudaError_t e = cudaSetDevice(c->device);
+    if (e != cudaSuccess) cuda_fail(e, __FILE__, __LINE__, "cudaSetDevice");
+    e = cudaStreamSynchronize(c->stream);
+    if (e != cudaSuccess) cuda_fail(e, __FILE__, __LINE__, "cudaStreamSynchronize");
+    if (c->blas) {
+        cublasStatus_t s = cublasDestroy(c->blas);
+        if (s != CUBLAS_STATUS_SUCCESS) cublas_fail(s, __FILE__, __LINE__, "cublasDestroy");
+    }
+    if (c->stream) {
+        e = cudaStreamDestroy(c->stream);
+        if (e != cudaSuccess) cuda_fail(e, __FILE__, __LINE__, "cudaStreamDestroy");
+    }
     cudaGetLastError();
     free(c);
     *pc = NULL;
@@ -103,6 +112,12 @@ extern "C" int cuda_ctx_sync(struct cuda_ctx *c)
 {
     CUDA_TRY(cudaStreamSynchronize(c->stream));
     CUDA_TRY(cudaGetLastError());
+    return 0;
+}
+
+extern "C" int cuda_ctx_bind(struct cuda_ctx *c)
+{
+    CUDA_TRY(cudaSetDevice(c->device));
     return 0;
 }
 
@@ -331,8 +346,10 @@ extern "C" int cuda_timer_new(struct cuda_ctx *c, struct cuda_timer **out)
 extern "C" void cuda_timer_destroy(struct cuda_timer **pt)
 {
     if (!pt || !*pt) return;
-    cudaEventDestroy((*pt)->a);
-    cudaEventDestroy((*pt)->b);
+    cudaError_t e = cudaEventDestroy((*pt)->a);
+    if (e != cudaSuccess) cuda_fail(e, __FILE__, __LINE__, "cudaEventDestroy");
+    e = cudaEventDestroy((*pt)->b);
+    if (e != cudaSuccess) cuda_fail(e, __FILE__, __LINE__, "cudaEventDestroy");
     free(*pt);
     *pt = NULL;
 }

@@ -34,6 +34,10 @@ int tensor_cuda_device_count(void);
 struct cuda_ctx;
 int cuda_ctx_new(int device, struct cuda_ctx **out);
 void cuda_ctx_destroy(struct cuda_ctx **ctx);
+/* The device is per host thread in CUDA: cuda_ctx_new makes ctx's device current in
+ * the calling thread; another thread using ctx calls cuda_ctx_bind first (only matters
+ * with several devices). */
+int cuda_ctx_bind(struct cuda_ctx *ctx);
 /* Waits for all queued work; reports an asynchronous kernel failure if one happened. */
 int cuda_ctx_sync(struct cuda_ctx *ctx);
 /* Checks for a failed kernel launch (cudaGetLastError) without waiting. */

@@ -23,6 +23,11 @@ void cuda_ctx_destroy(struct cuda_ctx **ctx)
 {
     if (ctx) *ctx = NULL;
 }
+int cuda_ctx_bind(struct cuda_ctx *ctx)
+{
+    (void)ctx;
+    return SF_EUNSUP;
+}
 int cuda_ctx_sync(struct cuda_ctx *ctx)
 {
     (void)ctx;
