@@ -3,6 +3,7 @@
  * large enough to pay for the fork) and vectorise inner loops with `omp simd`. */
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -99,8 +100,10 @@ void layernorm_forward_ref(float *out, const float *inp, const float *w, const f
 
 /* The pointwise ops below clamp with comparisons; GCC only if-converts (and so
  * vectorises) those without -ftrapping-math, which we do not rely on anyway. */
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC push_options
 #pragma GCC optimize("no-trapping-math")
+#endif
 
 /* exp(x) for float, vectorisable (no libm call inside `omp simd` loops): Cephes'
  * expf: x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial, times 2^n built from bits.
@@ -127,14 +130,36 @@ static inline float exp_approx(float x)
 
 #define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
 
+/* The builds target baseline x86-64 (SSE2); the hottest pointwise spans are also
+ * compiled for AVX2 and AVX-512 and picked at load time (GCC function multiversioning). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define OPS_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define OPS_CLONES
+#endif
+
 /* 0.5 x (1 + tanh(u)) == x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3) */
-void gelu_forward(float *out, const float *inp, size_t n)
+OPS_CLONES static void gelu_span(float *out, const float *inp, size_t n)
 {
-#pragma omp parallel for simd schedule(static) if (par_ok(n))
+#pragma omp simd
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
         float u = GELU_K * (x + 0.044715f * x * x * x);
         out[i] = x / (1.0f + exp_approx(-2.0f * u));
+    }
+}
+
+void gelu_forward(float *out, const float *inp, size_t n)
+{
+    if (!par_ok(n)) {
+        gelu_span(out, inp, n);
+        return;
+    }
+#pragma omp parallel
+    {
+        size_t t = (size_t)omp_get_thread_num(), T = (size_t)omp_get_num_threads();
+        size_t a = n * t / T, b = n * (t + 1) / T;
+        gelu_span(out + a, inp + a, b - a);
     }
 }
 
@@ -148,19 +173,23 @@ void gelu_forward_ref(float *out, const float *inp, size_t n)
 
 /* ---- SwiGLU ---- */
 
+OPS_CLONES static void swiglu_span(float *o, const float *g, const float *u, size_t n)
+{
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) o[i] = g[i] / (1.0f + exp_approx(-g[i])) * u[i];
+}
+
 void swiglu_forward(float *out, const float *gate_up, size_t rows, size_t hidden)
 {
 #pragma omp parallel for schedule(static) if (par_ok(rows * hidden))
-    for (size_t r = 0; r < rows; r++) {
-        const float *g = gate_up + r * 2 * hidden;
-        const float *u = g + hidden;
-        float *o = out + r * hidden;
-#pragma omp simd
-        for (size_t i = 0; i < hidden; i++) o[i] = g[i] / (1.0f + exp_approx(-g[i])) * u[i];
-    }
+    for (size_t r = 0; r < rows; r++)
+        swiglu_span(out + r * hidden, gate_up + r * 2 * hidden, gate_up + r * 2 * hidden + hidden,
+                    hidden);
 }
 
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC pop_options
+#endif
 
 void swiglu_forward_ref(float *out, const float *gate_up, size_t rows, size_t hidden)
 {
