@@ -60,6 +60,7 @@ struct eval_data_opts {
     size_t context;    /* tokens per window (default 128; capped by the model's) */
     size_t max_tokens; /* stop once this many tokens are packed (0 = all) */
     size_t first_line; /* JSONL: skip lines before this 1-based line (0/1 = all) */
+    size_t last_line;  /* JSONL: stop after this 1-based line (0 = to the end) */
     const char *field; /* JSONL string field (default "text") */
     int prepend_bos;   /* -1 = the tokenizer's default, 0 = no, 1 = yes */
 };

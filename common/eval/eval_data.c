@@ -177,6 +177,7 @@ int eval_data_from_jsonl(const struct tokenizer *tok, const char *path,
         const char *nl = memchr(s, '\n', (size_t)(end - s));
         const char *e = nl ? nl : end;
         line_no++;
+        if (o->last_line && line_no > o->last_line) break;
         if (line_no >= o->first_line && e > s) {
             cJSON *j = cJSON_ParseWithLength(s, (size_t)(e - s));
             const cJSON *f = j ? cJSON_GetObjectItemCaseSensitive(j, field) : NULL;
