@@ -197,6 +197,32 @@ const struct model_config *model_config(const struct model *m)
 {
     return &m->cfg;
 }
+const char *model_name(const struct model *m)
+{
+    return m->name;
+}
+
+void model_set_name(struct model *m, const char *s, const char *path)
+{
+    if (s && *s) {
+        snprintf(m->name, sizeof m->name, "%s", s);
+        return;
+    }
+    if (!path) return;
+    size_t len = strlen(path);
+    while (len > 1 && path[len - 1] == '/') len--;
+    size_t start = len;
+    while (start > 0 && path[start - 1] != '/') start--;
+    size_t end = len;
+    for (size_t i = len; i > start; i--)
+        if (path[i - 1] == '.') {
+            end = i - 1;
+            break;
+        }
+    if (end == start) end = len;
+    snprintf(m->name, sizeof m->name, "%.*s", (int)(end - start), path + start);
+}
+
 enum model_format model_format(const struct model *m)
 {
     return m->format;
@@ -400,6 +426,7 @@ static int load_llama2c(const char *path, const struct model_load_opts *opts, st
         log_error("model_load_failed", "path=%s format=llama2c rc=%d", path, rc);
         return rc;
     }
+    model_set_name(*out, NULL, path);
     if (opts && opts->no_tokenizer) return 0;
     char tpath[4096];
     const char *tp = opts ? opts->tokenizer_path : NULL;

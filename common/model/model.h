@@ -89,6 +89,9 @@ int model_new_random(const struct model_config *cfg, uint64_t seed, float std,
 void model_destroy(struct model **m);
 
 const struct model_config *model_config(const struct model *m);
+/* A short name for metadata (SAE cfg model_name): GGUF general.name, HF config
+ * _name_or_path, else the file or directory name without extension. Borrowed. */
+const char *model_name(const struct model *m);
 enum model_format model_format(const struct model *m);
 size_t model_param_count(const struct model *m); /* distinct parameters (tied counted once) */
 /* Bytes of weights one decoded token reads (every matrix once, plus one embedding row). */

@@ -188,6 +188,11 @@ int model_load_gguf(const char *path, struct model **out)
     int rc = gguf_open(path, &g);
     if (rc) return rc;
     rc = load_gguf(g, out);
+    if (rc == 0) {
+        const char *name = NULL;
+        gguf_get_str(g, "general.name", &name, NULL);
+        model_set_name(*out, name, path);
+    }
     gguf_close(&g);
     if (rc) log_error("model_load_failed", "path=%s format=gguf rc=%d", path, rc);
     return rc;

@@ -449,6 +449,7 @@ int model_load_hf(const char *path, struct model **out)
         if (rc) goto out;
     }
     if ((rc = load_with(&h, &s, out))) goto out;
+    model_set_name(*out, cfg_str(&h, "_name_or_path"), path);
     if (dir) {
         snprintf(p, sizeof p, "%s/tokenizer.json", path);
         if (is_file(p) && (rc = tokenizer_load_hf_json(p, &(*out)->tok))) model_destroy(out);

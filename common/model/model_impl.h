@@ -29,7 +29,12 @@ struct model {
     float *unembed;           /* (vocab, dim); == tok_emb when tied */
     struct tokenizer *tok;
     size_t n_params;
+    char name[128]; /* see model_name() */
 };
+
+/* Sets m->name from `s` (truncated), or from the last path component of `path`
+ * without its extension when s is NULL or empty. */
+void model_set_name(struct model *m, const char *s, const char *path);
 
 /* Checks a config for consistency and sane bounds (logs why not): SF_EFORMAT/ERANGE. */
 int model_config_check(const struct model_config *cfg);

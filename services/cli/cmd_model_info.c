@@ -35,6 +35,7 @@ int cmd_model_info(int argc, char **argv)
     }
     const struct model_config *c = model_config(m);
     printf("path:          %s\n", path);
+    printf("name:          %s\n", model_name(m));
     printf("format:        %s\n", model_format_name(model_format(m)));
     printf("architecture:  %s\n", model_arch_name(c->arch));
     printf("parameters:    %zu (%.2f M)\n", model_param_count(m), model_param_count(m) / 1e6);
