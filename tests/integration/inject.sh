@@ -38,7 +38,10 @@ line="RESULT inject $(cat "$T/inject.out")"
 for reason in unpack empty size_mismatch schema_version framing too_large; do
     line="$line $reason=$(r $reason)"
 done
-echo "$line total=$(metric_value "$T/metrics.txt" saeflow_wire_rejected_total)"
+total=$(awk '/^saeflow_wire_rejected_total\{/ {s += $NF} END {print s + 0}' "$T/metrics.txt")
+# over ipc, a frame above the size cap makes ZeroMQ drop the connection before wire
+# sees it (ZMQ_MAXMSGSIZE): too_large counts only where that cap does not apply
+echo "$line total=$total"
 for reason in unpack empty size_mismatch schema_version framing; do
     v=$(r $reason)
     [ -n "$v" ] && awk -v v="$v" 'BEGIN { exit !(v + 0 >= 1) }' || fail "reason $reason not counted ($v)"
