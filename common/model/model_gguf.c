@@ -158,7 +158,12 @@ static int load_gguf(const struct gguf *g, struct model **out)
         return SF_EFORMAT;
     }
     c.vocab_size = (size_t)emb->dims[1];
-    c.tied_embeddings = gguf_find_tensor(g, "output.weight") == NULL;
+    /* Tied when output.weight is absent, or a byte-identical copy of the embedding
+     * (llama.cpp's llama2.c converter writes both). */
+    const struct gguf_tensor *outw = gguf_find_tensor(g, "output.weight");
+    c.tied_embeddings = !outw || (outw->type == emb->type && outw->nbytes == emb->nbytes &&
+                                  !memcmp(outw->dims, emb->dims, sizeof emb->dims) &&
+                                  !memcmp(outw->data, emb->data, emb->nbytes));
     uint32_t id;
     if (gguf_get_u32(g, "tokenizer.ggml.bos_token_id", &id) == 0 && id < c.vocab_size)
         c.bos_id = (int32_t)id;

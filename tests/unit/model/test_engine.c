@@ -52,6 +52,11 @@ static void greedy_ids(const char *path)
     CHECK_EQ_INT(rc, 0);
     CHECK_EQ_INT(olen, 200);
     for (int i = 0; i < 19; i++) CHECK_EQ_INT(out[i], ref_ids[i]);
+    /* SOURCE.md: 260,032 parameters, tied classifier, GQA 8/4 (GGUF: output.weight is a
+     * copy of the embedding, recognised as tied) */
+    CHECK_EQ_INT(model_param_count(m), 260032);
+    CHECK(model_config(m)->tied_embeddings);
+    CHECK_EQ_INT(model_config(m)->n_kv_heads, 4);
     const struct tokenizer *tok = model_tokenizer(m);
     CHECK_MSG(tok != NULL, "%s: no tokenizer", path);
     if (tok) {
