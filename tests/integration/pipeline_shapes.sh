@@ -13,15 +13,15 @@ train() { # name endpoint hook
     "$BIN/saeflow-train" --bind "$2" --hook "$3" --n 256 --k 8 --trainer_id "$1" \
         --batch_tokens 2048 --buffer_tokens 16384 --ckpt_dir "$T/$1.ckpt" \
         --ledger "$T/$1.ledger" --exit_when_done true >"$T/$1.out" 2>"$T/$1.log" &
-    PIDS+=($!)
-    echo $!
+    LAST=$!
+    PIDS+=($LAST)
 }
 capture() { # name hooks endpoints
     "$BIN/saeflow-capture" --model "$MODEL" --input "$CORPUS" --hook "$2" --producer_id "$1" \
         --max_tokens $TOK --context 128 --batch_seqs 8 --connect "$3" \
         --ledger "$T/$1.ledger" >"$T/$1.out" 2>"$T/$1.log" &
-    PIDS+=($!)
-    echo $!
+    LAST=$!
+    PIDS+=($LAST)
 }
 check_done() { # pid name
     wait_pid "$1" 600
@@ -32,9 +32,9 @@ tokens_of() { sed -n 's/^final .* tokens=\([0-9]*\) .*/\1/p' "$T/$1.out"; }
 committed() { grep -c ' committed$' "$T/$1.ledger"; }
 
 # ---- fan-in ----
-tA=$(train fanin-train "ipc://$T/fanin.sock" $HOOK)
-c0=$(capture capture-0 $HOOK "ipc://$T/fanin.sock")
-c1=$(capture capture-1 $HOOK "ipc://$T/fanin.sock")
+train fanin-train "ipc://$T/fanin.sock" $HOOK; tA=$LAST
+capture capture-0 $HOOK "ipc://$T/fanin.sock"; c0=$LAST
+capture capture-1 $HOOK "ipc://$T/fanin.sock"; c1=$LAST
 check_done $c0 capture-0
 check_done $c1 capture-1
 check_done $tA fanin-train
@@ -48,9 +48,9 @@ echo "RESULT fan_in producers=$producers published=$p committed=$c trained=$tl u
 [ "$(tokens_of fanin-train)" = $((2 * TOK)) ] || fail "fan-in trained the wrong number of tokens"
 
 # ---- fan-out ----
-tB=$(train out-a "ipc://$T/outa.sock" $HOOK)
-tC=$(train out-b "ipc://$T/outb.sock" $H2)
-c2=$(capture capture-2 "$HOOK,$H2" "ipc://$T/outa.sock,ipc://$T/outb.sock")
+train out-a "ipc://$T/outa.sock" $HOOK; tB=$LAST
+train out-b "ipc://$T/outb.sock" $H2; tC=$LAST
+capture capture-2 "$HOOK,$H2" "ipc://$T/outa.sock,ipc://$T/outb.sock"; c2=$LAST
 check_done $c2 capture-2
 check_done $tB out-a
 check_done $tC out-b
