@@ -215,7 +215,7 @@ static int word_search_cb(void *ud, const struct fscan_text *t)
 }
 
 static int run_word_search(struct fscan *fs, const struct text_list *texts, const char *word,
-                           size_t top, size_t max_tokens)
+                           size_t top, size_t max_tokens, bool by_diff, double min_on)
 {
     const size_t n = fs->sae->n;
     struct word_search s = {.fs = fs, .word = word, .wlen = strlen(word), .max_tokens = max_tokens};
@@ -239,19 +239,24 @@ static int run_word_search(struct fscan *fs, const struct text_list *texts, cons
         fprintf(stderr, "saeflow feature search: \"%s\" does not occur in the input\n", word);
         goto out;
     }
+    size_t m = 0;
     for (size_t f = 0; f < n; f++) {
         double on = s.sum_on[f] / (double)s.n_on,
                off = s.n_off ? s.sum_off[f] / (double)s.n_off : 0;
-        r[f] = (struct rank){(uint32_t)f, on - off};
+        if ((double)s.fire_on[f] < min_on * (double)s.n_on || s.fire_on[f] == 0) continue;
+        r[m++] = (struct rank){(uint32_t)f, by_diff ? on - off : on / SF_MAX(off, 1e-6)};
     }
-    qsort(r, n, sizeof *r, cmp_rank_desc);
-    printf("features ranked by mean activation on the word minus mean elsewhere:\n");
-    printf("%4s %7s %9s %9s %9s %9s %9s\n", "rank", "feature", "score", "mean_on", "mean_off",
-           "fires_on", "fires_off");
-    for (size_t q = 0; q < top && q < n; q++) {
+    qsort(r, m, sizeof *r, cmp_rank_desc);
+    printf("features firing on >= %.0f%% of the word's tokens, ranked by mean activation there "
+           "%s mean activation elsewhere:\n",
+           100 * min_on, by_diff ? "minus" : "over");
+    printf("%4s %7s %9s %9s %9s %9s %9s %9s\n", "rank", "feature", "score", "mean_on", "max_on",
+           "mean_off", "fires_on", "fires_off");
+    for (size_t q = 0; q < top && q < m; q++) {
         uint32_t f = r[q].f;
-        printf("%4zu %7u %9.4f %9.4f %9.4f %8.1f%% %8.3f%%\n", q + 1, f, r[q].score,
-               s.sum_on[f] / (double)s.n_on, s.n_off ? s.sum_off[f] / (double)s.n_off : 0.0,
+        printf("%4zu %7u %9.4g %9.4f %9.4f %9.4f %8.1f%% %8.3f%%\n", q + 1, f, r[q].score,
+               s.sum_on[f] / (double)s.n_on, (double)s.max_on[f],
+               s.n_off ? s.sum_off[f] / (double)s.n_off : 0.0,
                100.0 * (double)s.fire_on[f] / (double)s.n_on,
                s.n_off ? 100.0 * (double)s.fire_off[f] / (double)s.n_off : 0.0);
     }
@@ -272,7 +277,8 @@ out:
 int cmd_feature_search(int argc, char **argv)
 {
     struct scan_flags f = {0};
-    char *text = NULL, *input = NULL, *format = NULL, *word = NULL;
+    char *text = NULL, *input = NULL, *format = NULL, *word = NULL, *rank_by = NULL;
+    double min_on = 0;
     int64_t top = 0, max_tokens = 0, max_texts = 0, summary = 0;
     const struct config_opt opts[] = {
         SCAN_OPTS(f),
@@ -284,6 +290,9 @@ int cmd_feature_search(int argc, char **argv)
         {"summary", CFG_INT, &summary, "10", 0, 1e6, "features in the summary tables (--text)"},
         {"max-tokens", CFG_INT, &max_tokens, "200000", 0, 1e12, "--word: stop after this many"},
         {"max-texts", CFG_INT, &max_texts, "0", 0, 1e9, "--word: read at most this many texts"},
+        {"rank", CFG_STRING, &rank_by, "ratio", 0, -1,
+         "--word: ratio (mean on / mean elsewhere) | diff (mean on - mean elsewhere)"},
+        {"min-on", CFG_DOUBLE, &min_on, "0.5", 0, 1, "--word: fire on at least this share of it"},
     };
     struct config cfg = {
         .service = "feature search",
@@ -336,7 +345,13 @@ int cmd_feature_search(int argc, char **argv)
         free(s.tokens);
     } else {
         if (text_list_read(input, format, "text", (size_t)max_texts, &texts) != 0) goto done;
-        ret = run_word_search(&fs, &texts, word, (size_t)top, (size_t)max_tokens);
+        if (strcmp(rank_by, "ratio") && strcmp(rank_by, "diff")) {
+            fprintf(stderr, "saeflow feature search: --rank is ratio or diff\n");
+            ret = 2;
+            goto done;
+        }
+        ret = run_word_search(&fs, &texts, word, (size_t)top, (size_t)max_tokens,
+                              !strcmp(rank_by, "diff"), min_on);
     }
 done:
     text_list_free(&texts);
