@@ -94,37 +94,86 @@ __device__ void block_scan2(int f1, int f2, int *ex1, int *ex2, int *tot1, int *
 }
 
 // The value entry i competes with: a + bias, or NaN (never selected) when masked out.
-// With a row cache in shared memory, the values were computed once into it.
 __device__ __forceinline__ float topk_value(const float *row, const float *bias,
-                                            const uint8_t *mask, const float *cache, size_t i)
+                                            const uint8_t *mask, size_t i)
 {
-    if (cache) return cache[i];
     if (mask && !mask[i]) return __int_as_float(0x7fc00000); // NaN
     return row[i] + (bias ? bias[i] : 0.0f);
 }
 
-// One block per row. A radix select (four 8-bit digits of the order key, each a shared
-// histogram pass over the row) finds the key T of the kk-th best eligible value and how
-// many entries equal to T to take; a gather pass in index order then takes every entry
-// above T and the lowest-indexed entries equal to T (the tie rule); a bitonic sort in
-// shared memory orders the kk by rank. cap = next power of two >= kk. When `cached`,
-// the row's values are first copied to shared memory (n floats after the sort arrays),
-// so the five passes read the row from global memory once.
+// The radix digits of the 32-bit order key, most significant first: 11 + 11 + 10 bits.
+#define TOPK_PASSES   3
+#define TOPK_MAX_BINS 2048
+__device__ __forceinline__ int topk_shift(int pass)
+{
+    return pass == 0 ? 21 : pass == 1 ? 10 : 0;
+}
+__device__ __forceinline__ int topk_bins(int pass)
+{
+    return pass == 2 ? 1024 : 2048;
+}
+
+// Warp 0 finds, scanning the histogram from the top, the bin where the count of entries
+// in that bin and above first reaches `rem`: writes the bin and the count strictly above
+// it. Each lane sums a contiguous chunk of bins; a suffix scan across lanes finds the
+// chunk, whose lane then walks it. Requires sum(hist) >= rem >= 1.
+__device__ void topk_find_bin(const unsigned *hist, int nb, unsigned rem, int *bin_out,
+                              unsigned *above_out)
+{
+    const int lane = threadIdx.x & 31, per = nb / 32, lo = lane * per;
+    unsigned cnt = 0;
+    for (int q = lo; q < lo + per; q++) cnt += hist[q];
+    unsigned suf = cnt; // entries in this lane's chunk and every chunk above it
+    for (int o = 1; o < 32; o <<= 1) {
+        unsigned t = __shfl_down_sync(0xffffffffu, suf, o);
+        if (lane + o < 32) suf += t;
+    }
+    if (suf >= rem && suf - cnt < rem) { // exactly one lane: suf falls with the lane
+        unsigned cum = suf - cnt;
+        for (int q = lo + per - 1; q >= lo; q--) {
+            if (cum + hist[q] >= rem) {
+                *bin_out = q;
+                *above_out = cum;
+                break;
+            }
+            cum += hist[q];
+        }
+    }
+}
+
+// Candidates a long row may compact into shared memory after the first digit.
+#define TOPK_CAND 8192
+
+// One block per row: the kk best entries by rank, sorted.
+//   1. Radix select on the order key (digits of 11, 11 and 10 bits, a shared histogram
+//      per pass, warp-aggregated increments): the key T of the kk-th best eligible
+//      value and how many entries equal to T to take.
+//   2. Gather in index order: every entry above T, and the lowest-indexed entries equal
+//      to T (the tie rule).
+//   3. Bitonic sort of the kk in shared memory, best first (cap = pow2 >= kk).
+// Where the row's values come from (mode): 0 global memory on every pass; 1 a copy of
+// the whole row in shared memory (rows that fit); 2 global memory for the first pass,
+// then, when few enough entries share or beat the first digit of T (TOPK_CAND), only
+// those entries, compacted to shared memory in index order (long rows).
 __global__ void topk_kernel(const float *a, size_t lda, const float *bias, const uint8_t *mask,
-                            size_t n, int kk, int cap, int cached, uint32_t *out_idx,
-                            float *out_val)
+                            size_t n, int kk, int cap, int mode, uint32_t *out_idx, float *out_val)
 {
     extern __shared__ float4 topk_smem4[]; // float4: 16-byte alignment for the arrays
     float *cv = (float *)topk_smem4;
     uint32_t *ci = (uint32_t *)(cv + cap);
-    float *cache = cached ? (float *)(ci + cap) : NULL;
-    __shared__ unsigned hist[256];
+    float *region = (float *)(ci + cap); // mode 1: n floats; mode 2: TOPK_CAND (v, index)
+    __shared__ unsigned hist[TOPK_MAX_BINS];
     __shared__ uint32_t s_prefix, s_mask;
-    __shared__ int s_remaining, s_all, s_total;
+    __shared__ int s_bin, s_remaining, s_all, s_total;
+    __shared__ unsigned s_above;
     __shared__ int scan_sh[66];
     const size_t b = blockIdx.x;
     const float *row = a + b * lda;
     const int tid = threadIdx.x, bs = blockDim.x;
+    // the current source: src values (shared) with src_idx original indices, or global
+    const float *src = NULL;
+    const uint32_t *src_idx = NULL;
+    size_t m = n;
     if (tid == 0) {
         s_prefix = 0;
         s_mask = 0;
@@ -132,55 +181,82 @@ __global__ void topk_kernel(const float *a, size_t lda, const float *bias, const
         s_all = 0;
         s_total = 0;
     }
-    if (cache) {
-        for (size_t i = tid; i < n; i += bs) cache[i] = topk_value(row, bias, mask, NULL, i);
+    if (mode == 1) {
+        for (size_t i = tid; i < n; i += bs) region[i] = topk_value(row, bias, mask, i);
+        src = region;
         __syncthreads();
     }
-    for (int pass = 0; pass < 4; pass++) {
-        const int shift = 24 - 8 * pass;
-        for (int q = tid; q < 256; q += bs) hist[q] = 0;
+    for (int pass = 0; pass < TOPK_PASSES; pass++) {
+        const int shift = topk_shift(pass), nb = topk_bins(pass);
+        for (int q = tid; q < nb; q += bs) hist[q] = 0;
         __syncthreads();
         const uint32_t prefix = s_prefix, msk = s_mask;
         // The loop is uniform across the block so that whole warps can aggregate their
         // increments: lanes with the same bin add once (the top digit of typical data
-        // falls in a handful of bins, which would serialise plain shared atomics).
-        for (size_t start = 0; start < n; start += (size_t)bs) {
+        // falls in a few bins, which would serialise plain shared atomics).
+        for (size_t start = 0; start < m; start += (size_t)bs) {
             const size_t i = start + (size_t)tid;
-            unsigned bin = 256u; // none
-            if (i < n) {
-                const float v = topk_value(row, bias, mask, cache, i);
+            unsigned bin = TOPK_MAX_BINS; // none
+            if (i < m) {
+                const float v = src ? src[i] : topk_value(row, bias, mask, i);
                 if (!isnan(v)) {
-                    uint32_t key = order_key(v);
-                    if ((key & msk) == prefix) bin = (key >> shift) & 255u;
+                    const uint32_t key = order_key(v);
+                    if ((key & msk) == prefix) bin = (key >> shift) & (unsigned)(nb - 1);
                 }
             }
             const unsigned peers = __match_any_sync(0xffffffffu, bin);
-            if (bin < 256u && (threadIdx.x & 31) == (unsigned)(__ffs(peers) - 1))
+            if (bin < TOPK_MAX_BINS && (threadIdx.x & 31) == (unsigned)(__ffs(peers) - 1))
                 atomicAdd(&hist[bin], (unsigned)__popc(peers));
         }
         __syncthreads();
-        if (tid == 0) {
+        if (tid < 32) {
             if (pass == 0) {
-                unsigned tot = 0;
-                for (int q = 0; q < 256; q++) tot += hist[q];
-                s_total = (int)tot;
-                if (tot <= (unsigned)kk) s_all = 1;
-            }
-            if (!s_all) {
-                unsigned cum = 0, rem = (unsigned)s_remaining;
-                for (int q = 255; q >= 0; q--) {
-                    if (cum + hist[q] >= rem) {
-                        s_prefix = prefix | ((uint32_t)q << shift);
-                        s_mask = msk | (255u << shift);
-                        s_remaining = (int)(rem - cum);
-                        break;
-                    }
-                    cum += hist[q];
+                unsigned part = 0;
+                for (int q = tid; q < nb; q += 32) part += hist[q];
+                part = warp_sum(part);
+                if (tid == 0) {
+                    s_total = (int)part;
+                    if (part <= (unsigned)kk) s_all = 1;
                 }
+                __syncwarp();
             }
+            if (!s_all) topk_find_bin(hist, nb, (unsigned)s_remaining, &s_bin, &s_above);
         }
         __syncthreads();
         if (s_all) break;
+        if (tid == 0) {
+            s_prefix = prefix | ((uint32_t)s_bin << shift);
+            s_mask = msk | ((uint32_t)(nb - 1) << shift);
+            s_remaining -= (int)s_above;
+        }
+        // long rows: keep only the entries whose first digit is at least T's
+        const unsigned n_cand = s_above + hist[s_bin];
+        if (pass == 0 && mode == 2 && n_cand <= TOPK_CAND) {
+            float *cand_v = region;
+            uint32_t *cand_i = (uint32_t *)(region + TOPK_CAND);
+            const uint32_t first = (uint32_t)s_bin;
+            int base = 0;
+            for (size_t start = 0; start < n; start += (size_t)bs) {
+                const size_t i = start + (size_t)tid;
+                int keep = 0;
+                float v = 0.0f;
+                if (i < n) {
+                    v = topk_value(row, bias, mask, i);
+                    keep = !isnan(v) && (order_key(v) >> 21) >= first;
+                }
+                int e1, e2, t1, t2;
+                block_scan2(keep, 0, &e1, &e2, &t1, &t2, scan_sh);
+                if (keep && base + e1 < TOPK_CAND) {
+                    cand_v[base + e1] = v;
+                    cand_i[base + e1] = (uint32_t)i;
+                }
+                base += t1;
+            }
+            src = cand_v;
+            src_idx = cand_i;
+            m = n_cand;
+        }
+        __syncthreads();
     }
     const bool all = s_all != 0;
     const uint32_t T = s_prefix;
@@ -188,33 +264,34 @@ __global__ void topk_kernel(const float *a, size_t lda, const float *bias, const
     const int n_sel = all ? s_total : kk;      // entries selected in all
     const int n_gt = all ? s_total : kk - rem; // entries strictly above T (or all eligible)
     int base_gt = 0, base_eq = 0;
-    for (size_t start = 0; start < n; start += (size_t)bs) {
+    for (size_t start = 0; start < m; start += (size_t)bs) {
         if (base_gt >= n_gt && base_eq >= rem) break; // uniform: block-wide totals
         const size_t i = start + (size_t)tid;
         int gt = 0, eq = 0;
         float v = 0.0f;
-        if (i < n) {
-            v = topk_value(row, bias, mask, cache, i);
+        if (i < m) {
+            v = src ? src[i] : topk_value(row, bias, mask, i);
             if (!isnan(v)) {
-                uint32_t key = order_key(v);
+                const uint32_t key = order_key(v);
                 gt = all || key > T;
                 eq = !all && key == T;
             }
         }
+        const uint32_t id = i < m ? (src_idx ? src_idx[i] : (uint32_t)i) : 0;
         int e1, e2, t1, t2;
         block_scan2(gt, eq, &e1, &e2, &t1, &t2, scan_sh);
         if (gt) {
             int p = base_gt + e1;
             if (p < n_gt && p < cap) {
                 cv[p] = v;
-                ci[p] = (uint32_t)i;
+                ci[p] = id;
             }
         }
         if (eq) {
             int p = base_eq + e2;
             if (p < rem && n_gt + p < cap) {
                 cv[n_gt + p] = v;
-                ci[n_gt + p] = (uint32_t)i;
+                ci[n_gt + p] = id;
             }
         }
         base_gt += t1;
@@ -259,34 +336,48 @@ static int next_pow2(int v)
     return p;
 }
 
-static int topk_launch(cudaStream_t s, const float *a, size_t lda, const float *bias,
-                       const uint8_t *mask, size_t B, size_t n, size_t kk, uint32_t *idx,
-                       float *val)
+// mode_override: -1 picks the fastest mode that fits; 0/1/2 force one (the lab uses it
+// to check every path).
+static int topk_launch_mode(cudaStream_t s, const float *a, size_t lda, const float *bias,
+                            const uint8_t *mask, size_t B, size_t n, size_t kk, uint32_t *idx,
+                            float *val, int mode_override)
 {
     if (B == 0 || kk == 0) return 0;
-    if (kk > SAE_CUDA_TOPK_MAX || n > 0xffffffffu || B > 0x7fffffffu) {
+    if (kk > SAE_CUDA_TOPK_MAX || n > 0x7fffffffu || B > 0x7fffffffu) {
         log_error("sae_cuda_topk_range", "B=%zu n=%zu kk=%zu max_kk=%d", B, n, kk,
                   SAE_CUDA_TOPK_MAX);
         return SF_ERANGE;
     }
-    int cap = next_pow2((int)kk);
-    size_t smem = (size_t)cap * (sizeof(float) + sizeof(uint32_t));
-    // Cache the row in shared memory when it fits in what a block may opt in to (H100:
-    // 227 KiB, so rows up to ~50k latents); keep 4 KiB for the static arrays.
+    const int cap = next_pow2((int)kk);
+    const size_t base = (size_t)cap * (sizeof(float) + sizeof(uint32_t));
+    const size_t row_bytes = n * sizeof(float);
+    const size_t cand_bytes = (size_t)TOPK_CAND * (sizeof(float) + sizeof(uint32_t));
     int dev = 0, optin = 0;
     CUDA_TRY(cudaGetDevice(&dev));
     CUDA_TRY(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    const size_t cached_smem = smem + n * sizeof(float);
-    const int cached = cached_smem + 4096 <= (size_t)optin;
-    if (cached) {
-        smem = cached_smem;
+    // keep 12 KiB of the opt-in budget for the kernel's static shared arrays
+    const size_t budget = optin > 12 * 1024 ? (size_t)optin - 12 * 1024 : 0;
+    int mode = mode_override;
+    if (mode < 0) mode = base + row_bytes <= budget ? 1 : base + cand_bytes <= budget ? 2 : 0;
+    size_t smem = base + (mode == 1 ? row_bytes : mode == 2 ? cand_bytes : 0);
+    if (smem > budget && smem > 48 * 1024) {
+        log_error("sae_cuda_topk_smem", "mode=%d bytes=%zu budget=%zu", mode, smem, budget);
+        return SF_EUNSUP;
+    }
+    if (smem > 32 * 1024) // beyond what fits beside the static arrays without opting in
         CUDA_TRY(cudaFuncSetAttribute(topk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       (int)smem));
-    }
-    topk_kernel<<<(unsigned)B, TOPK_THREADS, smem, s>>>(a, lda, bias, mask, n, (int)kk, cap, cached,
+    topk_kernel<<<(unsigned)B, TOPK_THREADS, smem, s>>>(a, lda, bias, mask, n, (int)kk, cap, mode,
                                                         idx, val);
     CUDA_LAUNCH_CHECK();
     return 0;
+}
+
+static int topk_launch(cudaStream_t s, const float *a, size_t lda, const float *bias,
+                       const uint8_t *mask, size_t B, size_t n, size_t kk, uint32_t *idx,
+                       float *val)
+{
+    return topk_launch_mode(s, a, lda, bias, mask, B, n, kk, idx, val, -1);
 }
 
 extern "C" int sae_cuda_topk(struct cuda_ctx *ctx, const float *a, size_t lda, const float *bias,
@@ -294,6 +385,14 @@ extern "C" int sae_cuda_topk(struct cuda_ctx *ctx, const float *a, size_t lda, c
                              float *val)
 {
     return topk_launch(ctx->stream, a, lda, bias, mask, B, n, kk, idx, val);
+}
+
+extern "C" int sae_cuda_topk_mode(struct cuda_ctx *ctx, int mode, const float *a, size_t lda,
+                                  const float *bias, const uint8_t *mask, size_t B, size_t n,
+                                  size_t kk, uint32_t *idx, float *val)
+{
+    if (mode < 0 || mode > 2) return SF_EINVAL;
+    return topk_launch_mode(ctx->stream, a, lda, bias, mask, B, n, kk, idx, val, mode);
 }
 
 // ---- the step's kernels ------------------------------------------------------------------

@@ -78,5 +78,11 @@ int sae_cuda_trainer_time_gemm(struct sae_cuda_trainer *g, size_t B, int reps, d
  * the rest of the row is idx = UINT32_MAX, val = -INFINITY. kk <= SAE_CUDA_TOPK_MAX. */
 int sae_cuda_topk(struct cuda_ctx *ctx, const float *a, size_t lda, const float *bias,
                   const uint8_t *mask, size_t B, size_t n, size_t kk, uint32_t *idx, float *val);
+/* The same with the kernel's data path forced (tests): 0 reads the row from global
+ * memory on every pass, 1 caches the whole row in shared memory (SF_EUNSUP when it does
+ * not fit), 2 compacts the candidates after the first digit when they fit. */
+int sae_cuda_topk_mode(struct cuda_ctx *ctx, int mode, const float *a, size_t lda,
+                       const float *bias, const uint8_t *mask, size_t B, size_t n, size_t kk,
+                       uint32_t *idx, float *val);
 
 #endif

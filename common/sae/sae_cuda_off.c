@@ -53,6 +53,13 @@ int sae_cuda_topk(struct cuda_ctx *ctx, const float *a, size_t lda, const float 
         (void)val;
     return SF_EUNSUP;
 }
+int sae_cuda_topk_mode(struct cuda_ctx *ctx, int mode, const float *a, size_t lda,
+                       const float *bias, const uint8_t *mask, size_t B, size_t n, size_t kk,
+                       uint32_t *idx, float *val)
+{
+    (void)mode;
+    return sae_cuda_topk(ctx, a, lda, bias, mask, B, n, kk, idx, val);
+}
 
 #else
 typedef int sae_cuda_off_unused; /* ISO C forbids an empty translation unit */

@@ -2,9 +2,10 @@
 /* GPU lab: the per-row top-k selection kernel (sae_cuda_topk) against the CPU kernel
  * (sae_topk_row) and the rank rule of sae_kernels.h: the same set, exactly (values are
  * the same float sums on both sides), sorted by rank; ties broken by the lower index;
- * masks; NaN never selected; fewer eligible entries than kk padded; rows short enough
- * for the shared-memory row cache and rows too long for it. Then timed at the SAE
- * shapes. Exits 77 without a device. */
+ * masks; NaN never selected; fewer eligible entries than kk padded; through every data
+ * path of the kernel (global passes, whole row cached in shared memory, candidates
+ * compacted after the first digit). Then timed at the SAE shapes. Exits 77 without a
+ * device. */
 #include "gpu_lab.h"
 #include "sae/sae_cuda.h"
 #include "sae/sae_kernels.h"
@@ -14,38 +15,16 @@ struct topk_case {
     int ties, bias, mask, nans;
 };
 
-static void run_case(struct cuda_ctx *ctx, const struct topk_case *tc, struct rng *r)
+/* Checks one launch's output (idx, val: B x kk) against the CPU kernel row by row. */
+static size_t check_output(const struct topk_case *tc, const float *a, const float *bias,
+                           const uint8_t *mask, const uint32_t *idx, const float *val)
 {
     const size_t B = tc->B, n = tc->n, kk = tc->kk;
-    float *a = malloc(B * n * 4), *bias = malloc(n * 4), *val = malloc(B * kk * 4);
-    uint8_t *mask = malloc(n);
-    uint32_t *idx = malloc(B * kk * 4);
-    for (size_t q = 0; q < B * n; q++)
-        a[q] = tc->ties ? (float)rng_below(r, 40) / 4.0f - 3.0f : rng_normal(r);
-    if (tc->nans)
-        for (size_t q = 0; q < B * n; q += 7) a[q] = NAN;
-    for (size_t i = 0; i < n; i++) {
-        bias[i] = tc->bias ? (tc->ties ? (float)rng_below(r, 3) : rng_normal(r) * 0.5f) : 0.0f;
-        mask[i] = tc->mask ? rng_below(r, 3) == 0 : 1;
-    }
-    struct cuda_buf da = {0}, db = {0}, dm = {0}, di = {0}, dv = {0};
-    float *pa = gpu_lab_upload(ctx, &da, a, B * n * 4);
-    float *pb = gpu_lab_upload(ctx, &db, bias, n * 4);
-    uint8_t *pm = (uint8_t *)gpu_lab_upload(ctx, &dm, mask, n);
-    uint32_t *pi = (uint32_t *)gpu_lab_upload(ctx, &di, NULL, B * kk * 4);
-    float *pv = gpu_lab_upload(ctx, &dv, NULL, B * kk * 4);
-    CHECK(pa && pb && pm && pi && pv);
-    if (!(pa && pb && pm && pi && pv)) goto out;
-    CHECK(sae_cuda_topk(ctx, pa, n, tc->bias ? pb : NULL, tc->mask ? pm : NULL, B, n, kk, pi, pv) ==
-          0);
-    CHECK(cuda_buf_download(ctx, idx, &di, 0, B * kk * 4) == 0);
-    CHECK(cuda_buf_download(ctx, val, &dv, 0, B * kk * 4) == 0);
-
-    /* oracle: the CPU kernel over the eligible entries (map = their indices) */
     uint32_t *map = malloc(n * 4), *ri = malloc(kk * 4), *si = malloc(sae_topk_scratch(kk) * 4);
     float *rv = malloc(kk * 4), *sv = malloc(sae_topk_scratch(kk) * 4), *row = malloc(n * 4);
     size_t bad_rows = 0;
     for (size_t b = 0; b < B; b++) {
+        /* oracle: the CPU kernel over the eligible entries (map = their indices) */
         size_t m = 0;
         for (size_t i = 0; i < n; i++) {
             if (!mask[i] && tc->mask) continue;
@@ -73,18 +52,57 @@ static void run_case(struct cuda_ctx *ctx, const struct topk_case *tc, struct rn
             fputc('\n', stderr);
         }
     }
-    CHECK_MSG(bad_rows == 0,
-              "topk B=%zu n=%zu kk=%zu ties=%d bias=%d mask=%d nans=%d: %zu rows differ", B, n, kk,
-              tc->ties, tc->bias, tc->mask, tc->nans, bad_rows);
-    if (bad_rows == 0)
-        printf("  ok   topk B=%zu n=%zu kk=%zu ties=%d bias=%d mask=%d nans=%d\n", B, n, kk,
-               tc->ties, tc->bias, tc->mask, tc->nans);
     free(map);
     free(ri);
     free(si);
     free(rv);
     free(sv);
     free(row);
+    return bad_rows;
+}
+
+/* Runs one case through the automatic choice and through every forced data path. */
+static void run_case(struct cuda_ctx *ctx, const struct topk_case *tc, struct rng *r)
+{
+    const size_t B = tc->B, n = tc->n, kk = tc->kk;
+    float *a = malloc(B * n * 4), *bias = malloc(n * 4), *val = malloc(B * kk * 4);
+    uint8_t *mask = malloc(n);
+    uint32_t *idx = malloc(B * kk * 4);
+    for (size_t q = 0; q < B * n; q++)
+        a[q] = tc->ties ? (float)rng_below(r, 40) / 4.0f - 3.0f : rng_normal(r);
+    if (tc->nans)
+        for (size_t q = 0; q < B * n; q += 7) a[q] = NAN;
+    for (size_t i = 0; i < n; i++) {
+        bias[i] = tc->bias ? (tc->ties ? (float)rng_below(r, 3) : rng_normal(r) * 0.5f) : 0.0f;
+        mask[i] = tc->mask ? rng_below(r, 3) == 0 : 1;
+    }
+    struct cuda_buf da = {0}, db = {0}, dm = {0}, di = {0}, dv = {0};
+    float *pa = gpu_lab_upload(ctx, &da, a, B * n * 4);
+    float *pb = gpu_lab_upload(ctx, &db, bias, n * 4);
+    uint8_t *pm = (uint8_t *)gpu_lab_upload(ctx, &dm, mask, n);
+    uint32_t *pi = (uint32_t *)gpu_lab_upload(ctx, &di, NULL, B * kk * 4);
+    float *pv = gpu_lab_upload(ctx, &dv, NULL, B * kk * 4);
+    CHECK(pa && pb && pm && pi && pv);
+    if (!(pa && pb && pm && pi && pv)) goto out;
+    static const char *const mode_names[] = {"auto", "global", "row cache", "compact"};
+    for (int mode = -1; mode <= 2; mode++) {
+        CHECK(cuda_memset(ctx, pi, 0xAB, B * kk * 4) == 0); /* no stale result can pass */
+        const float *bp = tc->bias ? pb : NULL;
+        const uint8_t *mp = tc->mask ? pm : NULL;
+        int rc = mode < 0 ? sae_cuda_topk(ctx, pa, n, bp, mp, B, n, kk, pi, pv)
+                          : sae_cuda_topk_mode(ctx, mode, pa, n, bp, mp, B, n, kk, pi, pv);
+        if (mode == 1 && rc == SF_EUNSUP) continue; /* the row does not fit: not a path */
+        CHECK_EQ_INT(rc, 0);
+        CHECK(cuda_buf_download(ctx, idx, &di, 0, B * kk * 4) == 0);
+        CHECK(cuda_buf_download(ctx, val, &dv, 0, B * kk * 4) == 0);
+        size_t bad = check_output(tc, a, bias, mask, idx, val);
+        CHECK_MSG(bad == 0,
+                  "topk %s B=%zu n=%zu kk=%zu ties=%d bias=%d mask=%d nans=%d: %zu rows differ",
+                  mode_names[mode + 1], B, n, kk, tc->ties, tc->bias, tc->mask, tc->nans, bad);
+        if (bad == 0)
+            printf("  ok   topk %-9s B=%zu n=%zu kk=%zu ties=%d bias=%d mask=%d nans=%d\n",
+                   mode_names[mode + 1], B, n, kk, tc->ties, tc->bias, tc->mask, tc->nans);
+    }
 out:
     cuda_buf_free(&da);
     cuda_buf_free(&db);
