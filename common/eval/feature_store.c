@@ -633,6 +633,62 @@ struct feature_store {
     char *own_secondary; /* a temporary secondary directory we remove at close */
 };
 
+static int batch_sae(struct store_batch *b, const struct feature_sae *s, struct buf *v);
+static int batch_run(struct store_batch *b, const struct feature_run_info *r, struct buf *v);
+
+/* A run (or SAE) still "evaluating" when a writer opens the store was left by a writer
+ * that died: there is only one writer, so mark it failed. Undecodable records are left
+ * alone (readers report them). */
+static int recover(struct feature_store *fs)
+{
+    struct store_batch *b = store_batch_new(fs->s);
+    if (!b) return SF_ENOMEM;
+    struct buf v;
+    buf_init(&v, RECORD_MAX_PAYLOAD);
+    int rc = 0;
+    size_t n_runs = 0, n_saes = 0;
+    for (int cf = FCF_SAES; cf <= FCF_RUNS && rc == 0; cf++) {
+        struct store_iter *it = store_iter_new(fs->s, (size_t)cf, NULL, 0);
+        if (!it) {
+            rc = SF_ENOMEM;
+            break;
+        }
+        for (store_iter_seek_first(it); store_iter_valid(it) && rc == 0; store_iter_next(it)) {
+            size_t vl;
+            const void *val = store_iter_value(it, &vl);
+            if (cf == FCF_SAES) {
+                struct feature_sae s;
+                if (feature_sae_decode(val, vl, &s) < 0) continue;
+                if (s.state == FEATURE_STATE_EVALUATING) {
+                    s.state = FEATURE_STATE_FAILED;
+                    rc = batch_sae(b, &s, &v);
+                    n_saes++;
+                }
+                feature_sae_fini(&s);
+            } else {
+                struct feature_run_info r;
+                if (feature_run_decode(val, vl, &r) < 0) continue;
+                if (r.state == FEATURE_STATE_EVALUATING) {
+                    r.state = FEATURE_STATE_FAILED;
+                    rc = batch_run(b, &r, &v);
+                    n_runs++;
+                }
+                feature_run_info_fini(&r);
+            }
+        }
+        if (rc == 0) rc = store_iter_status(it);
+        store_iter_destroy(&it);
+    }
+    buf_fini(&v);
+    if (rc == 0 && store_batch_count(b)) {
+        rc = store_batch_commit(b, true);
+        log_warn("feature_store_recovered", "path=%s runs_failed=%zu saes_failed=%zu",
+                 store_path(fs->s), n_runs, n_saes);
+    }
+    store_batch_destroy(&b);
+    return rc;
+}
+
 int feature_store_open(struct feature_store **out, const char *path)
 {
     *out = NULL;
@@ -644,6 +700,11 @@ int feature_store_open(struct feature_store **out, const char *path)
         return rc < 0 ? rc : SF_ERR;
     }
     fs->writer = true;
+    rc = recover(fs);
+    if (rc < 0) {
+        feature_store_close(&fs);
+        return rc;
+    }
     *out = fs;
     return 0;
 }

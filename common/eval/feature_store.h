@@ -246,7 +246,8 @@ int feature_store_key_run(const char *sae_id, uint64_t run_id, uint8_t *out, siz
 struct feature_store;
 
 /* Opens (creating if needed) the store at `path` as its one writer. SF_ESTATE when
- * another process owns it. */
+ * another process owns it. Runs and SAEs left "evaluating" by a writer that died are
+ * marked failed (the features it committed stay: each is whole). */
 int feature_store_open(struct feature_store **out, const char *path);
 /* Opens a reader: a RocksDB secondary instance of `path` with its private directory
  * `secondary_dir` (NULL: a fresh one under $TMPDIR, removed at close), caught up
