@@ -561,7 +561,7 @@ static void print_contrast_feature(struct fscan *fs, const struct feat_examples 
 int cmd_feature_contrast(int argc, char **argv)
 {
     struct scan_flags f = {0};
-    char *pos = NULL, *neg = NULL, *format = NULL, *agg = NULL, *rank_by = NULL;
+    char *pos = NULL, *neg = NULL, *format = NULL, *agg = NULL, *rank_by = NULL, *dump = NULL;
     int64_t top = 0, examples_for = 0, max_texts = 0, min_fires = 0;
     const struct config_opt opts[] = {
         SCAN_OPTS(f),
@@ -574,6 +574,8 @@ int cmd_feature_contrast(int argc, char **argv)
         {"top", CFG_INT, &top, "10", 1, 1e6, "features to list"},
         {"examples", CFG_INT, &examples_for, "5", 0, 1e4, "features shown with examples"},
         {"min-fires", CFG_INT, &min_fires, "3", 0, 1e9, "ignore features firing on fewer texts"},
+        {"dump", CFG_STRING, &dump, NULL, 0, -1,
+         "write the listed features' per-text values here (TSV: feature, set, value)"},
         {"max-texts", CFG_INT, &max_texts, "0", 0, 1e9, "read at most this many texts per set"},
     };
     struct config cfg = {
@@ -671,6 +673,23 @@ int cmd_feature_contrast(int argc, char **argv)
         const double *st = stat + (size_t)rk[q].f * 6;
         printf("%4zu %7u %7.3f %+7.3f %9.4f %9.4f %6.1f%% %6.1f%%  %s\n", q + 1, rk[q].f, st[0],
                st[1], st[2], st[3], 100 * st[4], 100 * st[5], st[2] >= st[3] ? "pos" : "neg");
+    }
+
+    if (*dump) {
+        FILE *df = fopen(dump, "w");
+        if (!df) {
+            fprintf(stderr, "saeflow feature contrast: cannot write %s\n", dump);
+            goto done;
+        }
+        fprintf(df, "feature\tset\tvalue\n");
+        for (size_t q = 0; q < m && q < (size_t)top; q++)
+            for (size_t t = 0; t < N; t++)
+                fprintf(df, "%u\t%s\t%.9g\n", rk[q].f, t < tp.n ? "pos" : "neg",
+                        (double)c.vals[t * n + rk[q].f]);
+        if (fclose(df) != 0) {
+            fprintf(stderr, "saeflow feature contrast: cannot write %s\n", dump);
+            goto done;
+        }
     }
 
     /* examples of the leading features: one more pass over both sets */

@@ -4,7 +4,9 @@
 #                           only when asked (stdout is not a TTY here)
 #   feature contrast        WinoBias sentences with a female vs a male pronoun: the top
 #                           feature separates them (|AUROC - 0.5| >= 0.1) and is shown
-#                           with top tokens, logit effects and examples; pro- vs
+#                           with top tokens, logit effects and examples; the printed
+#                           AUROC / SMD match an all-pairs Python computation on the
+#                           per-text values (--dump); pro- vs
 #                           anti-stereotyped sentences run too (scores reported)
 #   feature show            dashboard from a feature store harvested by `saeflow eval
 #                           --store` (stats, histogram, logits, examples; colour on/off)
@@ -54,9 +56,33 @@ grep -q "$ESC" "$T/s.txt" && fail "colour written to a non-TTY"
 cat "$WINO"/*_stereotyped_type1.txt.* | grep -E '\[(she|her|She|Her)\]' >"$T/female.txt"
 cat "$WINO"/*_stereotyped_type1.txt.* | grep -E '\[(he|him|his|He|His|Him)\]' >"$T/male.txt"
 "$BIN/saeflow" feature contrast --model "$MODEL" --sae "$SAE" --pos "$T/female.txt" \
-    --neg "$T/male.txt" --format winobias --top 5 --examples 2 >"$T/c.txt" 2>"$T/c.log" ||
-    { cat "$T/c.log"; fail "contrast failed"; }
+    --neg "$T/male.txt" --format winobias --top 5 --examples 2 --dump "$T/c.tsv" \
+    >"$T/c.txt" 2>"$T/c.log" || { cat "$T/c.log"; fail "contrast failed"; }
 cat "$T/c.txt"
+# the printed AUROC and SMD against a direct computation (all pairs) from the dump
+python3 - "$T/c.tsv" "$T/c.txt" <<'PY' || fail "contrast scores disagree with the reference"
+import math, sys
+vals = {}
+for line in open(sys.argv[1]).read().splitlines()[1:]:
+    f, s, v = line.split("\t")
+    vals.setdefault(int(f), {"pos": [], "neg": []})[s].append(float(v))
+rows = [l.split() for l in open(sys.argv[2])]
+rows = [r for r in rows if len(r) >= 9 and r[0].isdigit()]
+assert rows and len(rows) == len(vals), (len(rows), len(vals))
+for r in rows:
+    f, auroc, smd = int(r[1]), float(r[2]), float(r[3])
+    p, n = vals[f]["pos"], vals[f]["neg"]
+    wins = sum((a > b) + 0.5 * (a == b) for a in p for b in n)
+    ref = wins / (len(p) * len(n))
+    mp, mn = sum(p) / len(p), sum(n) / len(n)
+    vp = sum((a - mp) ** 2 for a in p) / len(p)
+    vn = sum((b - mn) ** 2 for b in n) / len(n)
+    sd = math.sqrt(0.5 * (vp + vn))
+    ref_smd = (mp - mn) / sd if sd > 0 else 0.0
+    assert abs(ref - auroc) < 6e-4 and abs(ref_smd - smd) < 6e-4, (f, auroc, ref, smd, ref_smd)
+    print("reference check feature %d: AUROC %.4f (printed %.3f) SMD %+.4f (printed %+.3f)"
+          % (f, ref, auroc, ref_smd, smd))
+PY
 top=$(awk '$1 == "1" && NF >= 9 { print $3; exit }' "$T/c.txt")
 [ -n "$top" ] || fail "no ranked feature"
 awk -v a="$top" 'BEGIN { d = a - 0.5; if (d < 0) d = -d; exit !(d >= 0.1) }' ||
