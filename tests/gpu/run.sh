@@ -47,6 +47,14 @@ for t in $labs; do
     rows+=("$(printf '%-22s %-9s %7ss  %s' "$name" "$res" "$secs" "$checks")")
 done
 
+if command -v python3 >/dev/null; then
+    echo "== top-k algorithm simulation (CPU, no device needed)"
+    start=$(date +%s%N)
+    if python3 tests/gpu/topk_sim.py 2>&1 | tee "$logs/topk_sim.log"; then res=PASS; else res=FAIL; fail=1; fi
+    secs=$(awk -v a="$start" -v b="$(date +%s%N)" 'BEGIN{printf "%.1f", (b-a)/1e9}')
+    rows+=("$(printf '%-22s %-9s %7ss  %s' "topk_sim.py" "$res" "$secs" "algorithm vs sort by rank")")
+fi
+
 echo "== SAE step benchmark (step / encoder GEMM, same run)"
 bench=$build/bench/bench_sae_cuda
 if make -j"$jobs" "$bench" >"$logs/bench_build.log" 2>&1; then
