@@ -18,6 +18,8 @@ struct steer {
     size_t n_code; /* clamp / ablate specs: these need the activation's code */
     bool enabled;
     int32_t skip_token;
+    bool *slot_mask; /* (n_slot_mask) or NULL: every slot */
+    size_t n_slot_mask;
     /* code scratch for clamp: (chunk, max_active) pairs and (chunk) counts */
     size_t max_active, chunk;
     uint32_t *idx;
@@ -234,6 +236,7 @@ void steer_destroy(struct steer **pst)
     if (!pst || !*pst) return;
     struct steer *st = *pst;
     free(st->specs);
+    free(st->slot_mask);
     free(st->idx);
     free(st->val);
     free(st->cnt);
@@ -266,6 +269,29 @@ void steer_set_skip_token(struct steer *st, int32_t token)
     if (st) st->skip_token = token;
 }
 
+int steer_set_slots(struct steer *st, const bool *mask, size_t n_slots)
+{
+    if (!st) return SF_EINVAL;
+    free(st->slot_mask);
+    st->slot_mask = NULL;
+    st->n_slot_mask = 0;
+    if (!mask) return 0;
+    st->slot_mask = malloc((n_slots ? n_slots : 1) * sizeof *st->slot_mask);
+    if (!st->slot_mask) return SF_ENOMEM;
+    if (n_slots) memcpy(st->slot_mask, mask, n_slots * sizeof *mask);
+    st->n_slot_mask = n_slots;
+    return 0;
+}
+
+static bool row_skipped(const struct steer *st, const int32_t *tokens, const size_t *slots,
+                        size_t r)
+{
+    if (tokens && st->skip_token >= 0 && tokens[r] == st->skip_token) return true;
+    if (st->slot_mask && slots && (slots[r] >= st->n_slot_mask || !st->slot_mask[slots[r]]))
+        return true;
+    return false;
+}
+
 /* h += c * W_dec[f] / norm_scale */
 static void add_dir(const struct sae *sae, float *h, uint32_t f, float c)
 {
@@ -274,7 +300,8 @@ static void add_dir(const struct sae *sae, float *h, uint32_t f, float c)
     for (size_t j = 0; j < sae->d_in; j++) h[j] += k * u[j];
 }
 
-int steer_apply(struct steer *st, float *x, const int32_t *tokens, size_t n_tokens)
+int steer_apply(struct steer *st, float *x, const int32_t *tokens, const size_t *slots,
+                size_t n_tokens)
 {
     if (!st || (n_tokens && !x)) return SF_EINVAL;
     if (!st->enabled || st->n == 0) return 0;
@@ -287,7 +314,7 @@ int steer_apply(struct steer *st, float *x, const int32_t *tokens, size_t n_toke
             if (rc) return rc;
         }
         for (size_t r = 0; r < rows; r++) {
-            if (tokens && st->skip_token >= 0 && tokens[r0 + r] == st->skip_token) continue;
+            if (row_skipped(st, tokens, slots, r0 + r)) continue;
             float *h = x + (r0 + r) * d;
             const uint32_t *ri = st->n_code ? st->idx + r * st->max_active : NULL;
             const float *rv = st->n_code ? st->val + r * st->max_active : NULL;
@@ -322,7 +349,7 @@ int steer_hook(void *user, const struct model_act *act)
                   st->sae->d_in);
         return SF_EINVAL;
     }
-    return steer_apply(st, act->x, act->tokens, act->n_tokens);
+    return steer_apply(st, act->x, act->tokens, act->slot, act->n_tokens);
 }
 
 int steer_install(struct steer *st, struct model_ctx *c, const char *hook)

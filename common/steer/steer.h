@@ -86,9 +86,17 @@ bool steer_enabled(const struct steer *st);
  * not trained on); -1 (the default) steers every position. */
 void steer_set_skip_token(struct steer *st, int32_t token);
 
-/* Applies the specs to n_tokens rows of x (n_tokens, sae->d_in) in place. tokens
- * (n_tokens) may be NULL (then no position is skipped). 0 or SF_ENOMEM. */
-int steer_apply(struct steer *st, float *x, const int32_t *tokens, size_t n_tokens);
+/* Steers only the sequences in the KV-cache slots marked true (mask of n_slots, copied;
+ * slots beyond it are not steered), so that one batched forward pass can serve steered
+ * and unsteered requests together. NULL (the default) steers every slot. 0 or
+ * SF_ENOMEM. */
+int steer_set_slots(struct steer *st, const bool *mask, size_t n_slots);
+
+/* Applies the specs to n_tokens rows of x (n_tokens, sae->d_in) in place. tokens and
+ * slots (n_tokens each) may be NULL: then no row is skipped for its token / slot.
+ * 0 or SF_ENOMEM. */
+int steer_apply(struct steer *st, float *x, const int32_t *tokens, const size_t *slots,
+                size_t n_tokens);
 
 /* A model_hook_fn: user is a struct steer. Returns SF_EINVAL when the hooked
  * activation's width is not the SAE's d_in. */

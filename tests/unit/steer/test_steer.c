@@ -206,7 +206,7 @@ static void check_against_reference(enum sae_arch arch, float scale, const char 
         for (size_t s = 0; s < ns; s++)
             if (specs[s].mode != STEER_ADD && z[specs[s].feature] > 0) active_seen++;
     }
-    CHECK(steer_apply(st, x, NULL, B) == 0);
+    CHECK(steer_apply(st, x, NULL, NULL, B) == 0);
     double maxerr = 0;
     for (size_t i = 0; i < B * d; i++) maxerr = fmax(maxerr, fabs((double)x[i] - want[i]));
     CHECK_MSG(maxerr < 2e-4, "arch=%s scale=%g max |steer - reference| = %g", sae_arch_name(arch),
@@ -250,14 +250,14 @@ static void test_add_plain_loop(void)
     float h[8], want[8];
     for (int j = 0; j < 8; j++) h[j] = want[j] = (float)j - 3.5f;
     for (int j = 0; j < 8; j++) want[j] += 3.0f * sae->W_dec[4 * 8 + j] / 2.0f;
-    CHECK(steer_apply(st, h, NULL, 1) == 0);
+    CHECK(steer_apply(st, h, NULL, NULL, 1) == 0);
     for (int j = 0; j < 8; j++) CHECK_NEAR(h[j], want[j], 1e-6, 1e-6);
     /* disabled: untouched */
     steer_set_enabled(st, false);
     CHECK(!steer_enabled(st));
     float before[8];
     memcpy(before, h, sizeof h);
-    CHECK(steer_apply(st, h, NULL, 1) == 0);
+    CHECK(steer_apply(st, h, NULL, NULL, 1) == 0);
     CHECK(!memcmp(before, h, sizeof h));
     /* skipped token: untouched */
     steer_set_enabled(st, true);
@@ -266,7 +266,7 @@ static void test_add_plain_loop(void)
     memcpy(two, h, sizeof h);
     memcpy(two + 8, h, sizeof h);
     steer_set_skip_token(st, 1);
-    CHECK(steer_apply(st, two, tok, 2) == 0);
+    CHECK(steer_apply(st, two, tok, NULL, 2) == 0);
     CHECK(!memcmp(two, h, sizeof h));
     CHECK(memcmp(two + 8, h, sizeof h) != 0);
     steer_destroy(&st);
@@ -288,7 +288,7 @@ static void test_clamp_keeps_error(void)
     memcpy(h2, h, sizeof h);
     struct steer_spec sp = {.feature = 17, .value = 5.0f, .mode = STEER_CLAMP};
     struct steer *st = steer_new(sae, &sp, 1);
-    CHECK(steer_apply(st, h2, NULL, 1) == 0);
+    CHECK(steer_apply(st, h2, NULL, NULL, 1) == 0);
     CHECK(sae_encode_ref(sae, h, z) == 0);
     sae_decode_ref(sae, z, xh);
     memcpy(zs, z, sizeof z);
@@ -323,7 +323,7 @@ static void test_new_invalid(void)
     CHECK(st != NULL);
     float h[8] = {1, 2, 3, 4, 5, 6, 7, 8}, h0[8];
     memcpy(h0, h, sizeof h);
-    CHECK(steer_apply(st, h, NULL, 1) == 0 && !memcmp(h, h0, sizeof h));
+    CHECK(steer_apply(st, h, NULL, NULL, 1) == 0 && !memcmp(h, h0, sizeof h));
     steer_destroy(&st);
     steer_destroy(&st); /* NULL-safe */
     CHECK(steer_new(NULL, sp, 1) == NULL);
@@ -452,6 +452,24 @@ static void test_hook_on_model(void)
     steer_set_enabled(st2, false);
     CHECK(model_generate(c, prompts, plens, 2, &greedy, c2, lc) == 0);
     CHECK(!memcmp(a, c2, sizeof(int32_t) * 16));
+
+    /* a slot mask steers one sequence of the batch and leaves the other alone */
+    steer_set_enabled(st2, true);
+    bool mask[2] = {false, true};
+    CHECK(steer_set_slots(st2, mask, 2) == 0);
+    int32_t mixed[16];
+    size_t lm[2];
+    CHECK(model_generate(c, prompts, plens, 2, &greedy, mixed, lm) == 0);
+    CHECK(lm[0] == la[0] && !memcmp(mixed, a, la[0] * sizeof(int32_t)));
+    CHECK(lm[1] == lb[1] && !memcmp(mixed + 8, b + 8, lb[1] * sizeof(int32_t)));
+    CHECK(memcmp(mixed + 8, a + 8, 8 * sizeof(int32_t)) != 0);
+    bool none[1] = {false};
+    CHECK(steer_set_slots(st2, none, 1) == 0); /* slot 1 is beyond the mask: not steered */
+    CHECK(model_generate(c, prompts, plens, 2, &greedy, mixed, lm) == 0);
+    CHECK(!memcmp(mixed, a, 16 * sizeof(int32_t)));
+    CHECK(steer_set_slots(st2, NULL, 0) == 0);
+    CHECK(model_generate(c, prompts, plens, 2, &greedy, mixed, lm) == 0);
+    CHECK(!memcmp(mixed, b, 16 * sizeof(int32_t)));
 
     model_ctx_destroy(&c);
     steer_destroy(&st2);
