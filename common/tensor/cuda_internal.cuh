@@ -15,6 +15,7 @@ extern "C" {
 #include "core/core.h"
 #include "tensor/tensor_cuda.h"
 }
+#include "tensor/cuda_device.cuh"
 
 struct cuda_ctx {
     int device;
@@ -47,58 +48,6 @@ static inline unsigned cuda_blocks(size_t n, unsigned per)
     if (b == 0) b = 1;
     if (b > 65535u * 8u) b = 65535u * 8u;
     return (unsigned)b;
-}
-
-// Warp and block sums (every thread of the block must call block_sum; blockDim.x is a
-// multiple of 32 and at most 1024; `sh` holds 32 values of T).
-template <typename T> __device__ inline T warp_sum(T v)
-{
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
-template <typename T> __device__ inline T block_sum(T v, T *sh)
-{
-    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
-    const int nw = (blockDim.x + 31) >> 5;
-    v = warp_sum(v);
-    __syncthreads(); // sh may still be read by a previous call
-    if (lane == 0) sh[wid] = v;
-    __syncthreads();
-    T r = 0;
-    if (wid == 0) {
-        r = lane < nw ? sh[lane] : T(0);
-        r = warp_sum(r);
-        if (lane == 0) sh[0] = r;
-    }
-    __syncthreads();
-    return sh[0];
-}
-
-template <typename T> __device__ inline T warp_max(T v)
-{
-    for (int o = 16; o > 0; o >>= 1) {
-        T w = __shfl_xor_sync(0xffffffffu, v, o);
-        v = w > v ? w : v;
-    }
-    return v;
-}
-
-template <typename T> __device__ inline T block_max(T v, T *sh)
-{
-    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
-    const int nw = (blockDim.x + 31) >> 5;
-    v = warp_max(v);
-    __syncthreads();
-    if (lane == 0) sh[wid] = v;
-    __syncthreads();
-    if (wid == 0) {
-        T r = lane < nw ? sh[lane] : sh[0];
-        r = warp_max(r);
-        if (lane == 0) sh[0] = r;
-    }
-    __syncthreads();
-    return sh[0];
 }
 
 #endif
