@@ -26,6 +26,7 @@ struct model_ctx {
     const struct model *m;
     size_t n_slots, max_len;
     size_t *len;              /* (n_slots) tokens held per slot */
+    size_t *valid;            /* (n_slots) layers whose cache covers all len tokens */
     float *k_cache, *v_cache; /* (n_layers, n_slots, max_len, kv_dim) */
     struct hook_list *hooks;  /* (n_layers * MODEL_HOOK_COUNT) */
     size_t n_hooks;
@@ -79,12 +80,13 @@ struct model_ctx *model_ctx_new(const struct model *m, size_t n_slots, size_t ma
     c->n_slots = n_slots;
     c->max_len = max_len;
     c->len = calloc(n_slots, sizeof *c->len);
+    c->valid = calloc(n_slots, sizeof *c->valid);
     c->mark = calloc(n_slots, 1);
     c->last = malloc(n_slots * cfg->dim * sizeof(float));
     c->k_cache = malloc(total * sizeof(float));
     c->v_cache = malloc(total * sizeof(float));
     c->hooks = calloc(cfg->n_layers * MODEL_HOOK_COUNT, sizeof *c->hooks);
-    if (!c->len || !c->mark || !c->last || !c->k_cache || !c->v_cache || !c->hooks) {
+    if (!c->len || !c->valid || !c->mark || !c->last || !c->k_cache || !c->v_cache || !c->hooks) {
         log_error("model_ctx_oom", "kv_floats=%zu", 2 * total);
         model_ctx_destroy(&c);
         return NULL;
@@ -121,6 +123,7 @@ void model_ctx_destroy(struct model_ctx **pc)
     free(c->hooks);
     free_rows(c);
     free(c->len);
+    free(c->valid);
     free(c->mark);
     free(c->last);
     free(c->k_cache);
@@ -300,7 +303,7 @@ static int run_hooks(struct model_ctx *c, size_t layer, enum model_hook_point po
 
 /* Checks the call and fills the per-row arrays; returns T in *T_out. */
 static int prepare(struct model_ctx *c, const struct model_seq *seqs, size_t n_seqs,
-                   size_t *T_out)
+                   size_t n_run, size_t *T_out)
 {
     const struct model_config *cfg = &c->m->cfg;
     if (!seqs || n_seqs == 0) return SF_EINVAL;
@@ -319,6 +322,14 @@ static int prepare(struct model_ctx *c, const struct model_seq *seqs, size_t n_s
             break;
         }
         c->mark[s->slot] = 1;
+        if (c->len[s->slot] > 0 && c->valid[s->slot] < n_run) {
+            log_error("model_forward_invalid",
+                      "reason=\"slot was filled by a capture-only pass (layers skipped); reset it\" "
+                      "slot=%zu layers_cached=%zu need=%zu",
+                      s->slot, c->valid[s->slot], n_run);
+            rc = SF_ESTATE;
+            break;
+        }
         if (s->n > c->max_len - c->len[s->slot]) {
             log_error("model_forward_too_long", "slot=%zu len=%zu add=%zu max_len=%zu", s->slot,
                       c->len[s->slot], s->n, c->max_len);
@@ -426,9 +437,14 @@ static int run_blocks(struct model_ctx *c, size_t T, size_t n_run)
     return 0;
 }
 
-static void commit_lengths(struct model_ctx *c, const struct model_seq *seqs, size_t n_seqs)
+static void commit_lengths(struct model_ctx *c, const struct model_seq *seqs, size_t n_seqs,
+                           size_t n_run)
 {
-    for (size_t i = 0; i < n_seqs; i++) c->len[seqs[i].slot] += seqs[i].n;
+    for (size_t i = 0; i < n_seqs; i++) {
+        size_t slot = seqs[i].slot;
+        c->valid[slot] = c->len[slot] == 0 ? n_run : SF_MIN(c->valid[slot], n_run);
+        c->len[slot] += seqs[i].n;
+    }
 }
 
 int model_forward(struct model_ctx *c, const struct model_seq *seqs, size_t n_seqs,
@@ -437,10 +453,10 @@ int model_forward(struct model_ctx *c, const struct model_seq *seqs, size_t n_se
     const struct model *m = c->m;
     const struct model_config *cfg = &m->cfg;
     size_t T;
-    int rc = prepare(c, seqs, n_seqs, &T);
-    if (rc) return rc;
     size_t n_run = cfg->n_layers;
     if (want == MODEL_LOGITS_NONE && c->n_hooks > 0) n_run = c->last_hooked + 1;
+    int rc = prepare(c, seqs, n_seqs, n_run, &T);
+    if (rc) return rc;
     rc = run_blocks(c, T, n_run);
     if (rc) return rc;
     size_t d = cfg->dim;
@@ -456,7 +472,7 @@ int model_forward(struct model_ctx *c, const struct model_seq *seqs, size_t n_se
         norm(cfg, c->last, c->last, m->normf_w, m->normf_b, n_seqs);
         linear_forward(logits, c->last, m->unembed, NULL, n_seqs, d, cfg->vocab_size);
     }
-    commit_lengths(c, seqs, n_seqs);
+    commit_lengths(c, seqs, n_seqs, n_run);
     return 0;
 }
 
@@ -474,7 +490,7 @@ int model_forward_logprobs(struct model_ctx *c, const struct model_seq *seqs, si
     const struct model *m = c->m;
     const struct model_config *cfg = &m->cfg;
     size_t T;
-    int rc = prepare(c, seqs, n_seqs, &T);
+    int rc = prepare(c, seqs, n_seqs, cfg->n_layers, &T);
     if (rc) return rc;
     float *block = malloc((size_t)LOGPROB_BLOCK * cfg->vocab_size * sizeof(float));
     if (!block) return SF_ENOMEM;
@@ -494,7 +510,7 @@ int model_forward_logprobs(struct model_ctx *c, const struct model_seq *seqs, si
                 logprobs[r] = NAN;
         }
     }
-    commit_lengths(c, seqs, n_seqs);
+    commit_lengths(c, seqs, n_seqs, cfg->n_layers);
 out:
     free(block);
     return rc;

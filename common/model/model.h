@@ -186,14 +186,17 @@ struct model_seq {
 
 enum model_logits {
     MODEL_LOGITS_NONE = 0, /* no logits; with hooks set, layers after the last hooked
-                              one are skipped (their cache is not filled): capture only */
+                              one are skipped (their cache is not filled): capture only.
+                              A later full pass on such a slot fails with SF_ESTATE
+                              until the slot is reset. */
     MODEL_LOGITS_LAST,     /* logits (n_seqs, vocab): last token of each sequence */
     MODEL_LOGITS_ALL,      /* logits (total tokens, vocab), in input order */
 };
 
 /* Runs the tokens of n_seqs sequences (distinct slots) as one batch: all their tokens
  * are packed as rows so each linear layer is one GEMM. Returns 0; SF_EINVAL (bad
- * token id, repeated slot, n == 0), SF_ERANGE (a slot would exceed max_len), a
+ * token id, repeated slot, n == 0), SF_ERANGE (a slot would exceed max_len),
+ * SF_ESTATE (a slot's cache lacks layers after a capture-only pass), a
  * hook's non-zero return, or SF_ENOMEM. On failure the slots keep their old length. */
 int model_forward(struct model_ctx *c, const struct model_seq *seqs, size_t n_seqs,
                   enum model_logits want, float *logits);

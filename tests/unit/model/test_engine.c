@@ -154,6 +154,16 @@ static void capture_only(const char *path)
     CHECK(memcmp(g1.x, g2.x, 6 * 64 * sizeof(float)) == 0);
     CHECK_EQ_INT(model_ctx_len(c, 0), 6);
     CHECK_EQ_INT(sample_argmax(logits, 512), 383); /* the reference's next id */
+    /* the slot's cache lacks layers 2..4 now: continuing it with logits is refused,
+     * continuing the capture is fine */
+    int32_t more = 383;
+    struct model_seq s2 = {.slot = 0, .tokens = &more, .n = 1};
+    CHECK_EQ_INT(model_forward(c, &s2, 1, MODEL_LOGITS_NONE, NULL), 0);
+    log_set_level(LOG_OFF);
+    CHECK_EQ_INT(model_forward(c, &s2, 1, MODEL_LOGITS_LAST, logits), SF_ESTATE);
+    log_set_level(LOG_WARN);
+    model_ctx_reset(c, 0);
+    CHECK_EQ_INT(model_forward(c, &s, 1, MODEL_LOGITS_LAST, logits), 0);
     model_ctx_destroy(&c);
     model_destroy(&m);
 }
