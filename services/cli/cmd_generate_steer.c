@@ -129,6 +129,106 @@ static void print_sample(const struct tokenizer *tok, const int32_t *prompt, siz
     printf("\n");
 }
 
+/* ---- --measure: concept presence and fluency (REFERENCES.md §5) ----------------------
+ * Each sample (prompt + generated tokens) is run again through the UNSTEERED model:
+ *   ppl     = exp(mean -log p(token)) over the generated tokens (fluency)
+ *   fire    = share of generated tokens on which a steered feature (add / clamp specs)
+ *             is active when the hooked activation is re-encoded with the SAE
+ *   act     = mean activation of those features over the generated tokens */
+struct measure {
+    struct model_ctx *c; /* 1 slot, a capture hook, no steering */
+    const struct sae *sae;
+    float *x; /* (max_len, d) captured */
+    size_t rows, cap_rows;
+    float *lp; /* (max_len) */
+    uint32_t *idx;
+    float *val;
+    uint32_t *cnt;
+    size_t max_active;
+};
+
+static int measure_hook(void *user, const struct model_act *act)
+{
+    struct measure *ms = user;
+    if (ms->rows + act->n_tokens > ms->cap_rows || act->d != ms->sae->d_in) return SF_ERANGE;
+    memcpy(ms->x + ms->rows * act->d, act->x, act->n_tokens * act->d * sizeof *act->x);
+    ms->rows += act->n_tokens;
+    return 0;
+}
+
+static int measure_init(struct measure *ms, const struct model *m, const struct sae *sae,
+                        const char *hook, size_t max_len)
+{
+    memset(ms, 0, sizeof *ms);
+    ms->sae = sae;
+    ms->cap_rows = max_len;
+    ms->max_active = sae->arch == SAE_TOPK ? SF_MIN(sae->k, sae->n) : SF_MIN(sae->n, (size_t)256);
+    ms->c = model_ctx_new(m, 1, max_len);
+    ms->x = malloc(max_len * sae->d_in * sizeof *ms->x);
+    ms->lp = malloc(max_len * sizeof *ms->lp);
+    ms->idx = malloc(max_len * ms->max_active * sizeof *ms->idx);
+    ms->val = malloc(max_len * ms->max_active * sizeof *ms->val);
+    ms->cnt = malloc(max_len * sizeof *ms->cnt);
+    if (!ms->c || !ms->x || !ms->lp || !ms->idx || !ms->val || !ms->cnt) return SF_ENOMEM;
+    return model_ctx_add_hook(ms->c, hook, measure_hook, ms);
+}
+
+static void measure_fini(struct measure *ms)
+{
+    model_ctx_destroy(&ms->c);
+    free(ms->x);
+    free(ms->lp);
+    free(ms->idx);
+    free(ms->val);
+    free(ms->cnt);
+}
+
+struct measured {
+    double ppl, fire, act;
+};
+
+static int measure_sample(struct measure *ms, const int32_t *prompt, size_t np, const int32_t *gen,
+                          size_t ng, const struct steer_spec *specs, size_t ns, int32_t skip,
+                          struct measured *out)
+{
+    memset(out, 0, sizeof *out);
+    size_t n = np + ng;
+    if (ng < 2 || n > ms->cap_rows) return SF_NOTFOUND; /* too short to say anything */
+    int32_t *seq = malloc(n * sizeof *seq);
+    if (!seq) return SF_ENOMEM;
+    memcpy(seq, prompt, np * sizeof *seq);
+    memcpy(seq + np, gen, ng * sizeof *seq);
+    model_ctx_reset(ms->c, 0);
+    ms->rows = 0;
+    struct model_seq s = {.slot = 0, .tokens = seq, .n = n};
+    int rc = model_forward_logprobs(ms->c, &s, 1, ms->lp);
+    if (rc == 0) rc = sae_encode(ms->sae, ms->x, n, ms->max_active, ms->idx, ms->val, ms->cnt);
+    if (rc == 0) {
+        double nll = 0, act = 0;
+        size_t fired = 0, counted = 0;
+        for (size_t p = np; p < n; p++) {
+            nll -= ms->lp[p - 1]; /* log p(seq[p] | seq[..p-1]) */
+            if (seq[p] == skip) continue;
+            counted++;
+            bool any = false;
+            for (uint32_t q = 0; q < ms->cnt[p]; q++) {
+                uint32_t f = ms->idx[p * ms->max_active + q];
+                for (size_t k = 0; k < ns; k++) {
+                    if (specs[k].mode == STEER_ABLATE || specs[k].feature != f) continue;
+                    any = true;
+                    act += ms->val[p * ms->max_active + q];
+                }
+            }
+            fired += any;
+        }
+        out->ppl = exp(nll / (double)ng);
+        out->fire = counted ? (double)fired / (double)counted : 0;
+        out->act = counted ? act / (double)counted : 0;
+    }
+    free(seq);
+    return rc;
+}
+
 int cmd_generate_steer(int argc, char **argv)
 {
     char *model_path = NULL, *tok_path = NULL, *prompt = NULL, *sae_path = NULL, *hook = NULL;
@@ -136,6 +236,7 @@ int cmd_generate_steer(int argc, char **argv)
     int64_t n = 0, top_k = 0, seed = 0, threads = 0, samples = 0;
     double temperature = 0, top_p = 0;
     bool no_bos = false, no_eos_stop = false, steer_bos = false, steered_only = false;
+    bool measure = false;
     const struct config_opt opts[] = {
         {"model", CFG_STRING, &model_path, NULL, 0, -1, "model: .bin, .gguf, or a HF directory"},
         {"tokenizer", CFG_STRING, &tok_path, NULL, 0, -1, "tokenizer .bin for llama2.c models"},
@@ -155,6 +256,8 @@ int cmd_generate_steer(int argc, char **argv)
         {"samples", CFG_INT, &samples, "1", 1, 4096, "samples, seeds seed..seed+samples-1"},
         {"steer-bos", CFG_BOOL, &steer_bos, "false", 0, -1, "steer the BOS position too"},
         {"steered-only", CFG_BOOL, &steered_only, "false", 0, -1, "skip the unsteered runs"},
+        {"measure", CFG_BOOL, &measure, "false", 0, -1,
+         "per sample: perplexity under the unsteered model, steered features re-encoded"},
         {"store", CFG_STRING, &store, NULL, 0, -1, "feature store (for 'x' strengths)"},
         {"sae-id", CFG_STRING, &sae_id, NULL, 0, -1, "the SAE's id in the store"},
     };
@@ -180,6 +283,8 @@ int cmd_generate_steer(int argc, char **argv)
     size_t *plens = NULL;
     struct buf text;
     buf_init(&text, 1u << 24);
+    struct measure ms;
+    memset(&ms, 0, sizeof ms);
     if (rc == SF_EXIT) {
         ret = 0;
         goto done;
@@ -276,18 +381,49 @@ int cmd_generate_steer(int argc, char **argv)
     printf("# steering %s of %s with %s; %zu sample(s), %zu new tokens, seeds %lld..%lld\n",
            *hook ? hook : sae->meta.hook_name, sae_path, desc, K, n_new, (long long)seed,
            (long long)seed + (long long)K - 1);
+    if (measure && measure_init(&ms, m, sae, *hook ? hook : sae->meta.hook_name, max_len) != 0) {
+        fprintf(stderr, "saeflow generate: cannot set up --measure\n");
+        goto done;
+    }
+    struct measured sum[2] = {{0}};
+    size_t n_meas[2] = {0};
     for (size_t i = 0; i < K; i++) {
-        if (!steered_only) {
-            printf("=== seed %lld unsteered ===\n", (long long)seed + (long long)i);
-            print_sample(tok, ids, n_ids, out_u + i * n_new, len_u[i], &text);
+        for (int run = steered_only ? 1 : 0; run < 2; run++) {
+            const int32_t *gen = run ? out_s + i * n_new : out_u + i * n_new;
+            size_t ng = run ? len_s[i] : len_u[i];
+            if (run)
+                printf("=== seed %lld steered (%s) ===\n", (long long)seed + (long long)i, desc);
+            else
+                printf("=== seed %lld unsteered ===\n", (long long)seed + (long long)i);
+            print_sample(tok, ids, n_ids, gen, ng, &text);
+            if (!measure) continue;
+            struct measured r;
+            int mr = measure_sample(&ms, ids, n_ids, gen, ng, specs, n_specs,
+                                    steer_bos ? -1 : tokenizer_bos(tok), &r);
+            if (mr < 0) goto done;
+            if (mr > 0) continue;
+            printf("# measure: ppl %.3f  steered features active on %.1f%% of generated tokens, "
+                   "mean act %.4f\n",
+                   r.ppl, 100 * r.fire, r.act);
+            sum[run].ppl += r.ppl;
+            sum[run].fire += r.fire;
+            sum[run].act += r.act;
+            n_meas[run]++;
         }
-        printf("=== seed %lld steered (%s) ===\n", (long long)seed + (long long)i, desc);
-        print_sample(tok, ids, n_ids, out_s + i * n_new, len_s[i], &text);
+    }
+    for (int run = 0; measure && run < 2; run++) {
+        if (!n_meas[run]) continue;
+        double k = (double)n_meas[run];
+        printf("# summary %s: %zu samples, mean ppl %.3f, features active on %.1f%% of generated "
+               "tokens, mean act %.4f\n",
+               run ? "steered" : "unsteered", n_meas[run], sum[run].ppl / k,
+               100 * sum[run].fire / k, sum[run].act / k);
     }
     log_info("generate_steered", "samples=%zu new_tokens=%zu specs=%s seconds=%.3f seed=%lld", K,
              n_new, desc, dt, (long long)seed);
     ret = 0;
 done:
+    measure_fini(&ms);
     buf_fini(&text);
     model_ctx_destroy(&c);
     steer_destroy(&st);
