@@ -8,6 +8,7 @@
 #include "sae/sae_kernels.h"
 
 #include <math.h>
+#include <string.h>
 
 static inline void swap_entry(float *v, uint32_t *ix, size_t a, size_t b)
 {
@@ -66,59 +67,145 @@ void sae_sort_ranked(float *v, uint32_t *ix, size_t len)
 
 #define BLOCK 16
 
+/* Compiled for AVX-512 and AVX2 besides the baseline, chosen at load time. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(SAEFLOW_FUZZ)
+#define SAE_KERNEL_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define SAE_KERNEL_CLONES
+#endif
+
+/* Min-heap on rank over (hv, hi): the root is the weakest kept entry. */
+static inline void heap_down(float *hv, uint32_t *hi, size_t len, size_t pos)
+{
+    float v = hv[pos];
+    uint32_t id = hi[pos];
+    for (;;) {
+        size_t l = 2 * pos + 1, r = l + 1, m = pos;
+        float mv = v;
+        uint32_t mi = id;
+        if (l < len && sae_ranks_above(mv, mi, hv[l], hi[l])) {
+            m = l;
+            mv = hv[l];
+            mi = hi[l];
+        }
+        if (r < len && sae_ranks_above(mv, mi, hv[r], hi[r])) m = r;
+        if (m == pos) break;
+        hv[pos] = hv[m];
+        hi[pos] = hi[m];
+        pos = m;
+    }
+    hv[pos] = v;
+    hi[pos] = id;
+}
+
+/* Heap scan over the whole row: exact in every case. */
+SAE_KERNEL_CLONES
+static size_t topk_heap(const float *a, const float *bias, const uint32_t *map, size_t n, size_t k,
+                        uint32_t *idx, float *val)
+{
+    if (k == 0) return 0;
+    /* the heap lives in the output arrays */
+    float *hv = val;
+    uint32_t *hi = idx;
+    size_t len = 0, j = 0;
+    /* fill with the first k non-NaN entries */
+    for (; j < n && len < k; j++) {
+        float v = a[j] + (bias ? bias[j] : 0.0f);
+        if (v != v) continue;
+        hv[len] = v;
+        hi[len] = map ? map[j] : (uint32_t)j;
+        len++;
+    }
+    if (len < k) return len;
+    for (size_t p = k / 2; p-- > 0;) heap_down(hv, hi, k, p);
+    while (j < n) {
+        size_t blen = n - j < BLOCK ? n - j : BLOCK;
+        if (blen == BLOCK) {
+            const float t = hv[0];
+            int hits = 0; /* ties need the exact test below */
+            if (bias)
+                for (size_t u = 0; u < BLOCK; u++) hits += a[j + u] + bias[j + u] >= t;
+            else
+                for (size_t u = 0; u < BLOCK; u++) hits += a[j + u] >= t;
+            if (!hits) {
+                j += BLOCK;
+                continue;
+            }
+        }
+        for (size_t t = 0; t < blen; t++) {
+            float v = a[j + t] + (bias ? bias[j + t] : 0.0f);
+            uint32_t id = map ? map[j + t] : (uint32_t)(j + t);
+            if (!sae_ranks_above(v, id, hv[0], hi[0])) continue; /* also drops NaN */
+            hv[0] = v;
+            hi[0] = id;
+            heap_down(hv, hi, k, 0);
+        }
+        j += blen;
+    }
+    return k;
+}
+
+/* The common path: estimate a threshold from a strided sample, collect the entries at
+ * or above it with a branch-free pass, and select the exact top k among them. When
+ * the estimate was too high (fewer than k collected) or too low (the buffer overflows),
+ * fall back to the heap scan, so the result is always exact. */
+SAE_KERNEL_CLONES
 size_t sae_topk_row(const float *a, const float *bias, const uint32_t *map, size_t n, size_t k,
                     uint32_t *idx, float *val, uint32_t *scratch_i, float *scratch_v)
 {
     if (k > n) k = n;
     if (k == 0) return 0;
-    const size_t cap = sae_topk_scratch(k);
-    size_t cnt = 0;
-    float thr = -INFINITY; /* the k-th best kept so far, once cnt reached k after a compaction */
-    uint32_t thr_i = UINT32_MAX;
-    bool full = false; /* a compaction has happened: thr is meaningful */
-    size_t j = 0;
-    for (; j < n; j += BLOCK) {
-        size_t len = n - j < BLOCK ? n - j : BLOCK;
-        if (full && len == BLOCK) {
-            float m = -INFINITY;
-            if (bias) {
-#pragma omp simd reduction(max : m)
-                for (size_t t = 0; t < BLOCK; t++) m = fmaxf(m, a[j + t] + bias[j + t]);
-            } else {
-#pragma omp simd reduction(max : m)
-                for (size_t t = 0; t < BLOCK; t++) m = fmaxf(m, a[j + t]);
-            }
-            if (!(m >= thr)) continue;
-        }
-        for (size_t t = 0; t < len; t++) {
-            float v = a[j + t] + (bias ? bias[j + t] : 0.0f);
-            if (v != v) continue; /* NaN */
-            uint32_t id = map ? map[j + t] : (uint32_t)(j + t);
-            if (full && !sae_ranks_above(v, id, thr, thr_i)) continue;
-            scratch_v[cnt] = v;
-            scratch_i[cnt] = id;
-            cnt++;
-            if (cnt == cap) {
-                sae_select_top(scratch_v, scratch_i, cnt, k);
-                cnt = k;
-                /* the new threshold is the weakest of the kept k */
-                size_t w = 0;
-                for (size_t q = 1; q < k; q++)
-                    if (sae_ranks_above(scratch_v[w], scratch_i[w], scratch_v[q], scratch_i[q]))
-                        w = q;
-                thr = scratch_v[w];
-                thr_i = scratch_i[w];
-                full = true;
-            }
+    if (n < 256 || n < 16 * k) return topk_heap(a, bias, map, n, k, idx, val);
+    const size_t stride = (n + 8 * k - 1) / (8 * k); /* the sample has <= 8k entries */
+    const size_t m = n / stride;
+    size_t q = (3 * k + stride - 1) / stride; /* sample rank ~ the 3k-th of the row */
+    if (q < 8) q = 8;
+    if (q > m) q = m;
+    float *sv = scratch_v;
+    uint32_t *si = scratch_i;
+    for (size_t j = 0; j < m; j++) {
+        sv[j] = a[j * stride] + (bias ? bias[j * stride] : 0.0f);
+        si[j] = (uint32_t)j;
+        if (sv[j] != sv[j]) sv[j] = -INFINITY;
+    }
+    sae_select_top(sv, si, m, q);
+    float t = sv[0];
+    for (size_t j = 1; j < q; j++) t = sv[j] < t ? sv[j] : t;
+    /* collect v >= t: a vectorised max skips blocks of 16 with no candidate (most of
+     * them); passing blocks are collected branch-free. The buffer is 4k + 256 with 16
+     * entries of slack. */
+    const size_t cap = 4 * k + 256;
+    float *cv = scratch_v;
+    uint32_t *ci = scratch_i;
+    size_t c = 0, j = 0;
+    for (; j + 16 <= n; j += 16) {
+        int hits = 0; /* a plain counting loop: GCC vectorises it well at -O2 */
+        if (bias)
+            for (size_t u = 0; u < 16; u++) hits += a[j + u] + bias[j + u] >= t;
+        else
+            for (size_t u = 0; u < 16; u++) hits += a[j + u] >= t;
+        if (!hits) continue;
+        if (c > cap) break;
+        for (size_t u = 0; u < 16; u++) {
+            float v = a[j + u] + (bias ? bias[j + u] : 0.0f);
+            cv[c] = v;
+            ci[c] = (uint32_t)(j + u);
+            c += v >= t;
         }
     }
-    if (cnt > k) {
-        sae_select_top(scratch_v, scratch_i, cnt, k);
-        cnt = k;
+    if (c <= cap) {
+        for (; j < n; j++) {
+            float v = a[j] + (bias ? bias[j] : 0.0f);
+            cv[c] = v;
+            ci[c] = (uint32_t)j;
+            c += v >= t;
+        }
     }
-    for (size_t q = 0; q < cnt; q++) {
-        idx[q] = scratch_i[q];
-        val[q] = scratch_v[q];
-    }
-    return cnt;
+    if (c > cap || c < k) return topk_heap(a, bias, map, n, k, idx, val);
+    if (map)
+        for (size_t u = 0; u < c; u++) ci[u] = map[ci[u]];
+    sae_select_top(cv, ci, c, k);
+    memcpy(idx, ci, k * sizeof *idx);
+    memcpy(val, cv, k * sizeof *val);
+    return k;
 }

@@ -18,7 +18,7 @@ static inline bool sae_ranks_above(float va, uint32_t ia, float vb, uint32_t ib)
 /* Scratch capacity (entries) that sae_topk_row needs for a given k. */
 static inline size_t sae_topk_scratch(size_t k)
 {
-    return 2 * k + 64;
+    return 20 * k + 512;
 }
 
 /* Selects the k highest-ranked entries of v[i] = a[i] + (bias ? bias[i] : 0),

@@ -322,7 +322,7 @@ static int geometric_median(const float *x, size_t N, size_t d, float scale, dou
         for (size_t j = 0; j < d; j++) y[j] += (double)x[b * d + j] * scale;
     for (size_t j = 0; j < d; j++) y[j] /= (double)N;
     for (int it = 0; it < 200; it++) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * d >= (1u << 18))
         for (size_t c = 0; c < nch; c++) {
             double *p = part + c * (d + 1);
             memset(p, 0, (d + 1) * sizeof *p);
@@ -399,7 +399,7 @@ int sae_trainer_prepare(struct sae_trainer *t, const float *x, size_t B)
     if (!t || !x || B == 0 || B > (1u << 24)) return SF_EINVAL;
     const size_t d = t->cfg.d_in;
     int bad = 0;
-#pragma omp parallel for schedule(static) reduction(| : bad)
+#pragma omp parallel for schedule(static) reduction(| : bad) if (B * d >= (1u << 18))
     for (size_t i = 0; i < B * d; i++) bad |= !isfinite(x[i]);
     if (bad) {
         log_error("sae_input_invalid", "reason=non-finite B=%zu", B);

@@ -136,6 +136,21 @@ int sae_step_ref(struct sae_trainer *t, const float *x, size_t B, struct sae_tra
 int sae_trainer_grad(struct sae_trainer *t, const float *x, size_t B, bool ref, float *gW_enc,
                      float *gb_enc, float *gW_dec, float *gb_dec, double *loss);
 
+/* Wall seconds of the last fast step's phases (benchmarks): input scaling, the GEMM,
+ * the per-token pass (selection, sparse decode, upstream rows, ga), batch reductions,
+ * the transpose by latent, the per-latent gradient rows, and the optimiser. */
+enum {
+    SAE_PROF_INPUT,
+    SAE_PROF_GEMM,
+    SAE_PROF_TOKENS,
+    SAE_PROF_REDUCE,
+    SAE_PROF_TRANSPOSE,
+    SAE_PROF_LATENTS,
+    SAE_PROF_ADAM,
+    SAE_PROF_N
+};
+void sae_trainer_profile(const struct sae_trainer *t, double out[SAE_PROF_N]);
+
 /* Borrowed views (valid until the next call that changes the trainer). The SAE's
  * norm_scale is the training scale s (not folded). */
 const struct sae *sae_trainer_sae(const struct sae_trainer *t);

@@ -10,6 +10,15 @@
 #include "tensor/tensor.h"
 
 #define TOK_CHUNK 64
+
+/* The hot per-token / per-latent / optimiser loops are compiled for AVX-512 and
+ * AVX2+FMA besides the baseline and picked at load time (GCC function multiversioning),
+ * since the build has no -march. Results are deterministic on a given machine. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(SAEFLOW_FUZZ)
+#define SAE_HOT __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define SAE_HOT
+#endif
 #define LAT_CHUNK 64
 
 enum { SLOT_MAIN = 0, SLOT_EXTRA = 1, SLOT_AUX = 2, SLOT_GHOST = 3, N_SLOTS = 4 };
@@ -54,6 +63,8 @@ struct sae_fast {
     float *kth;               /* (B) batchtopk: each row's weakest kept value */
     uint32_t *kth_i;
     size_t n_part;
+    double prof[SAE_PROF_N]; /* wall seconds of the last step's phases */
+    bool par; /* worth threads: small problems run serially (no barriers) */
 };
 
 #define TCH 16 /* token chunks for the transpose (any value gives the same order) */
@@ -138,6 +149,8 @@ static int fast_reserve(struct sae_trainer *t, size_t B)
         f->nt = nt;
         f->scr = scr;
     }
+    /* below ~1e8 encoder FMAs a step takes about a millisecond: barriers would cost more */
+    f->par = (double)B * (double)n * (double)d >= 1e8;
     if (B > f->cap_B) {
         size_t np = (B + TOK_CHUNK - 1) / TOK_CHUNK;
         size_t nl = (n + LAT_CHUNK - 1) / LAT_CHUNK;
@@ -191,7 +204,7 @@ static int batch_threshold(struct sae_trainer *t, size_t B, size_t k, float *Tv,
             return SF_ENOMEM;
         f->cap_C = base;
     }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (f->par)
     for (size_t b = 0; b < B; b++) {
         int tid = omp_get_thread_num();
         float *sv = f->sv + (size_t)tid * f->scr;
@@ -287,6 +300,240 @@ struct fast_out {
     size_t n_dead;
 };
 
+struct pass_ctx {
+    struct sae_fast *f;
+    const struct sae *s;
+    float *U;
+    const float *W_dec;
+    size_t n, d, B, k, kk, k_aux, n_dead;
+    float Tv;
+    uint32_t Ti;
+    bool standard, batchtopk, multi, use_aux, use_ghost;
+};
+
+/* One token: select its entries, decode, form its upstream rows and each entry's ga. */
+SAE_HOT static void token_pass(const struct pass_ctx *c, size_t b, int tid)
+{
+    struct sae_fast *f = c->f;
+    const struct sae *s = c->s;
+    float *U = c->U;
+    const float *W_dec = c->W_dec;
+    const size_t n = c->n, d = c->d, B = c->B, k = c->k, kk = c->kk, k_aux = c->k_aux,
+                 n_dead = c->n_dead;
+    const float Tv = c->Tv;
+    const uint32_t Ti = c->Ti;
+    const bool standard = c->standard, batchtopk = c->batchtopk, multi = c->multi,
+               use_aux = c->use_aux, use_ghost = c->use_ghost;
+    float *sv = f->sv + (size_t)tid * f->scr;
+    uint32_t *si = f->si + (size_t)tid * f->scr;
+    const float *ar = f->a + b * n;
+    const float *xs = f->xs + b * d;
+    struct entry *e = f->ent + f->eptr[b];
+    double *ts = f->tok + b * TS_N;
+    size_t ne = 0, n_main, n_extra = 0;
+    for (size_t q = 0; q < TS_N; q++) ts[q] = 0;
+    ts[TS_MINZ] = INFINITY;
+
+    /* main selection */
+    if (standard || batchtopk) {
+        for (size_t i = 0; i < n; i++) {
+            float v = ar[i] + s->b_enc[i];
+            bool in = standard ? v > 0.0f
+                               : (sae_ranks_above(v, (uint32_t)(b * n + i), Tv, Ti) ||
+                                  (uint32_t)(b * n + i) == Ti);
+            if (!in) continue;
+            e[ne].i = (uint32_t)i;
+            e[ne].slot = SLOT_MAIN;
+            e[ne].z = v > 0 ? v : 0;
+            e[ne].dzda = v > 0 ? 1.0f : 0.0f;
+            ne++;
+        }
+        n_main = ne;
+    } else {
+        uint32_t *idx = si + f->scr - kk;
+        float *val = sv + f->scr - kk;
+        size_t got = sae_topk_row(ar, s->b_enc, NULL, n, kk, idx, val, si, sv);
+        if (multi && got > k) sae_select_top(val, idx, got, k);
+        n_main = got < k ? got : k;
+        n_extra = got - n_main;
+        for (size_t q = 0; q < kk; q++) {
+            float v = q < got ? val[q] : 0.0f;
+            e[q].i = q < got ? idx[q] : 0;
+            e[q].slot = q < n_main ? SLOT_MAIN : SLOT_EXTRA;
+            e[q].z = v > 0 ? v : 0;
+            e[q].dzda = v > 0 ? 1.0f : 0.0f;
+        }
+        ne = kk;
+    }
+
+    /* decode main (k) reconstruction; err = x_hat - x */
+    float *er = f->err + b * d;
+    float *u0 = U + (SLOT_MAIN * B + b) * d;
+    memcpy(er, s->b_dec, d * sizeof *er);
+    double l1 = 0, l0 = 0;
+    for (size_t q = 0; q < n_main; q++) {
+        if (q + 2 < n_main) {
+            const char *pw = (const char *)(W_dec + (size_t)e[q + 2].i * d);
+            for (size_t o = 0; o < d * sizeof(float); o += 64) __builtin_prefetch(pw + o);
+        }
+        if (e[q].z == 0.0f) continue;
+        axpyf(er, e[q].z, W_dec + (size_t)e[q].i * d, d);
+        l0 += 1;
+        if (e[q].z < ts[TS_MINZ]) ts[TS_MINZ] = e[q].z;
+        if (standard) l1 += (double)e[q].z * f->dnorm[e[q].i];
+    }
+    double sq = 0, xs2 = 0;
+    for (size_t j = 0; j < d; j++) {
+        er[j] -= xs[j];
+        sq += (double)er[j] * er[j];
+        xs2 += (double)xs[j] * xs[j];
+    }
+    ts[TS_SQ] = sq;
+    ts[TS_XS2] = xs2;
+    ts[TS_L0] = l0;
+    ts[TS_L1] = l1;
+    memcpy(u0, er, d * sizeof *u0);
+    if (multi) {
+        /* err4 = x_hat(4k) - x = err + extras; U0 = err + err4/8, U1 = err4/8 */
+        float *u1 = U + (SLOT_EXTRA * B + b) * d;
+        memcpy(u1, er, d * sizeof *u1);
+        for (size_t q = n_main; q < n_main + n_extra; q++)
+            if (e[q].z != 0.0f) axpyf(u1, e[q].z, W_dec + (size_t)e[q].i * d, d);
+        double sq4 = 0;
+        for (size_t j = 0; j < d; j++) {
+            sq4 += (double)u1[j] * u1[j];
+            u1[j] *= 0.125f;
+            u0[j] += u1[j];
+        }
+        ts[TS_SQ4] = sq4;
+    }
+    ts[TS_E2] = sq;
+
+    /* AuxK: the top k_aux dead pre-activations model the residual e = -err */
+    if (use_aux) {
+        float *tmp = sv; /* gather dead pre-activations: (n_dead) */
+        for (size_t q = 0; q < n_dead; q++) tmp[q] = ar[f->dead[q]] + s->b_enc[f->dead[q]];
+        uint32_t *idx = si;
+        float *val = sv + n_dead;
+        uint32_t *sci = si + k_aux;
+        float *scv = val + k_aux;
+        size_t got = sae_topk_row(tmp, NULL, f->dead, n_dead, k_aux, idx, val, sci, scv);
+        float *ua = U + (SLOT_AUX * B + b) * d;
+        memcpy(ua, er, d * sizeof *ua); /* e_hat - e = e_hat + err */
+        for (size_t q = 0; q < k_aux; q++) {
+            float v = q < got ? val[q] : 0.0f;
+            struct entry *en = &e[ne + q];
+            en->i = q < got ? idx[q] : f->dead[0];
+            en->slot = SLOT_AUX;
+            en->z = v > 0 ? v : 0;
+            en->dzda = v > 0 ? 1.0f : 0.0f;
+            if (en->z != 0.0f) axpyf(ua, en->z, W_dec + (size_t)en->i * d, d);
+        }
+        ne += k_aux;
+        double sqa = 0;
+        for (size_t j = 0; j < d; j++) sqa += (double)ua[j] * ua[j];
+        ts[TS_SQA] = sqa;
+    }
+
+    /* ghost grads: exp(a) over the dead latents, rescaled to half the residual */
+    if (use_ghost) {
+        float m = -INFINITY;
+        for (size_t q = 0; q < n_dead; q++) {
+            float v = ar[f->dead[q]] + s->b_enc[f->dead[q]];
+            if (v > m) m = v;
+        }
+        float *ug = U + (SLOT_GHOST * B + b) * d;
+        memset(ug, 0, d * sizeof *ug);
+        for (size_t q = 0; q < n_dead; q++) {
+            uint32_t i = f->dead[q];
+            float z = expf(ar[i] + s->b_enc[i] - m);
+            e[ne + q].i = i;
+            e[ne + q].slot = SLOT_GHOST;
+            e[ne + q].z = z;
+            axpyf(ug, z, W_dec + (size_t)i * d, d);
+        }
+        double gn = 0;
+        for (size_t j = 0; j < d; j++) gn += (double)ug[j] * ug[j];
+        double cb = gn > 0 ? sqrt(sq) / (2.0 * sqrt(gn)) : 0.0;
+        double sqg = 0;
+        for (size_t j = 0; j < d; j++) {
+            ug[j] = (float)(cb * ug[j]) + er[j]; /* ghost - r, r = -err */
+            sqg += (double)ug[j] * ug[j];
+        }
+        for (size_t q = 0; q < n_dead; q++) {
+            e[ne + q].z = (float)(cb * e[ne + q].z);
+            e[ne + q].dzda = e[ne + q].z; /* d exp(a)/da = exp(a) */
+        }
+        ne += n_dead;
+        ts[TS_SQG] = sqg;
+    }
+
+    /* ga = dz/da * <W_dec[i], U_slot> (the slot's scale is applied per latent later) */
+    for (size_t q = 0; q < ne; q++) {
+        if (e[q].dzda == 0.0f) {
+            e[q].ga = 0;
+            continue;
+        }
+        const float *u = U + (e[q].slot * B + b) * d;
+        e[q].ga = e[q].dzda * dotf(W_dec + (size_t)e[q].i * d, u, d);
+    }
+}
+
+/* Gradient rows of the latents in chunk lc; the chunk's share of b_dec's encoder path
+ * goes to part[lc]. */
+SAE_HOT static void latent_chunk(const struct pass_ctx *c, size_t lc, const float *fs, float l1w,
+                                 float fire, double *p)
+{
+    struct sae_fast *f = c->f;
+    const struct sae *s = c->s;
+    const float *U = c->U;
+    const float *W_dec = c->W_dec;
+    const size_t n = c->n, d = c->d, B = c->B;
+    const bool standard = c->standard;
+    double *pp = p + lc * d;
+    memset(pp, 0, d * sizeof *pp);
+    size_t i1 = (lc + 1) * LAT_CHUNK < n ? (lc + 1) * LAT_CHUNK : n;
+    for (size_t i = lc * LAT_CHUNK; i < i1; i++) {
+        size_t q0 = f->lptr[i], q1 = f->lptr[i + 1];
+        if (q0 == q1) continue;
+        float *gwd = f->gW_dec + i * d, *gwe = f->gW_enc + i * d;
+        float gb = 0, zl1 = 0;
+        bool fired = false;
+        for (size_t q = q0; q < q1; q++) {
+            const struct tentry *te = &f->tent[q];
+            if (q + 2 < q1) { /* the rows two entries ahead: these gathers are latency-bound */
+                const struct tentry *tn = &f->tent[q + 2];
+                const char *pu = (const char *)(U + (tn->slot * B + tn->b) * d);
+                const char *px = (const char *)(f->xc + (size_t)tn->b * d);
+                for (size_t o = 0; o < d * sizeof(float); o += 64) {
+                    __builtin_prefetch(pu + o);
+                    __builtin_prefetch(px + o);
+                }
+            }
+            float sc = fs[te->slot];
+            float zz = te->z * sc;
+            if (zz != 0.0f) axpyf(gwd, zz, U + (te->slot * B + te->b) * d, d);
+            float ga = te->ga * sc;
+            if (standard && te->slot == SLOT_MAIN && te->z > 0.0f) {
+                ga += l1w * f->dnorm[i];
+                zl1 += te->z;
+            }
+            if (ga != 0.0f) {
+                axpyf(gwe, ga, f->xc + (size_t)te->b * d, d);
+                gb += ga;
+            }
+            if (te->slot == SLOT_MAIN && te->z > fire) fired = true;
+        }
+        if (zl1 != 0.0f && f->dnorm[i] > 0)
+            axpyf(gwd, l1w * zl1 / f->dnorm[i], W_dec + i * d, d);
+        f->gb_enc[i] = gb;
+        f->touched[i] = 1;
+        if (fired) f->fired[i] = 1;
+        const float *we = s->W_enc + i * d;
+        for (size_t j = 0; j < d; j++) pp[j] += (double)gb * we[j];
+    }
+}
+
 /* Fills gW_enc/gW_dec (touched rows), gb_enc, gb_dec, touched[] and fired[]. */
 static int fast_grads(struct sae_trainer *t, const float *x, size_t B, size_t k,
                       struct fast_out *o)
@@ -302,8 +549,9 @@ static int fast_grads(struct sae_trainer *t, const float *x, size_t B, size_t k,
     const size_t kk = multi ? (4 * k < n ? 4 * k : n) : k;
     memset(o, 0, sizeof *o);
 
+    double tp0 = time_now_s();
     /* 1. inputs and the encoder GEMM */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (f->par)
     for (size_t b = 0; b < B; b++) {
         for (size_t j = 0; j < d; j++) {
             float v = x[b * d + j] * scale_in;
@@ -311,7 +559,11 @@ static int fast_grads(struct sae_trainer *t, const float *x, size_t B, size_t k,
             f->xc[b * d + j] = v - s->b_dec[j];
         }
     }
+    double tp1 = time_now_s();
     tensor_sgemm(false, true, B, n, d, 1.0f, f->xc, d, s->W_enc, d, 0.0f, f->a, n);
+    double tp2 = time_now_s();
+    f->prof[SAE_PROF_INPUT] = tp1 - tp0;
+    f->prof[SAE_PROF_GEMM] = tp2 - tp1;
 
     /* 2. dead latents and what is switched on */
     size_t n_dead = 0;
@@ -322,7 +574,7 @@ static int fast_grads(struct sae_trainer *t, const float *x, size_t B, size_t k,
     const bool use_ghost = standard && c->ghost_grads && n_dead > 0;
     const size_t k_aux = sae_train_config_k_aux(c) < n_dead ? sae_train_config_k_aux(c) : n_dead;
     if (standard) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (f->par)
         for (size_t i = 0; i < n; i++)
             f->dnorm[i] = sqrtf(dotf(s->W_dec + i * d, s->W_dec + i * d, d));
     }
@@ -334,7 +586,7 @@ static int fast_grads(struct sae_trainer *t, const float *x, size_t B, size_t k,
     }
 
     /* 3. entry counts per token, then offsets */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (f->par)
     for (size_t b = 0; b < B; b++) {
         size_t cnt = 0;
         const float *ar = f->a + b * n;
@@ -364,160 +616,13 @@ static int fast_grads(struct sae_trainer *t, const float *x, size_t B, size_t k,
     /* 4. per token: select, decode, upstream rows, ga */
     float *U = f->U;
     const float *W_dec = s->W_dec;
-#pragma omp parallel for schedule(dynamic, 16)
-    for (size_t b = 0; b < B; b++) {
-        int tid = omp_get_thread_num();
-        float *sv = f->sv + (size_t)tid * f->scr;
-        uint32_t *si = f->si + (size_t)tid * f->scr;
-        const float *ar = f->a + b * n;
-        const float *xs = f->xs + b * d;
-        struct entry *e = f->ent + f->eptr[b];
-        double *ts = f->tok + b * TS_N;
-        size_t ne = 0, n_main, n_extra = 0;
-        for (size_t q = 0; q < TS_N; q++) ts[q] = 0;
-        ts[TS_MINZ] = INFINITY;
+    struct pass_ctx pc = {f, s, U, W_dec, n, d, B, k, kk, k_aux, n_dead, Tv, Ti,
+                          standard, batchtopk, multi, use_aux, use_ghost};
+#pragma omp parallel for schedule(dynamic, 16) if (f->par)
+    for (size_t b = 0; b < B; b++) token_pass(&pc, b, omp_get_thread_num());
 
-        /* main selection */
-        if (standard || batchtopk) {
-            for (size_t i = 0; i < n; i++) {
-                float v = ar[i] + s->b_enc[i];
-                bool in = standard ? v > 0.0f
-                                   : (sae_ranks_above(v, (uint32_t)(b * n + i), Tv, Ti) ||
-                                      (uint32_t)(b * n + i) == Ti);
-                if (!in) continue;
-                e[ne].i = (uint32_t)i;
-                e[ne].slot = SLOT_MAIN;
-                e[ne].z = v > 0 ? v : 0;
-                e[ne].dzda = v > 0 ? 1.0f : 0.0f;
-                ne++;
-            }
-            n_main = ne;
-        } else {
-            uint32_t *idx = si + f->scr - kk;
-            float *val = sv + f->scr - kk;
-            size_t got = sae_topk_row(ar, s->b_enc, NULL, n, kk, idx, val, si, sv);
-            if (multi && got > k) sae_select_top(val, idx, got, k);
-            n_main = got < k ? got : k;
-            n_extra = got - n_main;
-            for (size_t q = 0; q < kk; q++) {
-                float v = q < got ? val[q] : 0.0f;
-                e[q].i = q < got ? idx[q] : 0;
-                e[q].slot = q < n_main ? SLOT_MAIN : SLOT_EXTRA;
-                e[q].z = v > 0 ? v : 0;
-                e[q].dzda = v > 0 ? 1.0f : 0.0f;
-            }
-            ne = kk;
-        }
-
-        /* decode main (k) reconstruction; err = x_hat - x */
-        float *er = f->err + b * d;
-        float *u0 = U + (SLOT_MAIN * B + b) * d;
-        memcpy(er, s->b_dec, d * sizeof *er);
-        double l1 = 0, l0 = 0;
-        for (size_t q = 0; q < n_main; q++) {
-            if (e[q].z == 0.0f) continue;
-            axpyf(er, e[q].z, W_dec + (size_t)e[q].i * d, d);
-            l0 += 1;
-            if (e[q].z < ts[TS_MINZ]) ts[TS_MINZ] = e[q].z;
-            if (standard) l1 += (double)e[q].z * f->dnorm[e[q].i];
-        }
-        double sq = 0, xs2 = 0;
-        for (size_t j = 0; j < d; j++) {
-            er[j] -= xs[j];
-            sq += (double)er[j] * er[j];
-            xs2 += (double)xs[j] * xs[j];
-        }
-        ts[TS_SQ] = sq;
-        ts[TS_XS2] = xs2;
-        ts[TS_L0] = l0;
-        ts[TS_L1] = l1;
-        memcpy(u0, er, d * sizeof *u0);
-        if (multi) {
-            /* err4 = x_hat(4k) - x = err + extras; U0 = err + err4/8, U1 = err4/8 */
-            float *u1 = U + (SLOT_EXTRA * B + b) * d;
-            memcpy(u1, er, d * sizeof *u1);
-            for (size_t q = n_main; q < n_main + n_extra; q++)
-                if (e[q].z != 0.0f) axpyf(u1, e[q].z, W_dec + (size_t)e[q].i * d, d);
-            double sq4 = 0;
-            for (size_t j = 0; j < d; j++) {
-                sq4 += (double)u1[j] * u1[j];
-                u1[j] *= 0.125f;
-                u0[j] += u1[j];
-            }
-            ts[TS_SQ4] = sq4;
-        }
-        ts[TS_E2] = sq;
-
-        /* AuxK: the top k_aux dead pre-activations model the residual e = -err */
-        if (use_aux) {
-            float *tmp = sv; /* gather dead pre-activations: (n_dead) */
-            for (size_t q = 0; q < n_dead; q++) tmp[q] = ar[f->dead[q]] + s->b_enc[f->dead[q]];
-            uint32_t *idx = si;
-            float *val = sv + n_dead;
-            uint32_t *sci = si + k_aux;
-            float *scv = val + k_aux;
-            size_t got = sae_topk_row(tmp, NULL, f->dead, n_dead, k_aux, idx, val, sci, scv);
-            float *ua = U + (SLOT_AUX * B + b) * d;
-            memcpy(ua, er, d * sizeof *ua); /* e_hat - e = e_hat + err */
-            for (size_t q = 0; q < k_aux; q++) {
-                float v = q < got ? val[q] : 0.0f;
-                struct entry *en = &e[ne + q];
-                en->i = q < got ? idx[q] : f->dead[0];
-                en->slot = SLOT_AUX;
-                en->z = v > 0 ? v : 0;
-                en->dzda = v > 0 ? 1.0f : 0.0f;
-                if (en->z != 0.0f) axpyf(ua, en->z, W_dec + (size_t)en->i * d, d);
-            }
-            ne += k_aux;
-            double sqa = 0;
-            for (size_t j = 0; j < d; j++) sqa += (double)ua[j] * ua[j];
-            ts[TS_SQA] = sqa;
-        }
-
-        /* ghost grads: exp(a) over the dead latents, rescaled to half the residual */
-        if (use_ghost) {
-            float m = -INFINITY;
-            for (size_t q = 0; q < n_dead; q++) {
-                float v = ar[f->dead[q]] + s->b_enc[f->dead[q]];
-                if (v > m) m = v;
-            }
-            float *ug = U + (SLOT_GHOST * B + b) * d;
-            memset(ug, 0, d * sizeof *ug);
-            for (size_t q = 0; q < n_dead; q++) {
-                uint32_t i = f->dead[q];
-                float z = expf(ar[i] + s->b_enc[i] - m);
-                e[ne + q].i = i;
-                e[ne + q].slot = SLOT_GHOST;
-                e[ne + q].z = z;
-                axpyf(ug, z, W_dec + (size_t)i * d, d);
-            }
-            double gn = 0;
-            for (size_t j = 0; j < d; j++) gn += (double)ug[j] * ug[j];
-            double cb = gn > 0 ? sqrt(sq) / (2.0 * sqrt(gn)) : 0.0;
-            double sqg = 0;
-            for (size_t j = 0; j < d; j++) {
-                ug[j] = (float)(cb * ug[j]) + er[j]; /* ghost - r, r = -err */
-                sqg += (double)ug[j] * ug[j];
-            }
-            for (size_t q = 0; q < n_dead; q++) {
-                e[ne + q].z = (float)(cb * e[ne + q].z);
-                e[ne + q].dzda = e[ne + q].z; /* d exp(a)/da = exp(a) */
-            }
-            ne += n_dead;
-            ts[TS_SQG] = sqg;
-        }
-
-        /* ga = dz/da * <W_dec[i], U_slot> (the slot's scale is applied per latent later) */
-        for (size_t q = 0; q < ne; q++) {
-            if (e[q].dzda == 0.0f) {
-                e[q].ga = 0;
-                continue;
-            }
-            const float *u = U + (e[q].slot * B + b) * d;
-            e[q].ga = e[q].dzda * dotf(W_dec + (size_t)e[q].i * d, u, d);
-        }
-    }
-
+    double tp3 = time_now_s();
+    f->prof[SAE_PROF_TOKENS] = tp3 - tp2;
     /* 5. batch reductions (fixed order) */
     double tot[TS_N] = {0};
     double minz = INFINITY;
@@ -544,7 +649,7 @@ static int fast_grads(struct sae_trainer *t, const float *x, size_t B, size_t k,
     double *dsts[3] = {sum_x, sum_e, sum_u0};
     for (int v = 0; v < 3; v++) {
         const float *src = srcs[v];
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (f->par)
         for (size_t ch = 0; ch < nch; ch++) {
             double *pp = p + ch * d;
             memset(pp, 0, d * sizeof *pp);
@@ -586,10 +691,12 @@ static int fast_grads(struct sae_trainer *t, const float *x, size_t B, size_t k,
     o->loss = o->mse + o->mse4 / 8.0 + c->auxk_alpha * o->auxk * (use_aux ? 1 : 0) + o->l1 +
               o->ghost;
 
+    double tp4 = time_now_s();
+    f->prof[SAE_PROF_REDUCE] = tp4 - tp3;
     /* 6. transpose the entries by latent (stable: token order) */
     size_t *hist = f->hist;
     const size_t tch = B < TCH ? B : TCH;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (f->par)
     for (size_t ch = 0; ch < tch; ch++) {
         size_t *h = hist + ch * n;
         memset(h, 0, n * sizeof *h);
@@ -606,7 +713,7 @@ static int fast_grads(struct sae_trainer *t, const float *x, size_t B, size_t k,
         }
     }
     f->lptr[n] = acc;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (f->par)
     for (size_t ch = 0; ch < tch; ch++) {
         size_t *h = hist + ch * n;
         size_t b0 = B * ch / tch, b1 = B * (ch + 1) / tch;
@@ -622,48 +729,16 @@ static int fast_grads(struct sae_trainer *t, const float *x, size_t B, size_t k,
         }
     }
 
+    double tp5 = time_now_s();
+    f->prof[SAE_PROF_TRANSPOSE] = tp5 - tp4;
     /* 7. per latent: decoder and encoder gradient rows; b_dec's encoder path */
     const size_t nlc = (n + LAT_CHUNK - 1) / LAT_CHUNK;
     const float fire = (float)c->fire_threshold;
     const float l1w = (float)(c->l1_coeff / (double)B);
     float fs[N_SLOTS];
     for (int q = 0; q < N_SLOTS; q++) fs[q] = (float)slot_scale[q];
-#pragma omp parallel for schedule(dynamic, 1)
-    for (size_t lc = 0; lc < nlc; lc++) {
-        double *pp = p + lc * d;
-        memset(pp, 0, d * sizeof *pp);
-        size_t i1 = (lc + 1) * LAT_CHUNK < n ? (lc + 1) * LAT_CHUNK : n;
-        for (size_t i = lc * LAT_CHUNK; i < i1; i++) {
-            size_t q0 = f->lptr[i], q1 = f->lptr[i + 1];
-            if (q0 == q1) continue;
-            float *gwd = f->gW_dec + i * d, *gwe = f->gW_enc + i * d;
-            float gb = 0, zl1 = 0;
-            bool fired = false;
-            for (size_t q = q0; q < q1; q++) {
-                const struct tentry *te = &f->tent[q];
-                float sc = fs[te->slot];
-                float zz = te->z * sc;
-                if (zz != 0.0f) axpyf(gwd, zz, U + (te->slot * B + te->b) * d, d);
-                float ga = te->ga * sc;
-                if (standard && te->slot == SLOT_MAIN && te->z > 0.0f) {
-                    ga += l1w * f->dnorm[i];
-                    zl1 += te->z;
-                }
-                if (ga != 0.0f) {
-                    axpyf(gwe, ga, f->xc + (size_t)te->b * d, d);
-                    gb += ga;
-                }
-                if (te->slot == SLOT_MAIN && te->z > fire) fired = true;
-            }
-            if (zl1 != 0.0f && f->dnorm[i] > 0)
-                axpyf(gwd, l1w * zl1 / f->dnorm[i], W_dec + i * d, d);
-            f->gb_enc[i] = gb;
-            f->touched[i] = 1;
-            if (fired) f->fired[i] = 1;
-            const float *we = s->W_enc + i * d;
-            for (size_t j = 0; j < d; j++) pp[j] += (double)gb * we[j];
-        }
-    }
+#pragma omp parallel for schedule(dynamic, 1) if (f->par)
+    for (size_t lc = 0; lc < nlc; lc++) latent_chunk(&pc, lc, fs, l1w, fire, p);
     /* b_dec: decoder path (sum of U0, scaled) minus the encoder path */
     for (size_t j = 0; j < d; j++) {
         double enc = 0;
@@ -671,6 +746,7 @@ static int fast_grads(struct sae_trainer *t, const float *x, size_t B, size_t k,
         f->gb_dec[j] = (float)(slot_scale[SLOT_MAIN] * sum_u0[j] - enc);
     }
     free(sum_u0);
+    f->prof[SAE_PROF_LATENTS] = time_now_s() - tp5;
     return 0;
 }
 
@@ -679,7 +755,7 @@ static void fast_clear(struct sae_trainer *t)
 {
     struct sae_fast *f = t->fast;
     const size_t n = t->cfg.n, d = t->cfg.d_in;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (f->par)
     for (size_t i = 0; i < n; i++) {
         if (!f->touched[i]) continue;
         memset(f->gW_enc + i * d, 0, d * sizeof(float));
@@ -694,7 +770,7 @@ struct adam_f {
     float b1, c1, b2, c2, step, inv_bc2, eps;
 };
 
-static void adam_vec(float *restrict p, float *restrict m, float *restrict v,
+SAE_HOT static void adam_vec(float *restrict p, float *restrict m, float *restrict v,
                      const float *restrict g, float gscale, size_t len, const struct adam_f *a)
 {
     if (g) {
@@ -729,7 +805,7 @@ static double fast_optimize(struct sae_trainer *t, double lr)
     const size_t nlc = (n + LAT_CHUNK - 1) / LAT_CHUNK;
     double *p = f->part;
     /* pass 1: project decoder grads on touched rows; per-chunk squared norms */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (f->par)
     for (size_t lc = 0; lc < nlc; lc++) {
         double acc = 0;
         size_t i1 = (lc + 1) * LAT_CHUNK < n ? (lc + 1) * LAT_CHUNK : n;
@@ -759,7 +835,7 @@ static double fast_optimize(struct sae_trainer *t, double lr)
     struct adam_f af = {(float)ac.b1,   (float)(1 - ac.b1),      (float)ac.b2, (float)(1 - ac.b2),
                         (float)ac.step_size, (float)(1.0 / ac.bc2_sqrt), (float)ac.eps};
     /* pass 2: Adam on every row (untouched rows have g = 0), renormalise, clear */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (f->par)
     for (size_t i = 0; i < n; i++) {
         bool tch = f->touched[i];
         size_t o = i * d;
@@ -806,7 +882,9 @@ int sae_trainer_step(struct sae_trainer *t, const float *x, size_t B, struct sae
         log_error("sae_step_oom", "B=%zu", B);
         return rc;
     }
+    double to0 = time_now_s();
     double gnorm = fast_optimize(t, lr);
+    t->fast->prof[SAE_PROF_ADAM] = time_now_s() - to0;
     /* dead counters (in tokens), BatchTopK threshold, counters */
     struct sae_fast *f = t->fast;
     for (size_t i = 0; i < t->cfg.n; i++) {
@@ -848,6 +926,11 @@ int sae_trainer_step(struct sae_trainer *t, const float *x, size_t B, struct sae
         m->tokens_per_s = m->step_s > 0 ? (double)B / m->step_s : 0;
     }
     return 0;
+}
+
+void sae_trainer_profile(const struct sae_trainer *t, double out[SAE_PROF_N])
+{
+    for (int i = 0; i < SAE_PROF_N; i++) out[i] = t->fast ? t->fast->prof[i] : 0;
 }
 
 int sae_trainer_grad_fast(struct sae_trainer *t, const float *x, size_t B, float *gW_enc,
