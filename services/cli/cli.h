@@ -23,6 +23,7 @@ bool cli_wants_steering(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);   /* cmd_tokenize.c */
 int cmd_model_info(int argc, char **argv); /* cmd_model_info.c */
 int cmd_sae_info(int argc, char **argv); /* cmd_sae.c */
+int cmd_train(int argc, char **argv);    /* cmd_train.c */
 int cmd_eval(int argc, char **argv);     /* cmd_eval.c */
 int cmd_feature_show(int argc, char **argv);     /* cmd_feature.c */
 int cmd_feature_search(int argc, char **argv);   /* cmd_feature_scan.c */

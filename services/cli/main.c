@@ -12,6 +12,7 @@ static const struct cli_cmd commands[] = {
     {"tokenize", NULL, cmd_tokenize, "print a text's token ids and pieces"},
     {"model", "info", cmd_model_info, "describe a model: shapes, parameters, hook points"},
     {"sae", "info", cmd_sae_info, "describe a SAELens or sparsify SAE directory"},
+    {"train", NULL, cmd_train, "train an SAE on activation shards (safetensors)"},
     {"eval", NULL, cmd_eval, "evaluate an SAE spliced into its model; harvest features"},
     {"feature", "show", cmd_feature_show, "a feature's dashboard from the feature store"},
     {"feature", "search", cmd_feature_search, "which features fire where on a text / a word"},

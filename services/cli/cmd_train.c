@@ -1,0 +1,441 @@
+/* `saeflow train --activations FILE...`: trains an SAE on activation shards in one
+ * process. Each shard is a safetensors file with a tensor "activations" [tokens, d_in]
+ * (F32, F16 or BF16) and, optionally, __metadata__ hook_name / model_name /
+ * hook_layer / context_size. Batches are drawn without replacement from a seeded
+ * permutation of all tokens (a new one each epoch), so a run resumed from a checkpoint
+ * sees exactly the batches the uninterrupted run would have seen.
+ *
+ * --checkpoint DIR keeps DIR/trainer.safetensors (every --checkpoint-tokens, at the
+ * end, and on Ctrl-C); --resume continues from it. --out DIR exports a SAELens v6
+ * directory (norm folded, BatchTopK as JumpReLU, sparsity.safetensors measured on up
+ * to 65536 training tokens). A progress line on stderr shows tokens, loss, FVU, L0,
+ * dead %, k and the ETA. Exit 0, 1 on runtime failure, 2 on usage errors. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "core/core.h"
+#include "safetensors/safetensors.h"
+#include "sae/sae.h"
+#include "sae/sae_io.h"
+#include "sae/sae_train.h"
+#include "tensor/tensor.h"
+
+#define MAX_SHARDS 4096
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: saeflow train --activations FILE [FILE...] [options]\n"
+            "  --activations FILE...   safetensors shards with \"activations\" [tokens, d_in]\n"
+            "  --arch A                topk (default) | batchtopk | standard\n"
+            "  --n N | --expansion E   latents (default: 8 x d_in)\n"
+            "  --k K                   active latents per token (default 32)\n"
+            "  --k0 K0                 kScheduler start (default: off)\n"
+            "  --k-anneal-tokens T     tokens over which k goes from k0 to k\n"
+            "  --k-schedule S          linear (default) | cosine | exp\n"
+            "  --lr LR                 default 2e-4 / sqrt(n / 2^14)\n"
+            "  --batch B               tokens per step (default 4096)\n"
+            "  --tokens T              tokens to train on (default: one pass over the data)\n"
+            "  --warmup-tokens T       linear lr warm-up (default 0)\n"
+            "  --auxk-alpha A          AuxK weight (default 1/32; 0 = off)\n"
+            "  --dead-tokens T         silent this long = dead (default 10000000)\n"
+            "  --multi-topk            loss L(k) + L(4k)/8 (topk)\n"
+            "  --l1 L                  L1 coefficient (standard, default 5)\n"
+            "  --ghost-grads           ghost grads on dead latents (standard)\n"
+            "  --grad-clip C           clip the global grad norm (default off)\n"
+            "  --seed S                init and data order (default 1)\n"
+            "  --threads N             CPU threads (default: all)\n"
+            "  --out DIR               write a SAELens v6 directory at the end\n"
+            "  --checkpoint DIR        keep DIR/trainer.safetensors\n"
+            "  --checkpoint-tokens T   checkpoint period (default 10000000)\n"
+            "  --resume                continue from --checkpoint DIR\n");
+}
+
+struct shard {
+    struct safetensors *st;
+    const struct st_tensor *t;
+    size_t tokens;
+};
+
+struct data {
+    struct shard *sh;
+    size_t n_sh, d_in, total;
+    size_t *start; /* (n_sh + 1) prefix of token counts */
+    uint32_t *perm;
+    int64_t perm_epoch;
+};
+
+static int open_shards(struct data *dt, char **files, size_t nf, struct sae_meta *meta)
+{
+    dt->sh = calloc(nf, sizeof *dt->sh);
+    dt->start = calloc(nf + 1, sizeof *dt->start);
+    if (!dt->sh || !dt->start) return SF_ENOMEM;
+    for (size_t i = 0; i < nf; i++) {
+        struct shard *s = &dt->sh[i];
+        if (safetensors_open(files[i], &s->st) != 0) {
+            fprintf(stderr, "saeflow train: %s: not a readable safetensors file\n", files[i]);
+            return SF_EFORMAT;
+        }
+        dt->n_sh = i + 1;
+        s->t = safetensors_find(s->st, "activations");
+        if (!s->t || s->t->ndim != 2 || s->t->shape[0] <= 0 || s->t->shape[1] <= 0 ||
+            (s->t->dtype != ST_F32 && s->t->dtype != ST_F16 && s->t->dtype != ST_BF16)) {
+            fprintf(stderr,
+                    "saeflow train: %s: needs a tensor \"activations\" [tokens, d_in] of "
+                    "F32/F16/BF16\n",
+                    files[i]);
+            return SF_EFORMAT;
+        }
+        size_t d = (size_t)s->t->shape[1];
+        if (i == 0) dt->d_in = d;
+        if (d != dt->d_in) {
+            fprintf(stderr, "saeflow train: %s: d_in %zu differs from the first shard's %zu\n",
+                    files[i], d, dt->d_in);
+            return SF_EFORMAT;
+        }
+        s->tokens = (size_t)s->t->shape[0];
+        dt->start[i + 1] = dt->start[i] + s->tokens;
+        const char *v;
+        if ((v = safetensors_metadata(s->st, "hook_name")) && !meta->hook_name[0])
+            snprintf(meta->hook_name, sizeof meta->hook_name, "%s", v);
+        if ((v = safetensors_metadata(s->st, "model_name")) && !meta->model_name[0])
+            snprintf(meta->model_name, sizeof meta->model_name, "%s", v);
+        int64_t iv;
+        if ((v = safetensors_metadata(s->st, "hook_layer")) && parse_i64(v, &iv) == 0)
+            meta->hook_layer = iv;
+        if ((v = safetensors_metadata(s->st, "context_size")) && parse_i64(v, &iv) == 0)
+            meta->context_size = iv;
+    }
+    dt->total = dt->start[dt->n_sh];
+    if (dt->total >= UINT32_MAX) {
+        fprintf(stderr, "saeflow train: more than 2^32 tokens in one run is not supported\n");
+        return SF_ERANGE;
+    }
+    dt->perm = malloc(dt->total * sizeof *dt->perm);
+    dt->perm_epoch = -1;
+    return dt->perm ? 0 : SF_ENOMEM;
+}
+
+static void close_shards(struct data *dt)
+{
+    for (size_t i = 0; i < dt->n_sh; i++) safetensors_close(&dt->sh[i].st);
+    free(dt->sh);
+    free(dt->start);
+    free(dt->perm);
+}
+
+/* Token g (global index) as float32. */
+static void read_token(const struct data *dt, size_t g, float *out)
+{
+    size_t lo = 0, hi = dt->n_sh;
+    while (hi - lo > 1) {
+        size_t mid = (lo + hi) / 2;
+        if (dt->start[mid] <= g)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    const struct st_tensor *t = dt->sh[lo].t;
+    size_t row = g - dt->start[lo], d = dt->d_in;
+    const unsigned char *p = (const unsigned char *)t->data;
+    if (t->dtype == ST_F32) {
+        memcpy(out, p + row * d * 4, d * 4);
+    } else {
+        for (size_t j = 0; j < d; j++) {
+            uint16_t h;
+            memcpy(&h, p + (row * d + j) * 2, 2);
+            out[j] = t->dtype == ST_F16 ? f16_to_f32(h) : bf16_to_f32(h);
+        }
+    }
+}
+
+/* The batch of tokens [pos, pos + B) of the endless shuffled stream. */
+static void fill_batch(struct data *dt, uint64_t seed, int64_t pos, size_t B, float *x)
+{
+    for (size_t b = 0; b < B; b++) {
+        int64_t p = pos + (int64_t)b;
+        int64_t epoch = p / (int64_t)dt->total;
+        if (epoch != dt->perm_epoch) {
+            struct rng r;
+            rng_seed(&r, seed * 1000003u + (uint64_t)epoch);
+            for (size_t i = 0; i < dt->total; i++) dt->perm[i] = (uint32_t)i;
+            for (size_t i = dt->total; i > 1; i--) {
+                size_t j = rng_below(&r, i);
+                uint32_t tmp = dt->perm[i - 1];
+                dt->perm[i - 1] = dt->perm[j];
+                dt->perm[j] = tmp;
+            }
+            dt->perm_epoch = epoch;
+        }
+        read_token(dt, dt->perm[p % (int64_t)dt->total], x + b * dt->d_in);
+    }
+}
+
+static int export_out(const struct sae_trainer *t, struct data *dt, const char *out, size_t B,
+                      float *x)
+{
+    struct sae *sae = sae_trainer_export(t);
+    if (!sae) return SF_ENOMEM;
+    /* firing density on up to 65536 tokens of the data, in order */
+    size_t N = dt->total < 65536 ? dt->total : 65536, cap = sae->arch == SAE_TOPK ? sae->k : 256;
+    float *dens = calloc(sae->n, sizeof *dens);
+    uint32_t *idx = malloc(B * cap * sizeof *idx), *cnt = malloc(B * sizeof *cnt);
+    float *val = malloc(B * cap * sizeof *val);
+    int rc = dens && idx && cnt && val ? 0 : SF_ENOMEM;
+    for (size_t b0 = 0; rc == 0 && b0 < N; b0 += B) {
+        size_t rows = N - b0 < B ? N - b0 : B;
+        for (size_t r = 0; r < rows; r++) read_token(dt, b0 + r, x + r * dt->d_in);
+        rc = sae_encode(sae, x, rows, cap, idx, val, cnt);
+        for (size_t r = 0; rc == 0 && r < rows; r++)
+            for (uint32_t q = 0; q < cnt[r]; q++) dens[idx[r * cap + q]] += 1.0f;
+    }
+    if (rc == 0) {
+        for (size_t i = 0; i < sae->n; i++) dens[i] = log10f(dens[i] / (float)N + 1e-10f);
+        rc = sae_io_export_saelens(sae, out, dens);
+    }
+    free(dens);
+    free(idx);
+    free(cnt);
+    free(val);
+    sae_destroy(&sae);
+    return rc;
+}
+
+static void progress(const struct sae_train_metrics *m, int64_t total, double elapsed,
+                     int64_t start_tokens)
+{
+    double rate = elapsed > 0 ? (double)(m->tokens - start_tokens) / elapsed : 0;
+    double eta = rate > 0 ? (double)(total - m->tokens) / rate : 0;
+    fprintf(stderr,
+            "\r[%5.1f%%] tokens %lld/%lld  loss %.5f  FVU %.4f  L0 %.1f  dead %.1f%%  k %zu  "
+            "lr %.2e  %.0f tok/s  ETA %02d:%02d:%02d ",
+            100.0 * (double)m->tokens / (double)total, (long long)m->tokens, (long long)total,
+            m->loss, m->fvu, m->l0, 100.0 * m->dead_frac, m->k, m->lr, rate, (int)(eta / 3600),
+            (int)fmod(eta / 60, 60), (int)fmod(eta, 60));
+}
+
+static int want_i64(const char *flag, const char *v, int64_t lo, int64_t *out)
+{
+    if (!v || parse_i64(v, out) != 0 || *out < lo) {
+        fprintf(stderr, "saeflow train: %s needs an integer >= %lld\n", flag, (long long)lo);
+        return SF_EINVAL;
+    }
+    return 0;
+}
+
+static int want_f64(const char *flag, const char *v, double *out)
+{
+    if (!v || parse_f64(v, out) != 0 || !(*out >= 0)) {
+        fprintf(stderr, "saeflow train: %s needs a number >= 0\n", flag);
+        return SF_EINVAL;
+    }
+    return 0;
+}
+
+int cmd_train(int argc, char **argv)
+{
+    char **files = calloc((size_t)argc + 1, sizeof *files);
+    size_t nf = 0;
+    const char *arch_s = "topk", *sched_s = "linear", *out = NULL, *ckdir = NULL;
+    int64_t n = 0, k = 32, k0 = 0, kanneal = 0, batch = 4096, tokens = 0, warm = 0,
+            dead = 10000000, seed = 1, threads = 0, ck_every = 10000000;
+    double expansion = 8, lr = 0, alpha = 1.0 / 32, l1 = 5.0, clip = 0;
+    bool multi = false, ghost = false, resume = false;
+    int rc = 0;
+    if (!files) return 1;
+    for (int i = 1; i < argc && rc == 0; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            free(files);
+            return 0;
+        } else if (!strcmp(a, "--activations")) {
+            while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) files[nf++] = argv[++i];
+            continue;
+        }
+        bool takes = true;
+        if (!strcmp(a, "--arch")) arch_s = v;
+        else if (!strcmp(a, "--n")) rc = want_i64(a, v, 1, &n);
+        else if (!strcmp(a, "--expansion")) rc = want_f64(a, v, &expansion);
+        else if (!strcmp(a, "--k")) rc = want_i64(a, v, 1, &k);
+        else if (!strcmp(a, "--k0")) rc = want_i64(a, v, 0, &k0);
+        else if (!strcmp(a, "--k-anneal-tokens")) rc = want_i64(a, v, 0, &kanneal);
+        else if (!strcmp(a, "--k-schedule")) sched_s = v;
+        else if (!strcmp(a, "--lr")) rc = want_f64(a, v, &lr);
+        else if (!strcmp(a, "--batch")) rc = want_i64(a, v, 1, &batch);
+        else if (!strcmp(a, "--tokens")) rc = want_i64(a, v, 1, &tokens);
+        else if (!strcmp(a, "--warmup-tokens")) rc = want_i64(a, v, 0, &warm);
+        else if (!strcmp(a, "--auxk-alpha")) rc = want_f64(a, v, &alpha);
+        else if (!strcmp(a, "--dead-tokens")) rc = want_i64(a, v, 1, &dead);
+        else if (!strcmp(a, "--l1")) rc = want_f64(a, v, &l1);
+        else if (!strcmp(a, "--grad-clip")) rc = want_f64(a, v, &clip);
+        else if (!strcmp(a, "--seed")) rc = want_i64(a, v, 0, &seed);
+        else if (!strcmp(a, "--threads")) rc = want_i64(a, v, 0, &threads);
+        else if (!strcmp(a, "--out")) out = v;
+        else if (!strcmp(a, "--checkpoint")) ckdir = v;
+        else if (!strcmp(a, "--checkpoint-tokens")) rc = want_i64(a, v, 1, &ck_every);
+        else {
+            takes = false;
+            if (!strcmp(a, "--multi-topk")) multi = true;
+            else if (!strcmp(a, "--ghost-grads")) ghost = true;
+            else if (!strcmp(a, "--resume")) resume = true;
+            else {
+                fprintf(stderr, "saeflow train: unknown option %s\n", a);
+                rc = SF_EINVAL;
+            }
+        }
+        if (takes) {
+            if (!v) {
+                fprintf(stderr, "saeflow train: %s needs a value\n", a);
+                rc = SF_EINVAL;
+            }
+            i++;
+        }
+    }
+    enum sae_arch arch;
+    enum sae_k_schedule sched;
+    if (rc == 0 && (sae_arch_parse(arch_s, &arch) != 0 || arch == SAE_JUMPRELU)) {
+        fprintf(stderr, "saeflow train: --arch is topk, batchtopk or standard\n");
+        rc = SF_EINVAL;
+    }
+    if (rc == 0 && sae_k_schedule_parse(sched_s, &sched) != 0) {
+        fprintf(stderr, "saeflow train: --k-schedule is linear, cosine or exp\n");
+        rc = SF_EINVAL;
+    }
+    if (rc == 0 && nf == 0) {
+        fprintf(stderr, "saeflow train: --activations FILE... is required\n");
+        rc = SF_EINVAL;
+    }
+    if (rc == 0 && resume && !ckdir) {
+        fprintf(stderr, "saeflow train: --resume needs --checkpoint DIR\n");
+        rc = SF_EINVAL;
+    }
+    if (rc) {
+        usage(stderr);
+        free(files);
+        return 2;
+    }
+    if (threads > 0) tensor_set_threads((int)threads);
+    struct data dt = {0};
+    struct sae_meta meta = {0};
+    meta.hook_layer = -1;
+    struct sae_trainer *t = NULL;
+    float *x = NULL;
+    char ckpath[4096] = "";
+    int exit_code = 1;
+    if (open_shards(&dt, files, nf, &meta) != 0) goto done;
+    if (ckdir) {
+        if (file_mkdirs(ckdir, 0755) != 0) {
+            fprintf(stderr, "saeflow train: cannot create %s\n", ckdir);
+            goto done;
+        }
+        snprintf(ckpath, sizeof ckpath, "%s/trainer.safetensors", ckdir);
+    }
+    if (resume && access(ckpath, R_OK) == 0) {
+        if (sae_trainer_load(ckpath, &t) != 0) {
+            fprintf(stderr, "saeflow train: %s is not a valid checkpoint (see the log)\n", ckpath);
+            goto done;
+        }
+        if (sae_trainer_config(t)->d_in != dt.d_in) {
+            fprintf(stderr, "saeflow train: checkpoint d_in %zu != data d_in %zu\n",
+                    sae_trainer_config(t)->d_in, dt.d_in);
+            goto done;
+        }
+        fprintf(stderr, "saeflow train: resuming from %s at %lld tokens\n", ckpath,
+                (long long)sae_trainer_tokens(t));
+    } else {
+        struct sae_train_config cfg;
+        size_t nn = n > 0 ? (size_t)n : (size_t)llround(expansion * (double)dt.d_in);
+        sae_train_config_default(&cfg, arch, dt.d_in, nn, (size_t)k);
+        cfg.seed = (uint64_t)seed;
+        cfg.lr = lr;
+        cfg.lr_warmup_tokens = warm;
+        cfg.total_tokens = tokens > 0 ? tokens : (int64_t)dt.total;
+        cfg.grad_clip = clip;
+        cfg.dead_tokens = dead;
+        if (arch != SAE_STANDARD) cfg.auxk_alpha = alpha;
+        cfg.k0 = (size_t)k0;
+        cfg.k_anneal_tokens = kanneal;
+        cfg.k_schedule = sched;
+        cfg.multi_topk = multi;
+        cfg.l1_coeff = l1;
+        cfg.ghost_grads = ghost;
+        t = sae_trainer_new(&cfg);
+        if (!t) {
+            fprintf(stderr, "saeflow train: invalid settings (see the log line above)\n");
+            exit_code = 2;
+            goto done;
+        }
+        sae_trainer_set_meta(t, &meta);
+    }
+    const struct sae_train_config *cfg = sae_trainer_config(t);
+    const int64_t total = cfg->total_tokens > 0 ? cfg->total_tokens : (int64_t)dt.total;
+    const size_t B = (size_t)batch;
+    x = malloc(B * dt.d_in * sizeof *x);
+    if (!x) goto done;
+    log_info("train_start",
+             "shards=%zu tokens_in_data=%zu d_in=%zu n=%zu arch=%s k=%zu batch=%zu total=%lld "
+             "lr=%g",
+             nf, dt.total, dt.d_in, cfg->n, sae_arch_name(cfg->arch), cfg->k, B,
+             (long long)total, sae_train_config_lr(cfg));
+    sig_install();
+    const int64_t start_tokens = sae_trainer_tokens(t);
+    int64_t next_ck = ck_every > 0 ? (start_tokens / ck_every + 1) * ck_every : INT64_MAX;
+    double t0 = time_now_s(), last_print = 0;
+    struct sae_train_metrics m = {0};
+    bool stopped = false;
+    while (sae_trainer_tokens(t) < total) {
+        if (sig_stop_requested()) {
+            stopped = true;
+            break;
+        }
+        int64_t pos = sae_trainer_tokens(t);
+        size_t rows = (int64_t)B < total - pos ? B : (size_t)(total - pos);
+        fill_batch(&dt, cfg->seed, pos, rows, x);
+        if (sae_trainer_step(t, x, rows, &m) != 0) {
+            fprintf(stderr, "\nsaeflow train: training step failed (see the log)\n");
+            goto done;
+        }
+        double now = time_now_s();
+        if (now - last_print > 0.2 || m.tokens >= total) {
+            progress(&m, total, now - t0, start_tokens);
+            last_print = now;
+        }
+        if (ckpath[0] && m.tokens >= next_ck) {
+            if (sae_trainer_save(t, ckpath) != 0) goto done;
+            next_ck += ck_every;
+        }
+    }
+    fputc('\n', stderr);
+    if (ckpath[0] && sae_trainer_save(t, ckpath) != 0) goto done;
+    if (stopped) {
+        fprintf(stderr, "saeflow train: stopped at %lld tokens%s\n",
+                (long long)sae_trainer_tokens(t), ckpath[0] ? " (checkpoint saved)" : "");
+        exit_code = 1;
+        goto done;
+    }
+    log_info("train_done", "tokens=%lld steps=%lld loss=%.6f fvu=%.5f l0=%.2f dead_frac=%.4f",
+             (long long)m.tokens, (long long)m.step, m.loss, m.fvu, m.l0, m.dead_frac);
+    if (out) {
+        if (export_out(t, &dt, out, B, x) != 0) {
+            fprintf(stderr, "saeflow train: export to %s failed (see the log)\n", out);
+            goto done;
+        }
+        fprintf(stderr, "saeflow train: wrote SAELens directory %s\n", out);
+    } else if (!ckpath[0]) {
+        fprintf(stderr, "saeflow train: no --out or --checkpoint given: nothing written\n");
+    }
+    exit_code = 0;
+done:
+    free(x);
+    sae_trainer_destroy(&t);
+    close_shards(&dt);
+    free(files);
+    return exit_code;
+}
