@@ -41,6 +41,7 @@ struct fscan {
     char hook[128];
     size_t batch, context;
     size_t max_active; /* codes kept per token (k for topk) */
+    size_t n_cut;      /* texts cut at the context so far (their tail is not seen) */
     bool add_bos;
     bool *special; /* (vocab) BOS/EOS/control: no codes */
     size_t vocab;
@@ -77,7 +78,8 @@ struct fscan_text {
     const float *x; /* (n, d) the hooked activations */
 };
 typedef int (*fscan_fn)(void *ud, const struct fscan_text *t);
-/* Runs every text; the callback's non-zero return stops and is returned. */
+/* Runs every text (a text longer than the context is cut there: counted in n_cut);
+ * the callback's non-zero return stops and is returned. */
 int fscan_run(struct fscan *fs, const struct text_list *texts, fscan_fn fn, void *ud);
 
 /* ---- drawing ---- */

@@ -233,8 +233,10 @@ static int run_word_search(struct fscan *fs, const struct text_list *texts, cons
         goto out;
     int rc = fscan_run(fs, texts, word_search_cb, &s);
     if (rc < 0) goto out;
-    printf("word \"%s\": %llu occurrences (last token of each) among %llu tokens of %zu texts\n",
-           word, (unsigned long long)s.n_on, (unsigned long long)(s.n_on + s.n_off), texts->n);
+    printf("word \"%s\": %llu occurrences (last token of each) among %llu tokens of %zu texts "
+           "(%zu cut at %zu tokens)\n",
+           word, (unsigned long long)s.n_on, (unsigned long long)(s.n_on + s.n_off), texts->n,
+           fs->n_cut, fs->context);
     if (s.n_on == 0) {
         fprintf(stderr, "saeflow feature search: \"%s\" does not occur in the input\n", word);
         goto out;
@@ -664,7 +666,8 @@ int cmd_feature_contrast(int argc, char **argv)
         rk[m++] = (struct rank){(uint32_t)ff, by_smd ? fabs(st[1]) : fabs(st[0] - 0.5)};
     }
     qsort(rk, m, sizeof *rk, cmp_rank_desc);
-    printf("contrast: %zu pos texts (%s) vs %zu neg texts (%s)\n", tp.n, pos, tn.n, neg);
+    printf("contrast: %zu pos texts (%s) vs %zu neg texts (%s); %zu cut at %zu tokens\n", tp.n, pos,
+           tn.n, neg, fs.n_cut, fs.context);
     printf("SAE %s  hook %s  latents %zu; per-text value = %s activation; ranked by %s\n", f.sae,
            fs.hook, n, use_mean ? "mean" : "max", by_smd ? "|SMD|" : "|AUROC - 0.5|");
     printf("%4s %7s %7s %7s %9s %9s %7s %7s  %s\n", "rank", "feature", "AUROC", "SMD", "mean_pos",

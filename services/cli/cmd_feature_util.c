@@ -240,6 +240,7 @@ int fscan_run(struct fscan *fs, const struct text_list *texts, fscan_fn fn, void
             if (rc) goto out;
             if (n == 0) continue;
             lens[nb] = SF_MIN(n, ctx);
+            if (n > ctx) fs->n_cut++;
             which[nb] = t0;
             seqs[nb] = (struct model_seq){.slot = nb, .tokens = ids[nb], .n = lens[nb]};
             nb++;
