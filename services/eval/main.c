@@ -148,8 +148,8 @@ static int evaluate(struct svc *S, const char *sae_id, const char *path, uint64_
     struct feature_run_info run;
     S->last_done = 0;
     rc = harvest_store(hv, S->fs, &si, &run, on_progress, S);
-    if (rc < 0 && rc != SF_EXIT) S->store_ok = false;
-    if (rc < 0) goto out;
+    if (rc == SF_EIO || rc == SF_ESTATE) S->store_ok = false; /* the store refuses writes */
+    if (rc != 0) goto out; /* SF_EXIT: stopped by a signal, the run is marked failed */
     metrics_set(metrics_child(S->f_fvu, sae_id, NULL), em.fvu);
     metrics_set(metrics_child(S->f_l0, sae_id, NULL), em.l0);
     metrics_set(metrics_child(S->f_dead, sae_id, NULL), em.dead_frac);
@@ -162,7 +162,9 @@ static int evaluate(struct svc *S, const char *sae_id, const char *path, uint64_
              sae_id, (unsigned long long)run.run_id, (unsigned long long)step, em.fvu, em.l0,
              em.dead_frac, em.loss_recovered_zero, time_now_s() - t0);
 out:
-    if (rc < 0) {
+    if (rc == SF_EXIT) {
+        log_warn("eval_interrupted", "sae=%s path=%s", sae_id, path);
+    } else if (rc < 0) {
         metrics_inc(S->m_evals_failed);
         log_error("eval_failed", "sae=%s path=%s err=%s", sae_id, path, sf_strerror(rc));
     } else {
