@@ -137,6 +137,9 @@ struct feature_run_info {
 };
 void feature_run_info_fini(struct feature_run_info *r);
 
+/* An interval group (equal-width bins over [0, max_act]) or a quantile group (slices
+ * of about fires / n_quantiles activations each). The share of the feature's
+ * activations a group holds is count / stats.fires. */
 struct feature_bin {
     float lo, hi;
     uint64_t count; /* activations that fell in [lo, hi) (the last bin includes hi) */
