@@ -606,7 +606,7 @@ static int fast_grads(struct sae_trainer *t, const float *x, size_t B, size_t k,
     f->eptr[0] = 0;
     for (size_t b = 0; b < B; b++) f->eptr[b + 1] += f->eptr[b];
     const size_t E = f->eptr[B];
-    if (E > f->cap_E) {
+    if (E > f->cap_E || !f->ent) {
         if (grow((void **)&f->ent, E, sizeof(struct entry)) ||
             grow((void **)&f->tent, E, sizeof(struct tentry)))
             return SF_ENOMEM;

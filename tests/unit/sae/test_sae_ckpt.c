@@ -172,10 +172,36 @@ static void corrupt_cases(const char *dir)
     CHECK(sae_trainer_load("/nonexistent/x.safetensors", &t) < 0);
 }
 
+/* SAEFLOW_WRITE_CORPUS=<dir>: writes small checkpoints as the fuzz seed corpus. */
+static void write_corpus(const char *dir)
+{
+    enum sae_arch archs[] = {SAE_TOPK, SAE_BATCHTOPK, SAE_STANDARD};
+    for (size_t a = 0; a < SF_ARRAY_LEN(archs); a++) {
+        struct sae_train_config cfg;
+        sae_train_config_default(&cfg, archs[a], 4, 8, 2);
+        cfg.multi_topk = archs[a] == SAE_TOPK;
+        cfg.ghost_grads = archs[a] == SAE_STANDARD;
+        cfg.dead_tokens = 4;
+        struct sae_trainer *t = sae_trainer_new(&cfg);
+        float x[4 * 6];
+        for (size_t i = 0; i < SF_ARRAY_LEN(x); i++) x[i] = (float)(i % 5) - 2.0f;
+        for (int s = 0; s < 3; s++) sae_trainer_step(t, x, 6, NULL);
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s.safetensors", dir, sae_arch_name(archs[a]));
+        CHECK(sae_trainer_save(t, path) == 0);
+        sae_trainer_destroy(&t);
+    }
+}
+
 int main(void)
 {
     log_init("test_sae_ckpt", LOG_LOGFMT, LOG_OFF);
     tensor_set_threads(2);
+    const char *corpus = getenv("SAEFLOW_WRITE_CORPUS");
+    if (corpus && *corpus) {
+        write_corpus(corpus);
+        return check_exit();
+    }
     char dir[] = "/tmp/saeflow_ckpt_XXXXXX";
     CHECK(mkdtemp(dir) != NULL);
     resume_case(SAE_TOPK, dir);
