@@ -560,11 +560,113 @@ static void print_contrast_feature(struct fscan *fs, const struct feat_examples 
     buf_fini(&line);
 }
 
+/* Shows text `i` of `texts` with feature f's activation per token. */
+static void show_text(struct fscan *fs, const char *text, uint32_t f, float max, bool color,
+                      struct buf *line)
+{
+    struct text_list one = {0};
+    buf_reset(line);
+    if (text_list_add(&one, text, strlen(text)) != 0) return;
+    struct show_one so = {.f = f, .max = max, .color = color, .tok = fs->tok, .out = line};
+    fscan_run(fs, &one, show_one_cb, &so);
+    text_list_free(&one);
+}
+
+/* Paired contrast: text i of pos and text i of neg are two versions of one text (as
+ * WinoBias's pro / anti lines are). Per feature, d_i = v_pos,i - v_neg,i; ranked by
+ * |paired t| = |mean d| / (sd d / sqrt(n)); shown with the pairs of largest |d|. */
+static int run_paired(struct fscan *fs, const struct text_list *tp, const struct text_list *tn,
+                      const float *vals, size_t top, size_t n_examples, size_t min_fires,
+                      bool color)
+{
+    const size_t n = fs->sae->n, P = tp->n;
+    struct rank *rk = malloc(n * sizeof *rk);
+    double *st = calloc(n * 5, sizeof *st); /* t, mean d, share >, share <, pairs differing */
+    struct buf line;
+    buf_init(&line, 1u << 20);
+    int rc = 1;
+    if (!rk || !st) goto out;
+    size_t m = 0;
+    for (size_t f = 0; f < n; f++) {
+        double sd = 0, sq = 0;
+        size_t gt = 0, lt = 0, fired = 0;
+        for (size_t i = 0; i < P; i++) {
+            float a = vals[i * n + f], b = vals[(P + i) * n + f];
+            double d = (double)a - (double)b;
+            sd += d;
+            sq += d * d;
+            gt += a > b;
+            lt += a < b;
+            fired += (a > 0) + (b > 0);
+        }
+        if (fired < min_fires || fired == 0) continue;
+        double mean = sd / (double)P, var = sq / (double)P - mean * mean;
+        double se = var > 0 ? sqrt(var * (double)P / (double)(P - 1) / (double)P) : 0;
+        double t = se > 0 ? mean / se : 0;
+        double *x = st + f * 5;
+        x[0] = t;
+        x[1] = mean;
+        x[2] = (double)gt / (double)P;
+        x[3] = (double)lt / (double)P;
+        x[4] = (double)(gt + lt);
+        rk[m++] = (struct rank){(uint32_t)f, fabs(t)};
+    }
+    qsort(rk, m, sizeof *rk, cmp_rank_desc);
+    printf("paired contrast: %zu pairs (pos line i vs neg line i); %zu texts cut at %zu tokens\n",
+           P, fs->n_cut, fs->context);
+    printf("%4s %7s %8s %10s %8s %8s %8s\n", "rank", "feature", "t", "mean_diff", "pos>neg",
+           "pos<neg", "differ");
+    for (size_t q = 0; q < m && q < top; q++) {
+        const double *x = st + (size_t)rk[q].f * 5;
+        printf("%4zu %7u %+8.2f %+10.4f %7.1f%% %7.1f%% %8.0f\n", q + 1, rk[q].f, x[0], x[1],
+               100 * x[2], 100 * x[3], x[4]);
+    }
+    for (size_t q = 0; q < m && q < SF_MIN(top, n_examples); q++) {
+        uint32_t f = rk[q].f;
+        const double *x = st + (size_t)f * 5;
+        printf("\nfeature %u  t %+.2f  (higher in %s)\n", f, x[0], x[1] >= 0 ? "pos" : "neg");
+        /* the two pairs with the largest difference in the direction of the mean */
+        size_t best[2] = {SIZE_MAX, SIZE_MAX};
+        double bd[2] = {0, 0};
+        float mx = 0;
+        for (size_t i = 0; i < P; i++) {
+            float a = vals[i * n + f], b = vals[(P + i) * n + f];
+            mx = SF_MAX(mx, SF_MAX(a, b));
+            double d = (x[1] >= 0 ? 1 : -1) * ((double)a - (double)b);
+            if (d > bd[0]) {
+                best[1] = best[0];
+                bd[1] = bd[0];
+                best[0] = i;
+                bd[0] = d;
+            } else if (d > bd[1]) {
+                best[1] = i;
+                bd[1] = d;
+            }
+        }
+        for (size_t k = 0; k < 2; k++) {
+            if (best[k] == SIZE_MAX) continue;
+            size_t i = best[k];
+            show_text(fs, tp->v[i], f, mx, color, &line);
+            printf("    pos %6.2f  %s\n", (double)vals[i * n + f], line.data ? line.data : "");
+            show_text(fs, tn->v[i], f, mx, color, &line);
+            printf("    neg %6.2f  %s\n", (double)vals[(P + i) * n + f],
+                   line.data ? line.data : "");
+        }
+    }
+    rc = 0;
+out:
+    buf_fini(&line);
+    free(rk);
+    free(st);
+    return rc;
+}
+
 int cmd_feature_contrast(int argc, char **argv)
 {
     struct scan_flags f = {0};
     char *pos = NULL, *neg = NULL, *format = NULL, *agg = NULL, *rank_by = NULL, *dump = NULL;
     int64_t top = 0, examples_for = 0, max_texts = 0, min_fires = 0;
+    bool paired = false;
     const struct config_opt opts[] = {
         SCAN_OPTS(f),
         {"pos", CFG_STRING, &pos, NULL, 0, -1, "texts of the first set (files, comma-separated)"},
@@ -576,6 +678,8 @@ int cmd_feature_contrast(int argc, char **argv)
         {"top", CFG_INT, &top, "10", 1, 1e6, "features to list"},
         {"examples", CFG_INT, &examples_for, "5", 0, 1e4, "features shown with examples"},
         {"min-fires", CFG_INT, &min_fires, "3", 0, 1e9, "ignore features firing on fewer texts"},
+        {"paired", CFG_BOOL, &paired, "false", 0, -1,
+         "line i of --pos and of --neg are two versions of one text: rank by paired t"},
         {"dump", CFG_STRING, &dump, NULL, 0, -1,
          "write the listed features' per-text values here (TSV: feature, set, value)"},
         {"max-texts", CFG_INT, &max_texts, "0", 0, 1e9, "read at most this many texts per set"},
@@ -583,7 +687,7 @@ int cmd_feature_contrast(int argc, char **argv)
     struct config cfg = {
         .service = "feature contrast",
         .usage = "saeflow feature contrast --model M --sae DIR --pos FILE --neg FILE [--top N] "
-                 "[--agg max|mean] [--rank auroc|smd] [--format winobias]",
+                 "[--agg max|mean] [--rank auroc|smd] [--paired] [--format winobias]",
         .opts = opts,
         .n_opts = SF_ARRAY_LEN(opts)};
     int rc = config_load(&cfg, argc, argv);
@@ -617,6 +721,13 @@ int cmd_feature_contrast(int argc, char **argv)
                 tp.n, tn.n);
         goto done;
     }
+    if (paired && tp.n != tn.n) {
+        fprintf(stderr,
+                "saeflow feature contrast: --paired needs as many pos as neg texts (%zu, "
+                "%zu)\n",
+                tp.n, tn.n);
+        goto done;
+    }
     if (scan_open(&fs, &f) != 0) goto done;
     const size_t n = fs.sae->n, N = tp.n + tn.n;
     size_t cells;
@@ -634,6 +745,11 @@ int cmd_feature_contrast(int argc, char **argv)
     if (fscan_run(&fs, &tp, contrast_cb, &c) < 0) goto done;
     c.base = tp.n;
     if (fscan_run(&fs, &tn, contrast_cb, &c) < 0) goto done;
+    if (paired) {
+        ret = run_paired(&fs, &tp, &tn, c.vals, (size_t)top, (size_t)examples_for,
+                         (size_t)min_fires, !f.no_color && tty_use_color(f.color));
+        goto done;
+    }
 
     size_t m = 0;
     for (size_t ff = 0; ff < n; ff++) {
