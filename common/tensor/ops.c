@@ -235,7 +235,7 @@ OPS_CLONES static void gemv_span(float *out, const float *x, const float *w, siz
     }
 }
 
-/* GEMV work (floats of W) from which all threads help. */
+/* GEMV work (floats of W) from which OpenBLAS's threads help. */
 #define GEMV_PAR_MIN ((size_t)1 << 16)
 
 void linear_forward(float *out, const float *inp, const float *w, const float *b, size_t rows,
@@ -248,21 +248,17 @@ void linear_forward(float *out, const float *inp, const float *w, const float *b
         beta = 1.0f;
     }
     if (rows == 1) {
-        /* A GEMM with one row would pack the whole weight first; OpenBLAS's GEMV reaches
-         * well under the memory bandwidth here, so the GEMV is ours. It uses OpenMP even
-         * beside OpenBLAS's pthread pool: during decoding no BLAS call wakes that pool. */
-        size_t work = n_out * in;
-        if (work < GEMV_PAR_MIN || omp_get_max_threads() == 1) {
+        /* A GEMM with one row would pack the whole weight first; a GEMV streams it once.
+         * Small ones run here on one thread; large ones use OpenBLAS's threads. (Our own
+         * OpenMP split was as fast on an idle machine but fell apart on a loaded one:
+         * each of the ~50 GEMVs per token waits at a barrier for a descheduled thread,
+         * where OpenBLAS's workers yield.) */
+        if (n_out * in < GEMV_PAR_MIN) {
             gemv_span(out, inp, w, in, 0, n_out, b != NULL);
             return;
         }
-#pragma omp parallel
-        {
-            size_t t = (size_t)omp_get_thread_num(), T = (size_t)omp_get_num_threads();
-            size_t blocks = (n_out + 3) / 4;
-            size_t o0 = SF_MIN(n_out, blocks * t / T * 4), o1 = SF_MIN(n_out, blocks * (t + 1) / T * 4);
-            gemv_span(out, inp, w, in, o0, o1, b != NULL);
-        }
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (blasint)n_out, (blasint)in, 1.0f, w,
+                    (blasint)in, inp, 1, beta, out, 1);
         return;
     }
     tensor_sgemm(false, true, rows, n_out, in, 1.0f, inp, in, w, in, beta, out, n_out);
