@@ -97,6 +97,18 @@ echo "RESULT feature_cli contrast_female_vs_male top_auroc=$top"
 top2=$(awk '$1 == "1" && NF >= 9 { print $3; exit }' "$T/c2.txt")
 awk -v a="$top2" 'BEGIN { exit !(a >= 0 && a <= 1) }' || fail "AUROC $top2 out of [0, 1]"
 echo "RESULT feature_cli contrast_pro_vs_anti top_auroc=$top2"
+# paired: line i of pro and anti are the same sentence with the pronoun swapped
+"$BIN/saeflow" feature contrast --model "$MODEL" --sae "$SAE" --paired \
+    --pos "$WINO/pro_stereotyped_type1.txt.dev" --neg "$WINO/anti_stereotyped_type1.txt.dev" \
+    --format winobias --top 3 --examples 1 >"$T/c3.txt" 2>"$T/c3.log" ||
+    { cat "$T/c3.log"; fail "contrast --paired failed"; }
+grep -q '^paired contrast: 396 pairs' "$T/c3.txt" || { cat "$T/c3.txt"; fail "paired header"; }
+grep -qE '^    (pos|neg) ' "$T/c3.txt" || fail "paired: no example pair"
+echo "RESULT feature_cli contrast_paired $(awk '$1 == "1" { print "top_feature=" $2 " t=" $3; exit }' "$T/c3.txt")"
+head -n 3 "$T/female.txt" >"$T/three.txt"
+"$BIN/saeflow" feature contrast --model "$MODEL" --sae "$SAE" --paired --pos "$T/three.txt" \
+    --neg "$T/male.txt" --format winobias >/dev/null 2>&1
+[ $? = 1 ] || fail "--paired with unequal sets: want exit 1"
 
 # ---- feature show from a store harvested by saeflow eval
 if "$BIN/saeflow" eval --help 2>&1 | grep -q -- '--store'; then
