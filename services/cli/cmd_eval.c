@@ -233,7 +233,7 @@ int cmd_eval(int argc, char **argv)
         char *mj = strndup(out.data + json_at, out.len - json_at - 1);
         if (!mj) goto out;
         struct harvest_store_info si = {.sae_id = sae_id,
-                                        .model = model_path,
+                                        .model = model_name(m),
                                         .source = sae_dir,
                                         .dataset = data_path,
                                         .metrics_json = mj};

@@ -121,7 +121,12 @@ static int evaluate(struct svc *S, const char *sae_id, const char *path, uint64_
     buf_init(&json, 1 << 20);
     metrics_set(S->m_busy, 1);
     log_info("eval_start", "sae=%s path=%s step=%llu", sae_id, path, (unsigned long long)step);
+    /* a trainer may be replacing the export right now: try again briefly */
     int rc = sae_io_load(path, &sae);
+    for (int attempt = 1; rc < 0 && attempt < 3 && !sig_stop_requested(); attempt++) {
+        time_sleep_ms(500);
+        rc = sae_io_load(path, &sae);
+    }
     if (rc < 0) goto out;
     struct eval_opts eo;
     eval_opts_default(&eo);
@@ -140,7 +145,7 @@ static int evaluate(struct svc *S, const char *sae_id, const char *path, uint64_
     rc = harvest_run(S->model, sae, S->data, &ho, &hv);
     if (rc < 0) goto out;
     struct harvest_store_info si = {.sae_id = sae_id,
-                                    .model = S->o.model,
+                                    .model = model_name(S->model),
                                     .source = path,
                                     .dataset = S->o.data,
                                     .metrics_json = json.data,
