@@ -630,7 +630,7 @@ bool stream_consumer_producers_done(const struct stream_consumer *c)
     bool any = false;
     for (size_t i = 0; i < c->n_prods; i++) {
         const struct cprod *p = &c->prods[i];
-        if (!p->heard) continue;
+        if (!p->heard || (!p->live && !p->done)) continue; /* gone: resends if it returns */
         any = true;
         if (!p->done) return false;
     }
@@ -642,7 +642,7 @@ bool stream_consumer_all_done(const struct stream_consumer *c)
     bool any = false;
     for (size_t i = 0; i < c->n_prods; i++) {
         const struct cprod *p = &c->prods[i];
-        if (!p->heard) continue;
+        if (!p->heard || (!p->live && !p->done && !p->pending.n)) continue;
         any = true;
         if (!p->done || p->pending.n) return false;
     }

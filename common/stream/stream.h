@@ -236,7 +236,8 @@ int stream_consumer_commit(struct stream_consumer *c);
 /* True when some producer is blocked (ring full) or done and has pending batches:
  * a commit now unblocks it. */
 bool stream_consumer_commit_wanted(const struct stream_consumer *c);
-/* True when at least one producer was heard and every producer heard has said "done"
+/* True when at least one producer was heard and every producer heard (and not gone
+ * silent for peer_timeout without saying "done") has said "done"
  * (published and sent everything: no more new batches will come unless a consumer
  * restart or lost acks make it resend). The application may then train what it holds
  * below its usual refill point. */

@@ -13,6 +13,7 @@
  * tokens in a saved buffer — so after a SIGKILL nothing is trained twice or lost. */
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +35,7 @@ struct opts {
     char *bind, *hook, *arch, *ckpt_dir, *export_dir, *ledger, *trainer_id, *publish;
     char *metrics_addr, *model_name;
     int64_t n, k, batch_tokens, buffer_tokens, ckpt_every_tokens, keep, metrics_port;
-    int64_t credit_window, dead_tokens, seed, total_tokens, max_msg_mb;
+    int64_t credit_window, dead_tokens, seed, total_tokens, max_msg_mb, d_in;
     double lr, refill, ckpt_every_s, drain_s, metrics_every_s;
     bool exit_when_done, auxk;
 };
@@ -48,7 +49,7 @@ struct slot {
     size_t fill, cap;
     float *batch; /* (batch_tokens, d) */
     float *conv;  /* one decoded message */
-    size_t conv_cap;
+    size_t conv_cap, conv_d;
     struct sae_train_metrics last;
     double fvu_ema, l0_ema, loss_ema;
     bool have_ema;
@@ -68,6 +69,7 @@ struct trainer {
     size_t est_batch_tokens;
     struct metrics *reg;
     struct metric *m_ckpts, *m_ckpt_s, *m_batches;
+    struct metric *m_drop_dims, *m_drop_nonfinite; /* consumed but not trained, counted */
     bool healthy;
 };
 
@@ -395,24 +397,36 @@ static int take_batch(struct trainer *T, const Saeflow__ActivationBatch *b)
     struct slot *s = slot_find(T, b->hook_name);
     if (!s) return 0; /* not subscribed: the stream layer rejects these */
     size_t n = b->n_tokens, d = b->d_in;
-    if (!s->t) {
-        s->layer = b->layer;
-        int rc = slot_init(T, s, d);
-        if (rc < 0) return rc;
-    }
-    if (d != s->d) {
+    if ((s->t && d != s->d) || (T->o.d_in > 0 && d != (size_t)T->o.d_in)) {
         /* a batch we cannot use is still consumed (counted): it will not be resent */
-        log_warn("batch_d_in_mismatch", "hook=%s d_in=%zu want=%zu", s->hook, d, s->d);
+        log_warn("batch_d_in_mismatch", "hook=%s d_in=%zu want=%zu", s->hook, d,
+                 s->t ? s->d : (size_t)T->o.d_in);
+        metrics_inc(T->m_drop_dims);
         return 0;
     }
-    if (n > s->conv_cap) {
+    if (n > s->conv_cap || d > s->conv_d) {
         float *nc = realloc(s->conv, n * d * sizeof(float));
         if (!nc) return SF_ENOMEM;
         s->conv = nc;
         s->conv_cap = n;
+        s->conv_d = d;
     }
     int rc = wire_batch_to_f32(b, s->conv, n * d);
     if (rc < 0) return rc;
+    for (size_t i = 0; i < n * d; i++) {
+        if (!isfinite(s->conv[i])) {
+            /* one bad value would poison the SAE: consumed, not trained, counted */
+            log_warn("batch_nonfinite", "hook=%s producer=%s seq=%llu", s->hook, b->producer_id,
+                     (unsigned long long)b->seq);
+            metrics_inc(T->m_drop_nonfinite);
+            return 0;
+        }
+    }
+    if (!s->t) {
+        s->layer = b->layer;
+        rc = slot_init(T, s, d);
+        if (rc < 0) return rc;
+    }
     if (s->fill + n > s->cap) {
         /* beyond the credit we gave (e.g. resends): grow rather than lose it */
         size_t cap = s->fill + n;
@@ -570,6 +584,8 @@ int main(int argc, char **argv)
          "comma-separated hooks (one SAE each)"},
         {"model_name", CFG_STRING, &o->model_name, "unknown", 0, -1, "model id for SAE metadata"},
         {"arch", CFG_STRING, &o->arch, "topk", 0, -1, "topk | batchtopk | standard"},
+        {"d_in", CFG_INT, &o->d_in, "0", 0, 65536,
+         "expected activation width (0 = the first batch's)"},
         {"n", CFG_INT, &o->n, "1024", 1, 1 << 26, "latents per SAE"},
         {"k", CFG_INT, &o->k, "16", 1, 1 << 16, "Top-K k"},
         {"lr", CFG_DOUBLE, &o->lr, "0", 0, 1, "learning rate (0 = 2e-4/sqrt(n/2^14))"},
@@ -674,6 +690,11 @@ int main(int argc, char **argv)
     T->m_ckpts = metrics_child(
         metrics_counter(T->reg, "saeflow_train_checkpoints_total", "checkpoints committed", NULL),
         NULL);
+    struct metrics_family *dropped = metrics_counter(
+        T->reg, "saeflow_train_batches_dropped_total",
+        "batches consumed but not trained (wrong d_in, non-finite values)", "reason");
+    T->m_drop_dims = metrics_child(dropped, "d_in", NULL);
+    T->m_drop_nonfinite = metrics_child(dropped, "nonfinite", NULL);
     static const double secs[] = {0.01, 0.05, 0.1, 0.5, 1, 5, 30};
     T->m_ckpt_s = metrics_child(metrics_histogram(T->reg, "saeflow_train_checkpoint_seconds",
                                                   "checkpoint write time", NULL, secs, 7),

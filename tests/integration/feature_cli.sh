@@ -50,7 +50,8 @@ grep -q '^features by max activation' "$T/s.txt" || fail "no max summary"
 grep -q '^features by total activation' "$T/s.txt" || fail "no total summary"
 grep -q "$ESC" "$T/s.txt" && fail "colour written to a non-TTY"
 "$BIN/saeflow" feature search --model "$MODEL" --sae "$SAE" --text "Lily saw a big dog." \
-    --color always 2>/dev/null | grep -q "$ESC\[38;5;16;48;5;" || fail "--color always wrote no colour"
+    --color always >"$T/sc.txt" 2>"$T/sc.log" || { cat "$T/sc.log"; fail "search --color always"; }
+grep -q "$ESC\[38;5;16;48;5;" "$T/sc.txt" || { cat -v "$T/sc.txt"; fail "--color always wrote no colour"; }
 
 # ---- contrast: female vs male pronoun sentences (WinoBias type 1 dev + test)
 cat "$WINO"/*_stereotyped_type1.txt.* | grep -E '\[(she|her|She|Her)\]' >"$T/female.txt"
