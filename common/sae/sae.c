@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/core.h"
+#include "sae/sae_kernels.h"
 
 static const char *const arch_names[] = {
     [SAE_TOPK] = "topk",
@@ -50,8 +51,8 @@ struct sae *sae_new(enum sae_arch arch, size_t d_in, size_t n, size_t k)
     sae->n = n;
     sae->k = k;
     sae->norm_scale = 1.0f;
-    sae->W_enc = calloc(nd, sizeof(float));
-    sae->W_dec = calloc(nd, sizeof(float));
+    sae->W_enc = sae_alloc_big(nd, sizeof(float));
+    sae->W_dec = sae_alloc_big(nd, sizeof(float));
     sae->b_enc = calloc(n, sizeof(float));
     sae->b_dec = calloc(d_in, sizeof(float));
     if (arch_has_threshold(arch)) sae->threshold = calloc(n, sizeof(float));

@@ -8,7 +8,11 @@
 #include "sae/sae_kernels.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+
+#include "core/core.h"
 
 static inline void swap_entry(float *v, uint32_t *ix, size_t a, size_t b)
 {
@@ -208,4 +212,20 @@ size_t sae_topk_row(const float *a, const float *bias, const uint32_t *map, size
     memcpy(idx, ci, k * sizeof *idx);
     memcpy(val, cv, k * sizeof *val);
     return k;
+}
+
+void *sae_alloc_big(size_t nmemb, size_t size)
+{
+    size_t bytes;
+    if (!size_mul_ok(nmemb, size, &bytes)) return NULL;
+    if (bytes < ((size_t)4 << 20)) return calloc(nmemb ? nmemb : 1, size ? size : 1);
+    const size_t huge = (size_t)2 << 20;
+    size_t rounded = (bytes + huge - 1) / huge * huge;
+    void *p = NULL;
+    if (posix_memalign(&p, huge, rounded) != 0) return NULL;
+#ifdef MADV_HUGEPAGE
+    (void)madvise(p, rounded, MADV_HUGEPAGE); /* advice only: fine if refused */
+#endif
+    memset(p, 0, rounded);
+    return p;
 }

@@ -29,6 +29,12 @@ static inline size_t sae_topk_scratch(size_t k)
 size_t sae_topk_row(const float *a, const float *bias, const uint32_t *map, size_t n, size_t k,
                     uint32_t *idx, float *val, uint32_t *scratch_i, float *scratch_v);
 
+/* Zeroed allocation for big arrays (weights, moments, pre-activations): 2 MiB
+ * aligned and advised as transparent huge pages above 4 MiB, since the sparse kernels
+ * gather rows at random and would otherwise miss the TLB on every row. Free with
+ * free(). NULL on OOM. */
+void *sae_alloc_big(size_t nmemb, size_t size);
+
 /* Rearranges (v, ix) so that the first k entries are the k highest-ranked, unsorted. */
 void sae_select_top(float *v, uint32_t *ix, size_t len, size_t k);
 /* Sorts (v, ix) by rank, highest first (insertion sort; meant for k-sized lists). */

@@ -176,10 +176,10 @@ struct sae_trainer *sae_trainer_alloc(const struct sae_train_config *cfg)
     t->cfg = *cfg;
     const size_t n = cfg->n, d = cfg->d_in, nd = n * d;
     t->sae = sae_new(cfg->arch, d, n, cfg->k);
-    t->m_W_enc = calloc(nd, sizeof(float));
-    t->v_W_enc = calloc(nd, sizeof(float));
-    t->m_W_dec = calloc(nd, sizeof(float));
-    t->v_W_dec = calloc(nd, sizeof(float));
+    t->m_W_enc = sae_alloc_big(nd, sizeof(float));
+    t->v_W_enc = sae_alloc_big(nd, sizeof(float));
+    t->m_W_dec = sae_alloc_big(nd, sizeof(float));
+    t->v_W_dec = sae_alloc_big(nd, sizeof(float));
     t->m_b_enc = calloc(n, sizeof(float));
     t->v_b_enc = calloc(n, sizeof(float));
     t->m_b_dec = calloc(d, sizeof(float));

@@ -30,14 +30,13 @@ struct entry { /* one (token, latent) pair that carries gradient, in token order
     uint32_t slot;
     float z;    /* the latent's value in this slot's reconstruction */
     float dzda; /* dz/da */
-    float ga;   /* dz/da * <W_dec[i], U[slot, b]> (unscaled) */
 };
 
 struct tentry { /* the same, grouped by latent */
     uint32_t b;
     uint32_t slot;
     float z;
-    float ga;
+    float dzda;
 };
 
 struct sae_fast {
@@ -111,6 +110,16 @@ static int grow(void **p, size_t n, size_t size)
     return 0;
 }
 
+/* Like grow, without keeping the contents (huge-page backed). */
+static int grow_big(void **p, size_t n, size_t size)
+{
+    void *q = sae_alloc_big(n ? n : 1, size);
+    if (!q) return SF_ENOMEM;
+    free(*p);
+    *p = q;
+    return 0;
+}
+
 /* Makes room for a batch of B tokens. */
 static int fast_reserve(struct sae_trainer *t, size_t B)
 {
@@ -120,8 +129,8 @@ static int fast_reserve(struct sae_trainer *t, size_t B)
         f = calloc(1, sizeof *f);
         if (!f) return SF_ENOMEM;
         t->fast = f;
-        f->gW_enc = calloc(n * d, sizeof(float));
-        f->gW_dec = calloc(n * d, sizeof(float));
+        f->gW_enc = sae_alloc_big(n * d, sizeof(float));
+        f->gW_dec = sae_alloc_big(n * d, sizeof(float));
         f->gb_enc = calloc(n, sizeof(float));
         f->gb_dec = calloc(d, sizeof(float));
         f->touched = calloc(n, 1);
@@ -158,7 +167,7 @@ static int fast_reserve(struct sae_trainer *t, size_t B)
         if (grow((void **)&f->xs, B * d, sizeof(float)) ||
             grow((void **)&f->xc, B * d, sizeof(float)) ||
             grow((void **)&f->err, B * d, sizeof(float)) ||
-            grow((void **)&f->a, B * n, sizeof(float)) ||
+            grow_big((void **)&f->a, B * n, sizeof(float)) ||
             grow((void **)&f->U, N_SLOTS * B * d, sizeof(float)) ||
             grow((void **)&f->eptr, B + 1, sizeof(size_t)) ||
             grow((void **)&f->tok, B * TS_N, sizeof(double)) ||
@@ -311,7 +320,7 @@ struct pass_ctx {
     bool standard, batchtopk, multi, use_aux, use_ghost;
 };
 
-/* One token: select its entries, decode, form its upstream rows and each entry's ga. */
+/* One token: select its entries, decode, and form its upstream rows. */
 SAE_HOT static void token_pass(const struct pass_ctx *c, size_t b, int tid)
 {
     struct sae_fast *f = c->f;
@@ -468,15 +477,6 @@ SAE_HOT static void token_pass(const struct pass_ctx *c, size_t b, int tid)
         ts[TS_SQG] = sqg;
     }
 
-    /* ga = dz/da * <W_dec[i], U_slot> (the slot's scale is applied per latent later) */
-    for (size_t q = 0; q < ne; q++) {
-        if (e[q].dzda == 0.0f) {
-            e[q].ga = 0;
-            continue;
-        }
-        const float *u = U + (e[q].slot * B + b) * d;
-        e[q].ga = e[q].dzda * dotf(W_dec + (size_t)e[q].i * d, u, d);
-    }
 }
 
 /* Gradient rows of the latents in chunk lc; the chunk's share of b_dec's encoder path
@@ -511,9 +511,16 @@ SAE_HOT static void latent_chunk(const struct pass_ctx *c, size_t lc, const floa
                 }
             }
             float sc = fs[te->slot];
+            const float *u = U + (te->slot * B + te->b) * d;
+            /* ga = dz/da * <W_dec[i], U_slot> * slot scale: the decoder row stays in L1
+             * for the whole latent, and u is loaded here for the axpy anyway */
+            float ga = 0.0f;
+            if (te->dzda != 0.0f) {
+                float g0 = te->dzda * dotf(W_dec + i * d, u, d);
+                ga = g0 * sc;
+            }
             float zz = te->z * sc;
-            if (zz != 0.0f) axpyf(gwd, zz, U + (te->slot * B + te->b) * d, d);
-            float ga = te->ga * sc;
+            if (zz != 0.0f) axpyf(gwd, zz, u, d);
             if (standard && te->slot == SLOT_MAIN && te->z > 0.0f) {
                 ga += l1w * f->dnorm[i];
                 zl1 += te->z;
@@ -724,7 +731,7 @@ static int fast_grads(struct sae_trainer *t, const float *x, size_t B, size_t k,
                 te->b = (uint32_t)b;
                 te->slot = en->slot;
                 te->z = en->z;
-                te->ga = en->ga;
+                te->dzda = en->dzda;
             }
         }
     }
