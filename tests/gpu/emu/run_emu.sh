@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Runs the CUDA kernels under the CPU emulation (cuda_emu.h) against the CPU oracle: no
-# GPU and no CUDA toolkit needed. Builds the CPU libraries with CUDA=0 into build-emu/,
+# GPU and no CUDA toolkit needed. Builds the CPU libraries with CUDA=0 into build/emu/,
 # compiles each tests/gpu/emu/emu_*.cpp with g++, runs them, exits non-zero on failure.
 #
 #   tests/gpu/emu/run_emu.sh            (from anywhere)
 set -u
 cd "$(dirname "$0")/../../.."
-out=build-emu
+out=build/emu
 libs="sae model tensor safetensors core"
 make -s CUDA=0 BUILD=$out $(for l in $libs; do echo $out/lib/libsf_$l.a; done) >/dev/null || exit 1
 mkdir -p $out/emu
