@@ -38,11 +38,11 @@ static double rel_err(const float *a, const float *b, size_t n)
     return m / (s > 0 ? s : 1e-30);
 }
 
-#define EXPECT(what, got, want, n, tol)                                                    \
-    do {                                                                                   \
-        double e_ = rel_err((got), (want), (n));                                           \
-        CHECK_MSG(e_ <= (tol), "%s: relative error %.3g > %.3g", (what), e_, (double)(tol)); \
-        if (e_ <= (tol)) printf("  ok   %-40s rel err %.2e\n", (what), e_);               \
+#define EXPECT(what, got, want, n, tol)                                                            \
+    do {                                                                                           \
+        double e_ = rel_err((got), (want), (n));                                                   \
+        CHECK_MSG(e_ <= (tol), "%s: relative error %.3g > %.3g", (what), e_, (double)(tol));       \
+        if (e_ <= (tol)) printf("  ok   %-40s rel err %.2e\n", (what), e_);                        \
     } while (0)
 
 static std::vector<float> randv(size_t n, struct rng *r, float scale, float shift)
