@@ -81,6 +81,7 @@ struct capture {
     struct metric *m_tokens, *m_docs, *m_batches, *m_fwd_tokens, *m_tps, *m_ring, *m_credit;
     struct metric *m_fate[5];
     uint64_t fwd_tokens;
+    double wait_s; /* time publish() waited for ring room or consumers */
 };
 
 static void counter_to(struct metric *m, double v)
@@ -286,10 +287,15 @@ static int publish(struct capture *c, struct hook_state *h)
     int rc = wire_batch_set_f32(&b, h->x, h->n, c->d, c->dtype, &c->scratch);
     if (rc < 0) return rc;
     bool logged = false;
-    for (;;) {
+    double t0 = time_now_s();
+    for (int tries = 0;; tries++) {
+        if (tries == 1) t0 = time_now_s(); /* waiting starts after a first refusal */
         if (stream_producer_ready(c->prod)) {
             rc = stream_producer_publish(c->prod, &b);
-            if (rc != SF_AGAIN) return rc;
+            if (rc != SF_AGAIN) {
+                if (tries) c->wait_s += time_now_s() - t0;
+                return rc;
+            }
         } else if (!logged) {
             log_info("capture_waiting", "what=consumers_subscribed");
             logged = true;
@@ -594,9 +600,11 @@ int main(int argc, char **argv)
     }
     for (size_t i = 0; i < c->n_hooks; i++)
         if (c->hooks[i].sx && write_shard(c, &c->hooks[i]) < 0) ret = 1;
-    log_info("capture_done", "tokens=%llu forward_tokens=%llu docs=%llu s=%.2f stopped=%d",
+    log_info("capture_done",
+             "tokens=%llu forward_tokens=%llu docs=%llu s=%.2f waited_s=%.2f stopped=%d",
              (unsigned long long)captured, (unsigned long long)c->fwd_tokens,
-             (unsigned long long)source_docs(c->src), time_now_s() - t0, sig_stop_requested());
+             (unsigned long long)source_docs(c->src), time_now_s() - t0, c->wait_s,
+             sig_stop_requested());
 
     /* ---- drain: wait for every batch to be committed (bounded) ---- */
     if (c->prod) {

@@ -9,7 +9,11 @@
  * Each number is a median of repeats. Goal: pipeline >= 90% of the slowest stage. On
  * a machine where both stages share the same cores the ceiling is lower: both
  * processes run at once, so the table also shows the shared-core bound
- * 1 / (1/engine + 1/trainer).
+ * 1 / (1/engine + 1/trainer). The capture's own "waited_s" (time its publish() was held
+ * back by credit or a full ring) is printed too: 0 means the stream never limited it.
+ * On a shared machine with scheduler autogroups (/proc/sys/kernel/sched_autogroup_enabled)
+ * the two pipeline processes split one session's CPU share that a stage alone has to
+ * itself, so run this on an idle machine for the goal comparison.
  *
  * Environment: SAEFLOW_MODELS, SAEFLOW_CORPUS, SAEFLOW_BIN (default build/bin),
  * BENCH_TOKENS (tokens per run, default 200000), BENCH_REPS (default 3). */
@@ -141,6 +145,8 @@ static pid_t spawn(char *const argv[], const char *log)
     return pid;
 }
 
+static double last_wait_s, last_run_s;
+
 /* Runs capture + train over ipc with `tokens` tokens; tokens/s from start to the
  * trainer's exit (every batch trained and committed). */
 static double run_pipeline(const char *bin, const char *model, const char *corpus, size_t tokens,
@@ -165,7 +171,7 @@ static double run_pipeline(const char *bin, const char *model, const char *corpu
     char *cargv[] = {capture,     "--model",   (char *)model, "--input",      (char *)corpus,
                      "--hook",    HOOK,        "--epochs",    "100",          "--max_tokens",
                      tok,         "--context", "128",         "--batch_seqs", "32",
-                     "--connect", ep,          "--log-level", "warn",         NULL};
+                     "--connect", ep,          NULL};
     double t0 = time_now_s();
     pid_t pt = spawn(targv, log), pc = spawn(cargv, log);
     if (pt < 0 || pc < 0) return -1;
@@ -173,6 +179,17 @@ static double run_pipeline(const char *bin, const char *model, const char *corpu
     waitpid(pc, &st_c, 0);
     waitpid(pt, &st_t, 0);
     double dt = time_now_s() - t0;
+    /* how long capture waited on the stream (credit / ring room): 0 = never held back */
+    char *text = NULL;
+    size_t len = 0;
+    if (file_read_all(log, 1 << 26, &text, &len) == 0) {
+        const char *w = NULL, *p = text;
+        while ((p = strstr(p, "waited_s=")) != NULL) w = p++;
+        double v = 0;
+        if (w && sscanf(w, "waited_s=%lf", &v) == 1) last_wait_s = v;
+        free(text);
+    }
+    last_run_s = dt;
     char cmd[4300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", ck);
     if (system(cmd) != 0) return -1;
@@ -242,6 +259,13 @@ int main(void)
                mp / shared);
     else
         printf("pipeline: failed (services not built in %s?)\n", bin);
+    if (ok)
+        printf("capture waited on the stream (credit, ring) %.2f s of its last %.2f s run\n",
+               last_wait_s, last_run_s);
+    const char *omp = getenv("OMP_NUM_THREADS");
+    printf("OMP_NUM_THREADS=%s (each stage alone gets that many threads; in the pipeline "
+           "both processes run at once)\n",
+           omp ? omp : "unset");
     printf("goal: pipeline >= 0.90x of the slowest stage\n");
     model_ctx_destroy(&ctx);
     model_destroy(&m);
