@@ -163,18 +163,38 @@ size_t sae_topk_row(const float *a, const float *bias, const uint32_t *map, size
     const size_t stride = (n + 8 * k - 1) / (8 * k); /* the sample has <= 8k entries */
     const size_t m = n / stride;
     size_t q = (3 * k + stride - 1) / stride; /* sample rank ~ the 3k-th of the row */
-    if (q < 8) q = 8;
+    if (q < 4) q = 4;
     if (q > m) q = m;
-    float *sv = scratch_v;
-    uint32_t *si = scratch_i;
-    for (size_t j = 0; j < m; j++) {
-        sv[j] = a[j * stride] + (bias ? bias[j * stride] : 0.0f);
-        si[j] = (uint32_t)j;
-        if (sv[j] != sv[j]) sv[j] = -INFINITY;
+    float t;
+    if (q <= 16) {
+        /* the q-th largest sample by insertion into a small sorted list */
+        float top[16];
+        size_t len = 0;
+        for (size_t j = 0; j < m; j++) {
+            float v = a[j * stride] + (bias ? bias[j * stride] : 0.0f);
+            if (v != v) continue;
+            if (len == q && !(v > top[q - 1])) continue;
+            size_t p = len < q ? len++ : q - 1;
+            while (p > 0 && top[p - 1] < v) {
+                top[p] = top[p - 1];
+                p--;
+            }
+            top[p] = v;
+        }
+        if (len < q) return topk_heap(a, bias, map, n, k, idx, val);
+        t = top[q - 1];
+    } else {
+        float *sv = scratch_v;
+        uint32_t *si = scratch_i;
+        for (size_t j = 0; j < m; j++) {
+            sv[j] = a[j * stride] + (bias ? bias[j * stride] : 0.0f);
+            si[j] = (uint32_t)j;
+            if (sv[j] != sv[j]) sv[j] = -INFINITY;
+        }
+        sae_select_top(sv, si, m, q);
+        t = sv[0];
+        for (size_t j = 1; j < q; j++) t = sv[j] < t ? sv[j] : t;
     }
-    sae_select_top(sv, si, m, q);
-    float t = sv[0];
-    for (size_t j = 1; j < q; j++) t = sv[j] < t ? sv[j] : t;
     /* collect v >= t: a vectorised max skips blocks of 16 with no candidate (most of
      * them); passing blocks are collected branch-free. The buffer is 4k + 256 with 16
      * entries of slack. */

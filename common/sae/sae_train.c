@@ -5,16 +5,19 @@
  *   1. xs = s*x, xc = xs - b_dec; a = xc W_enc^T (tensor_sgemm, the only dense GEMM).
  *   2. Per token (threads): select the latents that carry gradient as "entries"
  *      (main top-k, Multi-TopK extras, AuxK among dead latents, standard's a>0, ghost
- *      dead latents), decode sparsely, form the upstream error rows U (one per slot),
- *      and each entry's gradient w.r.t. its pre-activation, ga = dz/da * <W_dec[i], U>.
+ *      dead latents), decode sparsely and form the upstream error rows U (one per
+ *      slot: main, Multi-TopK extra, AuxK, ghost).
  *   3. Transpose the entries by latent (a counting sort in token order) and give each
- *      latent to one thread: dW_dec[i] = sum z U, dW_enc[i] = sum ga xc, db_enc[i] =
- *      sum ga. No atomics, no races, and the summation order is fixed.
+ *      latent to one thread: ga = dz/da * <W_dec[i], U_b>, dW_dec[i] = sum z U_b,
+ *      dW_enc[i] = sum ga xc_b, db_enc[i] = sum ga. No atomics, no races, and the
+ *      summation order is fixed.
  *   4. db_dec = sum_b U0_b - sum_i db_enc[i] W_enc[i] (both in fixed-size chunks).
  *   5. Dense Adam over every parameter, fused per latent row with the decoder-gradient
  *      projection, the renormalisation, and the zeroing of the touched gradient rows.
- * All reductions run over fixed chunks summed in order, so results do not depend on
- * the number of threads. */
+ * All reductions run over fixed chunks summed in order, so our results do not depend
+ * on the number of threads (OpenBLAS splits the GEMM without splitting its sums). The
+ * hot loops have AVX-512 / AVX2 / baseline versions chosen at load time, so results
+ * are bit-reproducible on one machine, not across CPU generations. */
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -23,8 +26,6 @@
 #include "sae/sae_kernels.h"
 #include "sae/sae_train_internal.h"
 #include "tensor/tensor.h"
-
-
 
 /* ---- config and schedules ----------------------------------------------------------- */
 

@@ -13,9 +13,10 @@
  * Multi-TopK / L1 / ghost terms; gradients only along the selected latents (sparse,
  * O(B*k*d)); decoder-row gradient projection; optional global grad-norm clip; dense
  * Adam over every parameter (exact PyTorch Adam semantics, eps 6.25e-10); decoder
- * rows renormalised. Everything except the GEMM runs on OpenMP threads. Results are
- * deterministic: every reduction has a fixed order that does not depend on the
- * thread count, so a resumed run continues bit-identically.
+ * rows renormalised. Everything except the GEMM runs on OpenMP threads (small steps,
+ * under ~1e8 encoder FMAs, run serially). Results are deterministic on a machine:
+ * every reduction has a fixed order that does not depend on the thread count, so a
+ * resumed run continues bit-identically.
  *
  * Losses (all in the normalised space s*x):
  *   mse   = sum_b ||x_hat_b - x_b||^2 / (B * d_in)         (Multi-TopK: + mse(4k)/8)

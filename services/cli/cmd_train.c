@@ -387,6 +387,7 @@ int cmd_train(int argc, char **argv)
     sig_install();
     const int64_t start_tokens = sae_trainer_tokens(t);
     int64_t next_ck = ck_every > 0 ? (start_tokens / ck_every + 1) * ck_every : INT64_MAX;
+    int64_t saved_at = -1;
     double t0 = time_now_s(), last_print = 0;
     struct sae_train_metrics m = {0};
     bool stopped = false;
@@ -409,11 +410,13 @@ int cmd_train(int argc, char **argv)
         }
         if (ckpath[0] && m.tokens >= next_ck) {
             if (sae_trainer_save(t, ckpath) != 0) goto done;
-            next_ck += ck_every;
+            saved_at = m.tokens;
+            while (next_ck <= m.tokens) next_ck += ck_every;
         }
     }
     fputc('\n', stderr);
-    if (ckpath[0] && sae_trainer_save(t, ckpath) != 0) goto done;
+    if (ckpath[0] && saved_at != sae_trainer_tokens(t) && sae_trainer_save(t, ckpath) != 0)
+        goto done;
     if (stopped) {
         fprintf(stderr, "saeflow train: stopped at %lld tokens%s\n",
                 (long long)sae_trainer_tokens(t), ckpath[0] ? " (checkpoint saved)" : "");
