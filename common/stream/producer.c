@@ -131,7 +131,14 @@ void stream_producer_destroy(struct stream_producer **pp)
     if (p->ring) {
         for (size_t i = 0; i < p->count; i++) {
             struct ring_entry *e = ring_at(p, i);
-            if (e->frame) {
+            if (!e->dest) {
+                ledger_fate(p, e->seq, "unrouted");
+                p->st.unrouted++;
+            } else if ((e->acked | e->rejected) == e->dest) {
+                ledger_fate(p, e->seq, e->rejected ? "rejected" : "committed");
+                p->st.rejected += e->rejected ? 1 : 0;
+                p->st.committed += e->rejected ? 0 : 1;
+            } else {
                 ledger_fate(p, e->seq, "unacked");
                 p->st.unacked++;
             }
@@ -225,7 +232,10 @@ static void ring_retire(struct stream_producer *p)
     while (p->count) {
         struct ring_entry *e = ring_at(p, 0);
         if ((e->acked | e->rejected) != e->dest) break;
-        if (e->rejected) {
+        if (!e->dest) {
+            ledger_fate(p, e->seq, "unrouted");
+            p->st.unrouted++;
+        } else if (e->rejected) {
             ledger_fate(p, e->seq, "rejected");
             p->st.rejected++;
         } else {
@@ -259,17 +269,16 @@ int stream_producer_publish(struct stream_producer *p, Saeflow__ActivationBatch 
     uint32_t dest = 0;
     for (size_t i = 0; i < p->n_links; i++)
         if (link_wants(&p->links[i], b->hook_name)) dest |= 1u << i;
+    /* an entry without destinations (no consumer wants its hook) keeps its place in
+     * the ring, so that ring index = seq - first seq; it retires as "unrouted" */
+    uint8_t *copy = NULL;
+    if (dest) {
+        copy = malloc(p->enc.len);
+        if (!copy) return SF_ENOMEM;
+        memcpy(copy, p->enc.data, p->enc.len);
+    }
     p->next_seq++;
     p->st.published++;
-    if (dest == 0) {
-        /* no consumer wants this hook: the fate is decided now */
-        ledger_fate(p, b->seq, "unrouted");
-        p->st.unrouted++;
-        return 0;
-    }
-    uint8_t *copy = malloc(p->enc.len);
-    if (!copy) return SF_ENOMEM;
-    memcpy(copy, p->enc.data, p->enc.len);
     struct ring_entry *e = ring_at(p, p->count);
     memset(e, 0, sizeof *e);
     e->seq = b->seq;
@@ -311,21 +320,24 @@ static void handle_ack(struct stream_producer *p, size_t li, const Saeflow__Ack 
     if (!rej && !trained) return; /* ACCEPTED: informational only, we keep the batch */
     l->last_ack_ns = time_now_ns();
     uint64_t first_seq = p->count ? ring_at(p, 0)->seq : p->next_seq;
+    uint64_t end_seq = first_seq + p->count; /* exclusive */
     for (size_t r = 0; r < a->n_ranges; r++) {
         uint64_t lo = a->ranges[r]->first, hi = a->ranges[r]->last;
-        for (uint64_t s = lo; s <= hi; s++) {
-            if (s < first_seq || s - first_seq >= p->count) {
-                p->st.stale_acks++;
-                if (s == UINT64_MAX) break;
-                continue;
-            }
+        /* only the part inside the ring is looked at (a range may be huge) */
+        uint64_t from = SF_MAX(lo, first_seq);
+        uint64_t to = p->count ? SF_MIN(hi, end_seq - 1) : 0;
+        if (!p->count || from > to) {
+            p->st.stale_acks++;
+            continue;
+        }
+        if (from > lo || to < hi) p->st.stale_acks++;
+        for (uint64_t s = from; s <= to; s++) {
             struct ring_entry *e = ring_at(p, (size_t)(s - first_seq));
             if (!(e->dest & bit)) continue;
             if (rej)
                 e->rejected |= bit;
             else
                 e->acked |= bit;
-            if (s == UINT64_MAX) break;
         }
     }
 }
