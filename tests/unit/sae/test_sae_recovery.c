@@ -62,6 +62,7 @@ int main(void)
     struct sae_train_config cfg;
     sae_train_config_default(&cfg, SAE_TOPK, D, NF, 4);
     cfg.seed = 1;
+    /* T_* environment variables override the settings for experiments */
     cfg.lr = getenv("T_LR") ? strtod(getenv("T_LR"), NULL) : 6e-3;
     const size_t B = getenv("T_B") ? strtoul(getenv("T_B"), NULL, 10) : 512;
     const size_t steps = getenv("T_STEPS") ? strtoul(getenv("T_STEPS"), NULL, 10) : 2400;
