@@ -30,7 +30,7 @@ struct model_ctx {
     float *k_cache, *v_cache; /* (n_layers, n_slots, max_len, kv_dim) */
     struct hook_list *hooks;  /* (n_layers * MODEL_HOOK_COUNT) */
     size_t n_hooks;
-    size_t last_hooked; /* highest layer with a hook (valid when n_hooks > 0) */
+    size_t last_hooked;  /* highest layer with a hook (valid when n_hooks > 0) */
     unsigned char *mark; /* (n_slots) scratch for the repeated-slot check */
     float *last;         /* (n_slots, dim) rows gathered for MODEL_LOGITS_LAST */
     /* per-row scratch, capacity cap_rows */
@@ -152,8 +152,8 @@ static int ensure_rows(struct model_ctx *c, size_t T)
     c->n_ctx = malloc(cap * sizeof(size_t));
     c->tok = malloc(cap * sizeof(int32_t));
     if (!c->x || !c->xb || !c->qkv || !c->att || !c->ff ||
-        (cfg->arch != MODEL_ARCH_GPT2 && !c->ffh) || !c->seq || !c->slot || !c->pos ||
-        !c->kv_off || !c->n_ctx || !c->tok) {
+        (cfg->arch != MODEL_ARCH_GPT2 && !c->ffh) || !c->seq || !c->slot || !c->pos || !c->kv_off ||
+        !c->n_ctx || !c->tok) {
         log_error("model_ctx_oom", "rows=%zu", cap);
         free_rows(c);
         return SF_ENOMEM;
@@ -204,8 +204,7 @@ const char *model_hook_point_name(enum model_hook_point p)
     return (unsigned)p < MODEL_HOOK_COUNT ? hook_names[p] : "?";
 }
 
-int model_hook_parse(const char *name, size_t n_layers, size_t *layer,
-                     enum model_hook_point *point)
+int model_hook_parse(const char *name, size_t n_layers, size_t *layer, enum model_hook_point *point)
 {
     if (!name || strncmp(name, "blocks.", 7) != 0) goto bad;
     const char *p = name + 7;
@@ -238,8 +237,7 @@ int model_hook_name(size_t layer, enum model_hook_point point, char *buf, size_t
 int model_ctx_add_hook_at(struct model_ctx *c, size_t layer, enum model_hook_point point,
                           model_hook_fn fn, void *user)
 {
-    if (!fn || layer >= c->m->cfg.n_layers || (unsigned)point >= MODEL_HOOK_COUNT)
-        return SF_EINVAL;
+    if (!fn || layer >= c->m->cfg.n_layers || (unsigned)point >= MODEL_HOOK_COUNT) return SF_EINVAL;
     struct hook_list *hl = &c->hooks[layer * MODEL_HOOK_COUNT + point];
     if (hl->n == hl->cap) {
         size_t cap = hl->cap ? 2 * hl->cap : 2;
@@ -302,8 +300,8 @@ static int run_hooks(struct model_ctx *c, size_t layer, enum model_hook_point po
 /* ---- the forward pass ---- */
 
 /* Checks the call and fills the per-row arrays; returns T in *T_out. */
-static int prepare(struct model_ctx *c, const struct model_seq *seqs, size_t n_seqs,
-                   size_t n_run, size_t *T_out)
+static int prepare(struct model_ctx *c, const struct model_seq *seqs, size_t n_seqs, size_t n_run,
+                   size_t *T_out)
 {
     const struct model_config *cfg = &c->m->cfg;
     if (!seqs || n_seqs == 0) return SF_EINVAL;
@@ -323,10 +321,11 @@ static int prepare(struct model_ctx *c, const struct model_seq *seqs, size_t n_s
         }
         c->mark[s->slot] = 1;
         if (c->len[s->slot] > 0 && c->valid[s->slot] < n_run) {
-            log_error("model_forward_invalid",
-                      "reason=\"slot was filled by a capture-only pass (layers skipped); reset it\" "
-                      "slot=%zu layers_cached=%zu need=%zu",
-                      s->slot, c->valid[s->slot], n_run);
+            log_error(
+                "model_forward_invalid",
+                "reason=\"slot was filled by a capture-only pass (layers skipped); reset it\" "
+                "slot=%zu layers_cached=%zu need=%zu",
+                s->slot, c->valid[s->slot], n_run);
             rc = SF_ESTATE;
             break;
         }
@@ -371,8 +370,10 @@ static int prepare(struct model_ctx *c, const struct model_seq *seqs, size_t n_s
 static void norm(const struct model_config *cfg, float *out, const float *inp, const float *w,
                  const float *b, size_t T)
 {
-    if (cfg->arch == MODEL_ARCH_GPT2) layernorm_forward(out, inp, w, b, T, cfg->dim, cfg->norm_eps);
-    else rmsnorm_forward(out, inp, w, T, cfg->dim, cfg->norm_eps);
+    if (cfg->arch == MODEL_ARCH_GPT2)
+        layernorm_forward(out, inp, w, b, T, cfg->dim, cfg->norm_eps);
+    else
+        rmsnorm_forward(out, inp, w, T, cfg->dim, cfg->norm_eps);
 }
 
 /* Runs embeddings and blocks 0..n_run-1 on the prepared rows; leaves the residual
@@ -411,8 +412,8 @@ static int run_blocks(struct model_ctx *c, size_t T, size_t n_run)
             memcpy(kc + at, c->qkv + r * qkvd + qd, kvd * sizeof(float));
             memcpy(vc + at, c->qkv + r * qkvd + qd + kvd, kvd * sizeof(float));
         }
-        rc = attention_forward(c->att, c->qkv, qkvd, kc, vc, c->kv_off, c->n_ctx, T,
-                               cfg->n_heads, cfg->n_kv_heads, cfg->head_dim);
+        rc = attention_forward(c->att, c->qkv, qkvd, kc, vc, c->kv_off, c->n_ctx, T, cfg->n_heads,
+                               cfg->n_kv_heads, cfg->head_dim);
         if (rc) return rc;
         linear_forward(c->xb, c->att, L->wo, L->bo, T, qd, d);
         if ((rc = run_hooks(c, l, MODEL_HOOK_ATTN_OUT, c->xb, T))) return rc;

@@ -32,10 +32,14 @@ const char *model_arch_name(enum model_arch arch)
 const char *model_format_name(enum model_format f)
 {
     switch (f) {
-    case MODEL_FORMAT_LLAMA2C: return "llama2c";
-    case MODEL_FORMAT_GGUF: return "gguf";
-    case MODEL_FORMAT_HF: return "hf";
-    default: return "memory";
+    case MODEL_FORMAT_LLAMA2C:
+        return "llama2c";
+    case MODEL_FORMAT_GGUF:
+        return "gguf";
+    case MODEL_FORMAT_HF:
+        return "hf";
+    default:
+        return "memory";
     }
 }
 
@@ -70,7 +74,8 @@ int model_config_check(const struct model_config *c)
         return bad_config("n_heads out of range", c->n_heads);
     if (c->n_kv_heads == 0 || c->n_kv_heads > c->n_heads || c->n_heads % c->n_kv_heads)
         return bad_config("n_kv_heads must divide n_heads", c->n_kv_heads);
-    if (c->head_dim == 0 || c->head_dim > MODEL_MAX_DIM || c->head_dim * c->n_heads > 4 * MODEL_MAX_DIM)
+    if (c->head_dim == 0 || c->head_dim > MODEL_MAX_DIM ||
+        c->head_dim * c->n_heads > 4 * MODEL_MAX_DIM)
         return bad_config("head_dim out of range", c->head_dim);
     if (c->vocab_size == 0 || c->vocab_size > MODEL_MAX_VOCAB)
         return bad_config("vocab_size out of range", c->vocab_size);
@@ -265,8 +270,7 @@ size_t model_weight_bytes_per_token(const struct model *m)
 
 /* ---- random models ---- */
 
-int model_new_random(const struct model_config *cfg, uint64_t seed, float std,
-                     struct model **out)
+int model_new_random(const struct model_config *cfg, uint64_t seed, float std, struct model **out)
 {
     int rc = model_alloc(cfg, MODEL_FORMAT_MEMORY, out);
     if (rc) return rc;
@@ -321,8 +325,8 @@ int model_load_llama2c_mem(const void *buf, size_t len, struct model **out)
     c.tied_embeddings = h[5] > 0;
     c.max_seq_len = (size_t)h[6];
     if (c.dim % c.n_heads) {
-        log_error("llama2c_bad_header", "reason=\"dim not a multiple of n_heads\" dim=%zu n_heads=%zu",
-                  c.dim, c.n_heads);
+        log_error("llama2c_bad_header",
+                  "reason=\"dim not a multiple of n_heads\" dim=%zu n_heads=%zu", c.dim, c.n_heads);
         return SF_EFORMAT;
     }
     c.head_dim = c.dim / c.n_heads;
@@ -354,8 +358,8 @@ int model_load_llama2c_mem(const void *buf, size_t len, struct model **out)
     for (size_t l = 0; l < L; l++) p = take_f32(m->layers[l].wqkv + (q + kv) * d, p, kv * d);
     for (size_t l = 0; l < L; l++) p = take_f32(m->layers[l].wo, p, d * q);
     for (size_t l = 0; l < L; l++) p = take_f32(m->layers[l].norm2_w, p, d);
-    for (size_t l = 0; l < L; l++) p = take_f32(m->layers[l].w_up, p, hd * d); /* w1: gate */
-    for (size_t l = 0; l < L; l++) p = take_f32(m->layers[l].w_down, p, d * hd);   /* w2 */
+    for (size_t l = 0; l < L; l++) p = take_f32(m->layers[l].w_up, p, hd * d);   /* w1: gate */
+    for (size_t l = 0; l < L; l++) p = take_f32(m->layers[l].w_down, p, d * hd); /* w2 */
     for (size_t l = 0; l < L; l++) p = take_f32(m->layers[l].w_up + hd * d, p, hd * d); /* w3 */
     p = take_f32(m->normf_w, p, d);
     p += c.max_seq_len * c.head_dim * sizeof(float); /* legacy freq_cis_real / imag */
@@ -466,10 +470,12 @@ int model_load(const char *path, const struct model_load_opts *opts, struct mode
         }
         size_t got = fread(magic, 1, sizeof magic, f);
         fclose(f);
-        if (got >= 4 && !memcmp(magic, "GGUF", 4)) rc = model_load_gguf(path, out);
+        if (got >= 4 && !memcmp(magic, "GGUF", 4))
+            rc = model_load_gguf(path, out);
         else if (got == 9 && magic[8] == '{' && magic[6] == 0 && magic[7] == 0)
             rc = model_load_hf(path, out); /* safetensors: u64 header length, then JSON */
-        else return load_llama2c(path, opts, out);
+        else
+            return load_llama2c(path, opts, out);
     }
     if (rc == 0 && opts && opts->no_tokenizer) tokenizer_destroy(&(*out)->tok);
     return rc;

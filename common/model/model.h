@@ -34,16 +34,21 @@ enum model_arch {
     MODEL_ARCH_LLAMA = 0, /* RMSNorm, RoPE, GQA, SwiGLU, no biases */
     MODEL_ARCH_GPT2 = 1,  /* LayerNorm, learned positions, fused QKV + biases, GELU */
 };
-enum model_format { MODEL_FORMAT_LLAMA2C = 0, MODEL_FORMAT_GGUF, MODEL_FORMAT_HF, MODEL_FORMAT_MEMORY };
+enum model_format {
+    MODEL_FORMAT_LLAMA2C = 0,
+    MODEL_FORMAT_GGUF,
+    MODEL_FORMAT_HF,
+    MODEL_FORMAT_MEMORY
+};
 
 struct model_config {
     enum model_arch arch;
-    size_t dim;         /* d_model (residual width) */
-    size_t hidden_dim;  /* FFN width */
+    size_t dim;        /* d_model (residual width) */
+    size_t hidden_dim; /* FFN width */
     size_t n_layers;
     size_t n_heads;
-    size_t n_kv_heads;  /* == n_heads without GQA */
-    size_t head_dim;    /* usually dim / n_heads */
+    size_t n_kv_heads; /* == n_heads without GQA */
+    size_t head_dim;   /* usually dim / n_heads */
     size_t vocab_size;
     size_t max_seq_len; /* context length (GPT-2: rows of the position table) */
     float norm_eps;
@@ -55,8 +60,8 @@ struct model_config {
     int32_t bos_id, eos_id;       /* -1 when unknown */
 };
 
-const char *model_arch_name(enum model_arch arch);     /* "llama" | "gpt2" */
-const char *model_format_name(enum model_format f);    /* "llama2c" | "gguf" | "hf" | "memory" */
+const char *model_arch_name(enum model_arch arch);  /* "llama" | "gpt2" */
+const char *model_format_name(enum model_format f); /* "llama2c" | "gguf" | "hf" | "memory" */
 
 /* ---- loading ---- */
 
@@ -84,8 +89,7 @@ int model_load(const char *path, const struct model_load_opts *opts, struct mode
 int model_load_llama2c_mem(const void *buf, size_t len, struct model **out);
 /* A model with the given shape and N(0, std^2) weights (norm weights 1, biases 0),
  * seeded; for benchmarks and tests. cfg is validated like a file's. */
-int model_new_random(const struct model_config *cfg, uint64_t seed, float std,
-                     struct model **out);
+int model_new_random(const struct model_config *cfg, uint64_t seed, float std, struct model **out);
 void model_destroy(struct model **m);
 
 const struct model_config *model_config(const struct model *m);
@@ -139,7 +143,7 @@ struct model_act {
     const char *name; /* "blocks.L.hook_..." */
     size_t layer;
     enum model_hook_point point;
-    float *x;              /* (n_tokens, d) */
+    float *x; /* (n_tokens, d) */
     size_t n_tokens;
     size_t d;
     const size_t *seq;     /* (n_tokens) index into the model_forward call's seqs[] */
@@ -236,9 +240,9 @@ int32_t sample_argmax(const float *logits, size_t n);
 struct model_gen_opts {
     size_t max_new_tokens;
     struct sample_params sample;
-    uint64_t seed;     /* sequence i samples with its own rng seeded seed + i */
-    bool stop_at_eos;  /* stop a sequence after it produces eos_id (or bos_id, which
-                          llama2.c models emit between stories); the stop token is kept */
+    uint64_t seed;    /* sequence i samples with its own rng seeded seed + i */
+    bool stop_at_eos; /* stop a sequence after it produces eos_id (or bos_id, which
+                         llama2.c models emit between stories); the stop token is kept */
     /* Called for every generated token; a non-zero return stops generation and is
      * returned. May be NULL. */
     int (*on_token)(void *user, size_t seq, int32_t token);

@@ -11,18 +11,17 @@
 #include "tokenizer.h"
 
 /* Reads tensor `name` of row-major shape (rows, cols) (1-D when rows == 0) into dst. */
-static int read_tensor(const struct gguf *g, const char *name, size_t rows, size_t cols,
-                       float *dst)
+static int read_tensor(const struct gguf *g, const char *name, size_t rows, size_t cols, float *dst)
 {
     const struct gguf_tensor *t = gguf_find_tensor(g, name);
     if (!t) {
         log_error("gguf_model_missing_tensor", "name=%s", name);
         return SF_EFORMAT;
     }
-    bool ok = rows == 0 ? (t->dims[0] == cols && t->dims[1] == 1 && t->dims[2] == 1 &&
-                           t->dims[3] == 1)
-                        : (t->dims[0] == cols && t->dims[1] == rows && t->dims[2] == 1 &&
-                           t->dims[3] == 1);
+    bool ok =
+        rows == 0
+            ? (t->dims[0] == cols && t->dims[1] == 1 && t->dims[2] == 1 && t->dims[3] == 1)
+            : (t->dims[0] == cols && t->dims[1] == rows && t->dims[2] == 1 && t->dims[3] == 1);
     if (!ok) {
         log_error("gguf_model_bad_shape",
                   "name=%s dims=%llux%llux%llux%llu want_rows=%zu want_cols=%zu", name,
@@ -31,7 +30,8 @@ static int read_tensor(const struct gguf *g, const char *name, size_t rows, size
         return SF_EFORMAT;
     }
     int rc = gguf_tensor_to_f32(t, dst, (size_t)gguf_tensor_nelem(t));
-    if (rc) log_error("gguf_model_tensor_type", "name=%s type=%s", name, gguf_ggml_type_name(t->type));
+    if (rc)
+        log_error("gguf_model_tensor_type", "name=%s type=%s", name, gguf_ggml_type_name(t->type));
     return rc;
 }
 
@@ -54,8 +54,7 @@ static int get_size(const struct gguf *g, const char *arch, const char *key, boo
     return 0;
 }
 
-static int get_float(const struct gguf *g, const char *arch, const char *key, float def,
-                     float *out)
+static int get_float(const struct gguf *g, const char *arch, const char *key, float def, float *out)
 {
     char k[128];
     snprintf(k, sizeof k, "%s.%s", arch, key);
@@ -76,10 +75,10 @@ static int load_weights(const struct gguf *g, struct model *m)
     size_t hd = c->hidden_dim;
     int rc;
     char n[160];
-#define RD(name_fmt, idx, rows, cols, dst)                                                       \
-    do {                                                                                       \
-        snprintf(n, sizeof n, name_fmt, idx);                                                  \
-        if ((rc = read_tensor(g, n, rows, cols, dst))) return rc;                              \
+#define RD(name_fmt, idx, rows, cols, dst)                                                         \
+    do {                                                                                           \
+        snprintf(n, sizeof n, name_fmt, idx);                                                      \
+        if ((rc = read_tensor(g, n, rows, cols, dst))) return rc;                                  \
     } while (0)
     RD("token_embd.weight%.0s", "", c->vocab_size, d, m->tok_emb);
     if (gpt2) RD("position_embd.weight%.0s", "", c->max_seq_len, d, m->pos_emb);
@@ -121,8 +120,10 @@ static int load_gguf(const struct gguf *g, struct model **out)
         return SF_EFORMAT;
     }
     struct model_config c;
-    if (!strcmp(arch, "llama")) model_config_defaults(&c, MODEL_ARCH_LLAMA);
-    else if (!strcmp(arch, "gpt2")) model_config_defaults(&c, MODEL_ARCH_GPT2);
+    if (!strcmp(arch, "llama"))
+        model_config_defaults(&c, MODEL_ARCH_LLAMA);
+    else if (!strcmp(arch, "gpt2"))
+        model_config_defaults(&c, MODEL_ARCH_GPT2);
     else {
         log_error("gguf_model_unsupported_arch", "arch=\"%s\" supported=llama,gpt2", arch);
         return SF_EUNSUP;

@@ -21,7 +21,7 @@
 /* ---- config source: config.json (cJSON) or safetensors __metadata__ strings ---- */
 
 struct hf_cfg {
-    cJSON *json;                   /* config.json, or NULL */
+    cJSON *json;                    /* config.json, or NULL */
     const struct safetensors *meta; /* else: metadata of the single file */
 };
 
@@ -42,9 +42,12 @@ static int cfg_num(const struct hf_cfg *h, const char *key, double *out)
     }
     const char *s = safetensors_metadata(h->meta, key);
     if (!s) return SF_NOTFOUND;
-    if (!strcmp(s, "true") || !strcmp(s, "True")) *out = 1;
-    else if (!strcmp(s, "false") || !strcmp(s, "False")) *out = 0;
-    else if (parse_f64(s, out) != 0) goto bad;
+    if (!strcmp(s, "true") || !strcmp(s, "True"))
+        *out = 1;
+    else if (!strcmp(s, "false") || !strcmp(s, "False"))
+        *out = 0;
+    else if (parse_f64(s, out) != 0)
+        goto bad;
     return 0;
 bad:
     log_error("hf_config_bad_value", "key=%s", key);
@@ -83,8 +86,8 @@ static int cfg_size(const struct hf_cfg *h, const char *const *keys, size_t n_ke
     *out = def;
     return 0;
 }
-#define CFG_SIZE(h, req, def, out, ...)                                                          \
-    cfg_size(h, (const char *const[]){__VA_ARGS__},                                              \
+#define CFG_SIZE(h, req, def, out, ...)                                                            \
+    cfg_size(h, (const char *const[]){__VA_ARGS__},                                                \
              sizeof((const char *const[]){__VA_ARGS__}) / sizeof(const char *), req, def, out)
 
 static int cfg_float(const struct hf_cfg *h, const char *key, float def, float *out)
@@ -146,12 +149,15 @@ static int read_w(const struct shards *s, const char *name, size_t rows, size_t 
         return SF_EFORMAT;
     }
     bool ok;
-    if (rows == 0) ok = t->ndim == 1 && (size_t)t->shape[0] == cols;
-    else if (!transpose) ok = t->ndim == 2 && (size_t)t->shape[0] == rows && (size_t)t->shape[1] == cols;
-    else ok = t->ndim == 2 && (size_t)t->shape[0] == cols && (size_t)t->shape[1] == rows;
+    if (rows == 0)
+        ok = t->ndim == 1 && (size_t)t->shape[0] == cols;
+    else if (!transpose)
+        ok = t->ndim == 2 && (size_t)t->shape[0] == rows && (size_t)t->shape[1] == cols;
+    else
+        ok = t->ndim == 2 && (size_t)t->shape[0] == cols && (size_t)t->shape[1] == rows;
     if (!ok) {
-        log_error("hf_bad_shape", "name=%s ndim=%zu want_rows=%zu want_cols=%zu transpose=%d",
-                  name, t->ndim, rows, cols, (int)transpose);
+        log_error("hf_bad_shape", "name=%s ndim=%zu want_rows=%zu want_cols=%zu transpose=%d", name,
+                  t->ndim, rows, cols, (int)transpose);
         return SF_EFORMAT;
     }
     if (!transpose || rows == 0) return safetensors_tensor_to_f32(t, dst, t->numel);
@@ -180,7 +186,8 @@ static int llama_config(const struct hf_cfg *h, struct model_config *c)
         (rc = CFG_SIZE(h, false, 2048, &c->max_seq_len, "max_position_embeddings")))
         return rc;
     if (c->n_heads == 0 || c->dim % c->n_heads) {
-        log_error("hf_config_invalid", "hidden_size=%zu num_attention_heads=%zu", c->dim, c->n_heads);
+        log_error("hf_config_invalid", "hidden_size=%zu num_attention_heads=%zu", c->dim,
+                  c->n_heads);
         return SF_EFORMAT;
     }
     if ((rc = CFG_SIZE(h, false, c->dim / c->n_heads, &c->head_dim, "head_dim"))) return rc;
@@ -218,10 +225,10 @@ static int llama_weights(const struct shards *s, struct model *m)
     size_t hd = c->hidden_dim;
     char n[256];
     int rc;
-#define RD(rows, cols, dst, ...)                                                                 \
-    do {                                                                                       \
-        snprintf(n, sizeof n, __VA_ARGS__);                                                    \
-        if ((rc = read_w(s, n, rows, cols, false, dst))) return rc;                            \
+#define RD(rows, cols, dst, ...)                                                                   \
+    do {                                                                                           \
+        snprintf(n, sizeof n, __VA_ARGS__);                                                        \
+        if ((rc = read_w(s, n, rows, cols, false, dst))) return rc;                                \
     } while (0)
     RD(c->vocab_size, d, m->tok_emb, "model.embed_tokens.weight");
     for (size_t l = 0; l < c->n_layers; l++) {
@@ -281,10 +288,10 @@ static int gpt2_weights(const struct shards *s, const char *pre, bool conv1d, st
     size_t d = c->dim, hd = c->hidden_dim;
     char n[256];
     int rc;
-#define RD(rows, cols, tr, dst, fmt, ...)                                                        \
-    do {                                                                                       \
-        snprintf(n, sizeof n, "%s" fmt, pre, __VA_ARGS__);                                     \
-        if ((rc = read_w(s, n, rows, cols, tr, dst))) return rc;                               \
+#define RD(rows, cols, tr, dst, fmt, ...)                                                          \
+    do {                                                                                           \
+        snprintf(n, sizeof n, "%s" fmt, pre, __VA_ARGS__);                                         \
+        if ((rc = read_w(s, n, rows, cols, tr, dst))) return rc;                                   \
     } while (0)
     RD(c->vocab_size, d, false, m->tok_emb, "wte.weight%s", "");
     RD(c->max_seq_len, d, false, m->pos_emb, "wpe.weight%s", "");
@@ -306,7 +313,8 @@ static int gpt2_weights(const struct shards *s, const char *pre, bool conv1d, st
     RD(0, d, false, m->normf_w, "ln_f.weight%s", "");
     RD(0, d, false, m->normf_b, "ln_f.bias%s", "");
 #undef RD
-    if (!c->tied_embeddings) return read_w(s, "lm_head.weight", c->vocab_size, d, false, m->unembed);
+    if (!c->tied_embeddings)
+        return read_w(s, "lm_head.weight", c->vocab_size, d, false, m->unembed);
     return 0;
 }
 
@@ -441,8 +449,8 @@ int model_load_hf(const char *path, struct model **out)
             if (is_file(p)) {
                 rc = open_index(path, p, &s);
             } else {
-                log_error("hf_no_weights", "dir=%s want=model.safetensors|model.safetensors.index.json",
-                          path);
+                log_error("hf_no_weights",
+                          "dir=%s want=model.safetensors|model.safetensors.index.json", path);
                 rc = SF_EFORMAT;
             }
         }

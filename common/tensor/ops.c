@@ -26,8 +26,7 @@ static bool par_ok(size_t work)
 
 /* ---- RMSNorm ---- */
 
-void rmsnorm_forward(float *out, const float *inp, const float *w, size_t rows, size_t d,
-                     float eps)
+void rmsnorm_forward(float *out, const float *inp, const float *w, size_t rows, size_t d, float eps)
 {
 #pragma omp parallel for schedule(static) if (par_ok(rows * d))
     for (size_t r = 0; r < rows; r++) {
@@ -55,8 +54,8 @@ void rmsnorm_forward_ref(float *out, const float *inp, const float *w, size_t ro
 
 /* ---- LayerNorm ---- */
 
-void layernorm_forward(float *out, const float *inp, const float *w, const float *b,
-                       size_t rows, size_t d, float eps)
+void layernorm_forward(float *out, const float *inp, const float *w, const float *b, size_t rows,
+                       size_t d, float eps)
 {
 #pragma omp parallel for schedule(static) if (par_ok(rows * d))
     for (size_t r = 0; r < rows; r++) {
@@ -257,15 +256,15 @@ void linear_forward(float *out, const float *inp, const float *w, const float *b
             gemv_span(out, inp, w, in, 0, n_out, b != NULL);
             return;
         }
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, (blasint)n_out, (blasint)in, 1.0f, w,
-                    (blasint)in, inp, 1, beta, out, 1);
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (blasint)n_out, (blasint)in, 1.0f, w, (blasint)in,
+                    inp, 1, beta, out, 1);
         return;
     }
     tensor_sgemm(false, true, rows, n_out, in, 1.0f, inp, in, w, in, beta, out, n_out);
 }
 
-void linear_forward_ref(float *out, const float *inp, const float *w, const float *b,
-                        size_t rows, size_t in, size_t n_out)
+void linear_forward_ref(float *out, const float *inp, const float *w, const float *b, size_t rows,
+                        size_t in, size_t n_out)
 {
     for (size_t r = 0; r < rows; r++)
         for (size_t o = 0; o < n_out; o++) {
@@ -311,7 +310,8 @@ void rope_forward_ref(float *x, size_t ld, const size_t *pos, size_t rows, size_
         for (size_t h = 0; h < n_heads; h++) {
             float *xh = x + r * ld + h * head_dim;
             for (size_t j = 0; j < rot_dim / 2; j++) {
-                double ang = (double)pos[r] * pow((double)theta, -(double)(2 * j) / (double)rot_dim);
+                double ang =
+                    (double)pos[r] * pow((double)theta, -(double)(2 * j) / (double)rot_dim);
                 size_t i0 = layout == ROPE_INTERLEAVED ? 2 * j : j;
                 size_t i1 = layout == ROPE_INTERLEAVED ? 2 * j + 1 : j + rot_dim / 2;
                 double a = xh[i0], b = xh[i1];
@@ -388,9 +388,9 @@ static int attention_rows(float *out, const float *q, size_t q_ld, const float *
  * head: S = Q K^T over all the chunk's keys, causal mask + softmax per row, O = S V.
  * The masked upper triangle is computed and thrown away; the GEMM is still far faster
  * than the row loop. s: (n, ctx) scratch. */
-static void attention_chunk(float *out, const float *q, size_t q_ld, const float *k,
-                            const float *v, const size_t *n_ctx, size_t n, size_t n_heads,
-                            size_t n_kv_heads, size_t head_dim, float *s)
+static void attention_chunk(float *out, const float *q, size_t q_ld, const float *k, const float *v,
+                            const size_t *n_ctx, size_t n, size_t n_heads, size_t n_kv_heads,
+                            size_t head_dim, float *s)
 {
     size_t ctx = n_ctx[n - 1], kv_dim = n_kv_heads * head_dim, group = n_heads / n_kv_heads;
     size_t q_dim = n_heads * head_dim;
@@ -465,9 +465,9 @@ int attention_forward(float *out, const float *q, size_t q_ld, const float *k, c
     return rc;
 }
 
-int attention_forward_ref(float *out, const float *q, size_t q_ld, const float *k,
-                          const float *v, const size_t *kv_off, const size_t *n_ctx,
-                          size_t rows, size_t n_heads, size_t n_kv_heads, size_t head_dim)
+int attention_forward_ref(float *out, const float *q, size_t q_ld, const float *k, const float *v,
+                          const size_t *kv_off, const size_t *n_ctx, size_t rows, size_t n_heads,
+                          size_t n_kv_heads, size_t head_dim)
 {
     size_t kv_dim = n_kv_heads * head_dim, group = n_heads / n_kv_heads;
     size_t max_ctx = 0;

@@ -26,8 +26,8 @@ void rmsnorm_forward_ref(float *out, const float *inp, const float *w, size_t ro
 
 /* out[r] = (inp[r] - mean) / sqrt(var + eps) * w + b (biased variance); b may be NULL.
  * inp, out: (rows, d); w, b: (d). In place allowed. */
-void layernorm_forward(float *out, const float *inp, const float *w, const float *b,
-                       size_t rows, size_t d, float eps);
+void layernorm_forward(float *out, const float *inp, const float *w, const float *b, size_t rows,
+                       size_t d, float eps);
 void layernorm_forward_ref(float *out, const float *inp, const float *w, const float *b,
                            size_t rows, size_t d, float eps);
 
@@ -44,8 +44,8 @@ void swiglu_forward_ref(float *out, const float *gate_up, size_t rows, size_t hi
  * [out, in]); b: (n_out) or NULL; out: (rows, n_out). Not in place. */
 void linear_forward(float *out, const float *inp, const float *w, const float *b, size_t rows,
                     size_t in, size_t n_out);
-void linear_forward_ref(float *out, const float *inp, const float *w, const float *b,
-                        size_t rows, size_t in, size_t n_out);
+void linear_forward_ref(float *out, const float *inp, const float *w, const float *b, size_t rows,
+                        size_t in, size_t n_out);
 
 /* Rotary position embedding, in place, on `n_heads` heads of `head_dim` in each of
  * `rows` rows of x (row stride ld floats). Row r is at position pos[r]. The first
@@ -73,9 +73,9 @@ void rope_forward_ref(float *x, size_t ld, const size_t *pos, size_t rows, size_
 int attention_forward(float *out, const float *q, size_t q_ld, const float *k, const float *v,
                       const size_t *kv_off, const size_t *n_ctx, size_t rows, size_t n_heads,
                       size_t n_kv_heads, size_t head_dim);
-int attention_forward_ref(float *out, const float *q, size_t q_ld, const float *k,
-                          const float *v, const size_t *kv_off, const size_t *n_ctx,
-                          size_t rows, size_t n_heads, size_t n_kv_heads, size_t head_dim);
+int attention_forward_ref(float *out, const float *q, size_t q_ld, const float *k, const float *v,
+                          const size_t *kv_off, const size_t *n_ctx, size_t rows, size_t n_heads,
+                          size_t n_kv_heads, size_t head_dim);
 
 /* out[r] = softmax(inp[r]) over n; in place allowed. */
 void softmax_forward(float *out, const float *inp, size_t rows, size_t n);

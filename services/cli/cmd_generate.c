@@ -121,7 +121,9 @@ int cmd_generate(int argc, char **argv)
     for (size_t i = 0; i < n_ids; i++) print_token(&g, 0, ids[i]);
     struct model_gen_opts go = {
         .max_new_tokens = n_new,
-        .sample = {.temperature = (float)temperature, .top_p = (float)top_p, .top_k = (size_t)top_k},
+        .sample = {.temperature = (float)temperature,
+                   .top_p = (float)top_p,
+                   .top_k = (size_t)top_k},
         .seed = (uint64_t)seed,
         .stop_at_eos = !no_eos_stop,
         .on_token = print_token,
@@ -133,8 +135,9 @@ int cmd_generate(int argc, char **argv)
     if (model_generate(c, prompts, &n_ids, 1, &go, out, &got) != 0) goto done;
     double dt = time_now_s() - t0;
     printf("\n");
-    log_info("generate_done", "prompt_tokens=%zu new_tokens=%zu seconds=%.3f tok_per_s=%.1f seed=%lld",
-             n_ids, got, dt, dt > 0 ? (double)got / dt : 0.0, (long long)seed);
+    log_info("generate_done",
+             "prompt_tokens=%zu new_tokens=%zu seconds=%.3f tok_per_s=%.1f seed=%lld", n_ids, got,
+             dt, dt > 0 ? (double)got / dt : 0.0, (long long)seed);
     ret = 0;
 done:
     buf_fini(&g.piece);

@@ -12,7 +12,8 @@ int cmd_model_info(int argc, char **argv)
 {
     const struct config_opt opts[] = {{0}};
     struct config cfg = {.service = "model",
-                         .usage = "saeflow model info PATH  (.bin, .gguf, .safetensors or HF directory)",
+                         .usage =
+                             "saeflow model info PATH  (.bin, .gguf, .safetensors or HF directory)",
                          .opts = opts,
                          .n_opts = 0};
     int rc = config_load(&cfg, argc, argv);
@@ -60,8 +61,9 @@ int cmd_model_info(int argc, char **argv)
     if (t) {
         enum tokenizer_kind k = tokenizer_kind(t);
         printf("tokenizer:     %s, %zu tokens, bos %d, eos %d\n",
-               k == TOKENIZER_BPE ? "byte-level BPE" : k == TOKENIZER_SPM ? "SentencePiece (scores)"
-                                                                          : "SentencePiece (merges)",
+               k == TOKENIZER_BPE   ? "byte-level BPE"
+               : k == TOKENIZER_SPM ? "SentencePiece (scores)"
+                                    : "SentencePiece (merges)",
                tokenizer_vocab_size(t), (int)tokenizer_bos(t), (int)tokenizer_eos(t));
     } else {
         printf("tokenizer:     none\n");

@@ -17,11 +17,16 @@ static void print_quoted(const char *s, size_t len)
     putchar('"');
     for (size_t i = 0; i < len; i++) {
         unsigned char ch = (unsigned char)s[i];
-        if (ch == '"' || ch == '\\') printf("\\%c", ch);
-        else if (ch == '\n') printf("\\n");
-        else if (ch == '\t') printf("\\t");
-        else if (ch < 0x20 || ch == 0x7f) printf("\\x%02x", ch);
-        else putchar(ch);
+        if (ch == '"' || ch == '\\')
+            printf("\\%c", ch);
+        else if (ch == '\n')
+            printf("\\n");
+        else if (ch == '\t')
+            printf("\\t");
+        else if (ch < 0x20 || ch == 0x7f)
+            printf("\\x%02x", ch);
+        else
+            putchar(ch);
     }
     putchar('"');
 }
@@ -98,7 +103,8 @@ int cmd_tokenize(int argc, char **argv)
         if (model_load(model_path, NULL, &m) != 0) goto done;
         tok = model_tokenizer(m);
         if (!tok) {
-            fprintf(stderr, "saeflow tokenize: %s has no tokenizer; pass --tokenizer\n", model_path);
+            fprintf(stderr, "saeflow tokenize: %s has no tokenizer; pass --tokenizer\n",
+                    model_path);
             goto done;
         }
     }

@@ -40,9 +40,9 @@ static double median(const double *v, size_t n)
 
 struct limit_bufs {
     size_t gemm_n;
-    float *a, *b, *c;   /* (gemm_n, gemm_n) */
+    float *a, *b, *c; /* (gemm_n, gemm_n) */
     size_t read_n;
-    float *r;           /* (read_n) */
+    float *r; /* (read_n) */
 };
 
 static void limits_init(struct limit_bufs *l)
@@ -135,8 +135,9 @@ static double forward_flops(const struct model_config *c, size_t n_seqs, size_t 
 {
     double q = (double)c->n_heads * c->head_dim, kv = (double)c->n_kv_heads * c->head_dim;
     double up = c->arch == MODEL_ARCH_GPT2 ? c->hidden_dim : 2.0 * c->hidden_dim;
-    double per_tok = 2.0 * c->n_layers * (c->dim * (q + 2 * kv) + q * c->dim + c->dim * up +
-                                          c->hidden_dim * (double)c->dim);
+    double per_tok =
+        2.0 * c->n_layers *
+        (c->dim * (q + 2 * kv) + q * c->dim + c->dim * up + c->hidden_dim * (double)c->dim);
     double ctx = (double)len * (len + 1) / 2.0;
     double attn = 2.0 * 2.0 * c->n_layers * q * ctx * n_seqs;
     return per_tok * (double)(n_seqs * len) + attn + 2.0 * logit_rows * c->vocab_size * c->dim;
@@ -144,8 +145,8 @@ static double forward_flops(const struct model_config *c, size_t n_seqs, size_t 
 
 #define MAX_REPS 64
 
-static void prefill(const char *name, struct model_ctx *ctx, const struct model_seq *seqs,
-                    size_t S, size_t L, enum model_logits want, float *logits, int reps,
+static void prefill(const char *name, struct model_ctx *ctx, const struct model_seq *seqs, size_t S,
+                    size_t L, enum model_logits want, float *logits, int reps,
                     struct limit_bufs *lb)
 {
     const struct model_config *c = model_config(model_ctx_model(ctx));
@@ -215,7 +216,8 @@ static void bench_model(const char *name, struct model *m, int reps, int steps,
     rng_seed(&r, 1);
     for (size_t i = 0; i < S * L; i++) toks[i] = (int32_t)rng_below(&r, V);
     struct model_seq seqs[S];
-    for (size_t i = 0; i < S; i++) seqs[i] = (struct model_seq){.slot = i, .tokens = toks + i * L, .n = L};
+    for (size_t i = 0; i < S; i++)
+        seqs[i] = (struct model_seq){.slot = i, .tokens = toks + i * L, .n = L};
     prefill(name, ctx, seqs, S, L, MODEL_LOGITS_LAST, logits, reps, lb);
     prefill(name, ctx, seqs, S, L, MODEL_LOGITS_ALL, logits, reps, lb);
     decode(name, ctx, toks, steps, logits, lb);

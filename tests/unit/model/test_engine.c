@@ -111,7 +111,8 @@ static void batched_equals_single(const char *path)
     size_t one_tok = 1;
     int32_t bos = 1;
     p0 = &bos;
-    struct model_gen_opts so = {.max_new_tokens = N, .sample = {.temperature = 1, .top_p = 0.9f}, .seed = 7};
+    struct model_gen_opts so = {
+        .max_new_tokens = N, .sample = {.temperature = 1, .top_p = 0.9f}, .seed = 7};
     CHECK_EQ_INT(model_generate(c, &p0, &one_tok, 1, &so, s1, &olen), 0);
     CHECK_EQ_INT(model_generate(c, &p0, &one_tok, 1, &so, s2, &olen), 0);
     CHECK(memcmp(s1, s2, olen * sizeof(int32_t)) == 0);
@@ -177,8 +178,10 @@ static int load_header(int32_t dim, int32_t hidden, int32_t layers, int32_t head
     memcpy(buf, h, sizeof h);
     struct model *m = NULL;
     int rc = model_load_llama2c_mem(buf, len, &m);
-    if (rc == 0) CHECK(m != NULL);
-    else CHECK(m == NULL);
+    if (rc == 0)
+        CHECK(m != NULL);
+    else
+        CHECK(m == NULL);
     model_destroy(&m);
     free(buf);
     return rc;

@@ -73,12 +73,23 @@ static int capture_hook(void *user, const struct model_act *a)
     struct capture *cap = user;
     float(*dst)[B * T * D] = NULL;
     switch (a->point) {
-    case MODEL_HOOK_RESID_PRE: dst = cap->resid_pre; break;
-    case MODEL_HOOK_RESID_MID: dst = cap->resid_mid; break;
-    case MODEL_HOOK_RESID_POST: dst = cap->resid_post; break;
-    case MODEL_HOOK_ATTN_OUT: dst = cap->attn_out; break;
-    case MODEL_HOOK_MLP_OUT: dst = cap->mlp_out; break;
-    default: return 0;
+    case MODEL_HOOK_RESID_PRE:
+        dst = cap->resid_pre;
+        break;
+    case MODEL_HOOK_RESID_MID:
+        dst = cap->resid_mid;
+        break;
+    case MODEL_HOOK_RESID_POST:
+        dst = cap->resid_post;
+        break;
+    case MODEL_HOOK_ATTN_OUT:
+        dst = cap->attn_out;
+        break;
+    case MODEL_HOOK_MLP_OUT:
+        dst = cap->mlp_out;
+        break;
+    default:
+        return 0;
     }
     if (a->n_tokens != B * T || a->d != D) return SF_EINVAL;
     memcpy(dst[a->layer], a->x, sizeof dst[0]);
@@ -119,7 +130,8 @@ static void test_partials(struct model *m, const cJSON *root)
     float *ref_logits = json_floats(root, "lm_head", B * T * 3);
     float *ref_attn = json_floats(root, "yProj", B * T * D);
     float *ref_x = json_floats(root, "x", B * T * D);
-    CHECK(idxf && ref_blocks[0] && ref_blocks[1] && ref_blocks[2] && ref_logits && ref_attn && ref_x);
+    CHECK(idxf && ref_blocks[0] && ref_blocks[1] && ref_blocks[2] && ref_logits && ref_attn &&
+          ref_x);
     if (!idxf || !ref_blocks[2] || !ref_logits || !ref_attn || !ref_x) return;
     int32_t ids[B][T];
     for (int b = 0; b < B; b++)
@@ -136,7 +148,8 @@ static void test_partials(struct model *m, const cJSON *root)
             CHECK_EQ_INT(model_ctx_add_hook(c, name, capture_hook, cap), 0);
         }
     struct model_seq seqs[B];
-    for (int b = 0; b < B; b++) seqs[b] = (struct model_seq){.slot = (size_t)b, .tokens = ids[b], .n = T};
+    for (int b = 0; b < B; b++)
+        seqs[b] = (struct model_seq){.slot = (size_t)b, .tokens = ids[b], .n = T};
     float logits[B * T * 3];
     CHECK_EQ_INT(model_forward(c, seqs, B, MODEL_LOGITS_ALL, logits), 0);
     CHECK_EQ_INT(cap->calls, 15);
@@ -156,8 +169,10 @@ static void test_partials(struct model *m, const cJSON *root)
         if (l < 2) CHECK(max_abs_diff(cap->resid_pre[l + 1], cap->resid_post[l], B * T * D) == 0);
         double e1 = 0, e2 = 0;
         for (size_t i = 0; i < B * T * D; i++) {
-            e1 = fmax(e1, fabs(cap->resid_mid[l][i] - (cap->resid_pre[l][i] + cap->attn_out[l][i])));
-            e2 = fmax(e2, fabs(cap->resid_post[l][i] - (cap->resid_mid[l][i] + cap->mlp_out[l][i])));
+            e1 =
+                fmax(e1, fabs(cap->resid_mid[l][i] - (cap->resid_pre[l][i] + cap->attn_out[l][i])));
+            e2 =
+                fmax(e2, fabs(cap->resid_post[l][i] - (cap->resid_mid[l][i] + cap->mlp_out[l][i])));
         }
         CHECK(e1 <= 1e-6 && e2 <= 1e-6);
     }

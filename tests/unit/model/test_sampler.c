@@ -8,7 +8,7 @@
 #include "core/core.h"
 #include "model/model.h"
 
-#define V 5
+#define V     5
 #define DRAWS 40000
 
 /* p: the target distribution; checks draw frequencies within 0.012 (> 4 sigma). */
@@ -19,8 +19,10 @@ static void check_freq(const float *logits, struct sample_params sp, const doubl
     int cnt[V] = {0}, bad = 0;
     for (int i = 0; i < DRAWS; i++) {
         int32_t t = sampler_next(s, logits);
-        if (t >= 0 && t < V) cnt[t]++;
-        else bad++;
+        if (t >= 0 && t < V)
+            cnt[t]++;
+        else
+            bad++;
     }
     CHECK_EQ_INT(bad, 0);
     for (int v = 0; v < V; v++) {
@@ -68,10 +70,12 @@ int main(void)
 
     /* same seed, same draws; another seed, another sequence */
     struct sample_params sp = {.temperature = 1, .top_p = 0.95f};
-    struct sampler *a = sampler_new(V, &sp, 5), *b = sampler_new(V, &sp, 5), *c = sampler_new(V, &sp, 6);
+    struct sampler *a = sampler_new(V, &sp, 5), *b = sampler_new(V, &sp, 5),
+                   *c = sampler_new(V, &sp, 6);
     int same = 1, diff = 0;
     for (int i = 0; i < 200; i++) {
-        int32_t x = sampler_next(a, logits), y = sampler_next(b, logits), w = sampler_next(c, logits);
+        int32_t x = sampler_next(a, logits), y = sampler_next(b, logits),
+                w = sampler_next(c, logits);
         same &= x == y;
         diff |= x != w;
     }

@@ -72,7 +72,8 @@ static void test_pointwise(size_t n)
 
 static void test_linear(size_t rows, size_t in, size_t out, bool bias)
 {
-    float *x = randn(rows * in, 1.0f), *w = randn(out * in, 0.1f), *b = bias ? randn(out, 1.0f) : NULL;
+    float *x = randn(rows * in, 1.0f), *w = randn(out * in, 0.1f),
+          *b = bias ? randn(out, 1.0f) : NULL;
     float *o1 = malloc(rows * out * 4), *o2 = malloc(rows * out * 4);
     linear_forward(o1, x, w, b, rows, in, out);
     linear_forward_ref(o2, x, w, b, rows, in, out);
@@ -125,7 +126,8 @@ static void test_attention(size_t heads, size_t kv_heads, size_t hd, size_t star
     }
     float *o1 = malloc(rows * qd * 4), *o2 = malloc(rows * qd * 4);
     CHECK_EQ_INT(attention_forward(o1, q, qd + 3, k, v, off, nctx, rows, heads, kv_heads, hd), 0);
-    CHECK_EQ_INT(attention_forward_ref(o2, q, qd + 3, k, v, off, nctx, rows, heads, kv_heads, hd), 0);
+    CHECK_EQ_INT(attention_forward_ref(o2, q, qd + 3, k, v, off, nctx, rows, heads, kv_heads, hd),
+                 0);
     CHECK_MSG(max_rel(o1, o2, rows * qd) < 1e-5, "attention h=%zu kv=%zu", heads, kv_heads);
     /* a query that sees one key returns that key's value */
     if (start == 0)
@@ -141,9 +143,9 @@ int main(void)
     test_norms(300, 256);
     test_pointwise(64);
     test_pointwise(1 << 16);
-    test_linear(1, 64, 33, true);    /* GEMV path */
+    test_linear(1, 64, 33, true); /* GEMV path */
     test_linear(1, 300, 1000, false);
-    test_linear(17, 64, 96, true);   /* GEMM path */
+    test_linear(17, 64, 96, true); /* GEMM path */
     test_linear(128, 256, 300, false);
     test_rope(9, 8, 8, 8, ROPE_INTERLEAVED);
     test_rope(9, 8, 8, 8, ROPE_HALF);
