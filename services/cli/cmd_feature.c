@@ -3,7 +3,7 @@
  * RocksDB secondary instance, so it works while eval is still writing:
  *   stats (density, max and mean activation), an activation histogram drawn with
  *   block characters, logit effects (top / bottom tokens), nearest features by
- *   decoder cosine, top activating examples and interval groups with each token's
+ *   decoder cosine, top activating examples, interval and quantile groups, each token's
  *   activation as an ANSI 256-colour background (--color never, NO_COLOR or a
  *   non-TTY stdout turn colour off: activating tokens are then marked «like this»).
  * The store defaults to $SAEFLOW_FEATURE_STORE, then $SAEFLOW_STORE (or `store =` in
@@ -87,6 +87,30 @@ static void print_example(const struct feature_example *ex, float max, bool colo
     if (hi < ex->n_tok) buf_append(line, "\xe2\x80\xa6", 3);
 }
 
+/* Interval or quantile groups, strongest first, each titled with its range and the
+ * share of the feature's activations it holds (count / fires), with examples. */
+static void print_groups(const char *title, const struct feature_stats *st,
+                         const struct feature_bin *bins, size_t n_bins,
+                         const struct feature_examples *ex, size_t per_group, bool color,
+                         size_t before, size_t after, struct buf *line)
+{
+    if (n_bins == 0 || ex->n == 0) return;
+    printf("\n%s:\n", title);
+    for (size_t g = n_bins; g-- > 0;) {
+        const struct feature_bin *b = &bins[g];
+        printf("  [%.3g, %.3g]  %llu activations, %.1f%% of the feature's\n", (double)b->lo,
+               (double)b->hi, (unsigned long long)b->count,
+               st->fires ? 100.0 * (double)b->count / (double)st->fires : 0.0);
+        size_t shown = 0;
+        for (size_t q = 0; q < ex->n && shown < per_group; q++) {
+            if (ex->ex[q].group != g) continue;
+            print_example(&ex->ex[q], st->max_act, color, before, after, line);
+            printf("       %7.3f  %s\n", (double)ex->ex[q].act, line->data ? line->data : "");
+            shown++;
+        }
+    }
+}
+
 static void print_piece(const char *s)
 {
     struct buf b;
@@ -104,7 +128,8 @@ int cmd_feature_show(int argc, char **argv)
     const struct config_opt opts[] = {
         {"store", CFG_STRING, &store, NULL, 0, -1, "feature store directory"},
         {"examples", CFG_INT, &n_top, "10", 0, 4096, "top examples shown"},
-        {"per-group", CFG_INT, &per_group, "2", 0, 4096, "examples per interval group (0: none)"},
+        {"per-group", CFG_INT, &per_group, "2", 0, 4096,
+         "examples per interval / quantile group (0: no groups)"},
         {"logits", CFG_INT, &n_logits, "8", 0, 64, "top / bottom tokens shown"},
         {"hist-width", CFG_INT, &width, "48", 8, 512, "histogram columns"},
         {"before", CFG_INT, &ctx_before, "24", 0, 4096, "tokens shown before the activation"},
@@ -222,33 +247,13 @@ int cmd_feature_show(int argc, char **argv)
                       &line);
         printf("  %3zu %7.3f  %s\n", q + 1, (double)top->ex[q].act, line.data ? line.data : "");
     }
-    const struct feature_examples *iv = &rec.examples[FEATURE_EX_INTERVAL];
-    if (per_group && st->n_intervals && iv->n) {
-        uint64_t all = 0;
-        double all_act = 0;
-        for (size_t g = 0; g < st->n_intervals; g++) {
-            all += st->intervals[g].count;
-            all_act += st->intervals[g].count * 0.5 *
-                       ((double)st->intervals[g].lo + (double)st->intervals[g].hi);
-        }
-        printf("\ninterval groups:\n");
-        for (size_t g = st->n_intervals; g-- > 0;) {
-            const struct feature_bin *b = &st->intervals[g];
-            double share =
-                all_act > 0 ? b->count * 0.5 * ((double)b->lo + (double)b->hi) / all_act : 0;
-            printf("  [%.3g, %.3g]  %llu activations (%.1f%% of count, ~%.1f%% of activation "
-                   "mass)\n",
-                   (double)b->lo, (double)b->hi, (unsigned long long)b->count,
-                   all ? 100.0 * (double)b->count / (double)all : 0.0, 100.0 * share);
-            size_t shown = 0;
-            for (size_t q = 0; q < iv->n && shown < (size_t)per_group; q++) {
-                if (iv->ex[q].group != g) continue;
-                print_example(&iv->ex[q], st->max_act, color, (size_t)ctx_before, (size_t)ctx_after,
-                              &line);
-                printf("       %7.3f  %s\n", (double)iv->ex[q].act, line.data ? line.data : "");
-                shown++;
-            }
-        }
+    if (per_group) {
+        print_groups("interval groups (equal-width activation bins)", st, st->intervals,
+                     st->n_intervals, &rec.examples[FEATURE_EX_INTERVAL], (size_t)per_group, color,
+                     (size_t)ctx_before, (size_t)ctx_after, &line);
+        print_groups("quantile groups (equal-count slices)", st, st->quantiles, st->n_quantiles,
+                     &rec.examples[FEATURE_EX_QUANTILE], (size_t)per_group, color,
+                     (size_t)ctx_before, (size_t)ctx_after, &line);
     }
     ret = 0;
 done:
