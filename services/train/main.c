@@ -67,6 +67,7 @@ struct trainer {
     int64_t tokens_since_ckpt, batches_since_ckpt, steps_since_ckpt;
     double last_ckpt_s;
     size_t est_batch_tokens;
+    double last_tps; /* training throughput at the last metrics tick */
     struct metrics *reg;
     struct metric *m_ckpts, *m_ckpt_s, *m_batches;
     struct metric *m_drop_dims, *m_drop_nonfinite; /* consumed but not trained, counted */
@@ -807,6 +808,7 @@ int main(int argc, char **argv)
             for (size_t i = 0; i < T->n_slots; i++)
                 if (T->slots[i].t) tokens += sae_trainer_tokens(T->slots[i].t);
             double tps = (double)(tokens - tokens0) / (now - t0 + 1e-9);
+            T->last_tps = tps;
             publish_metrics(T, tps);
             stream_metrics(T);
             last_metrics = now;
@@ -844,7 +846,7 @@ drain:
             (cs.pending || T->tokens_since_ckpt || T->steps_since_ckpt || T->ckpt_seq == 0))
             if (checkpoint(T, "shutdown") < 0) ret = 1;
         /* the acks are queued; ZMQ_LINGER flushes them when the socket closes */
-        publish_metrics(T, 0);
+        publish_metrics(T, T->last_tps);
         for (size_t i = 0; i < T->n_slots; i++) {
             const struct slot *s = &T->slots[i];
             if (!s->t) continue;
