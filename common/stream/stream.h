@@ -52,8 +52,12 @@
  *                 +--or no ack for ack_timeout while blocked/done (resend)
  *
  *   An entry leaves the ring (and gets its ledger line) when every routed link is
- *   acked or rejected; only the oldest entries leave, so the ring is a window. A full
- *   ring makes stream_producer_publish() return SF_AGAIN: back-pressure to capture.
+ *   acked or rejected; only the oldest entries leave, so the ring is a window of
+ *   consecutive seqs (a batch routed nowhere holds its slot and leaves as "unrouted").
+ *   A full ring makes stream_producer_publish() return SF_AGAIN: back-pressure to
+ *   capture. A consumer never sees more than the credit it granted, and the
+ *   producer's heartbeat status tells it when to commit early: "blocked" (ring full)
+ *   or "done" (everything sent: train what the mixing buffer holds, then commit).
  *
  * Consumer view of one (producer, epoch):
  *
