@@ -30,9 +30,11 @@ start_train
 CAP=$!
 PIDS+=($CAP)
 
+killed=0
 for k in $(seq 1 "$KILLS"); do
     sleep $((2 + RANDOM % 3))
     kill -0 $CAP 2>/dev/null || break
+    killed=$((killed + 1))
     kill -9 $TRAIN
     wait $TRAIN 2>/dev/null
     echo "killed trainer ($k)"
@@ -58,7 +60,7 @@ phantom=$(comm -13 "$T/committed.keys" "$T/trained.uniq" | wc -l)
 resent=$(grep -o 'resent=[0-9]*' "$T/capture.log" | tail -n 1 | cut -d= -f2)
 final=$(grep '^final ' "$T/train.out" | tail -n 1)
 tokens=$(echo "$final" | tr ' ' '\n' | sed -n 's/^tokens=//p')
-echo "RESULT chaos kills=$KILLS resumes=$resumes published=$published committed=$committed other_fates=$other trained=$(wc -l <"$T/trained.uniq") lost=$lost duplicates=$dups phantom=$phantom resent=${resent:-0} tokens_trained=$tokens tokens_published=$TOKENS"
+echo "RESULT chaos kills=$killed resumes=$resumes published=$published committed=$committed other_fates=$other trained=$(wc -l <"$T/trained.uniq") lost=$lost duplicates=$dups phantom=$phantom resent=${resent:-0} tokens_trained=$tokens tokens_published=$TOKENS"
 [ "$resumes" -ge 1 ] || fail "the trainer never resumed from a checkpoint"
 [ "$lost" = 0 ] || fail "$lost committed batches missing from the trainer ledger"
 [ "$dups" = 0 ] || fail "$dups batches trained twice"
