@@ -454,6 +454,10 @@ int model_forward(struct model_ctx *c, const struct model_seq *seqs, size_t n_se
     const struct model *m = c->m;
     const struct model_config *cfg = &m->cfg;
     size_t T;
+    if (want != MODEL_LOGITS_NONE && !logits) {
+        log_error("model_forward_invalid", "reason=\"logits requested into NULL\"");
+        return SF_EINVAL;
+    }
     size_t n_run = cfg->n_layers;
     if (want == MODEL_LOGITS_NONE && c->n_hooks > 0) n_run = c->last_hooked + 1;
     int rc = prepare(c, seqs, n_seqs, n_run, &T);
@@ -491,6 +495,7 @@ int model_forward_logprobs(struct model_ctx *c, const struct model_seq *seqs, si
     const struct model *m = c->m;
     const struct model_config *cfg = &m->cfg;
     size_t T;
+    if (!logprobs) return SF_EINVAL;
     int rc = prepare(c, seqs, n_seqs, cfg->n_layers, &T);
     if (rc) return rc;
     float *block = malloc((size_t)LOGPROB_BLOCK * cfg->vocab_size * sizeof(float));

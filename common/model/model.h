@@ -157,7 +157,8 @@ typedef int (*model_hook_fn)(void *user, const struct model_act *act);
 /* ---- running ---- */
 
 /* A run context: KV cache for n_slots sequences of up to max_len tokens each, scratch
- * buffers, hooks. max_len 0 = the model's max_seq_len. */
+ * buffers, hooks. max_len 0 = the model's max_seq_len (GPT-2 cannot go beyond it;
+ * RoPE models may). Returns NULL (logged) on bad sizes or out of memory. */
 struct model_ctx;
 struct model_ctx *model_ctx_new(const struct model *m, size_t n_slots, size_t max_len);
 void model_ctx_destroy(struct model_ctx **c);
