@@ -33,9 +33,9 @@
 
 struct opts {
     char *bind, *hook, *arch, *ckpt_dir, *export_dir, *ledger, *trainer_id, *publish;
-    char *metrics_addr, *model_name;
+    char *metrics_addr, *model_name, *dataset_path;
     int64_t n, k, batch_tokens, buffer_tokens, ckpt_every_tokens, keep, metrics_port;
-    int64_t credit_window, dead_tokens, seed, total_tokens, max_msg_mb, d_in;
+    int64_t credit_window, dead_tokens, seed, total_tokens, max_msg_mb, d_in, context_size;
     double lr, refill, ckpt_every_s, drain_s, metrics_every_s;
     bool exit_when_done, auxk;
 };
@@ -128,6 +128,9 @@ static int slot_init(struct trainer *T, struct slot *s, size_t d)
     size_t hl = SF_MIN(strlen(s->hook), sizeof meta.hook_name - 1);
     memcpy(meta.hook_name, s->hook, hl);
     meta.hook_layer = s->layer;
+    meta.context_size = T->o.context_size;
+    snprintf(meta.dataset_path, sizeof meta.dataset_path, "%s",
+             T->o.dataset_path ? T->o.dataset_path : "");
     meta.prepend_bos = true;
     meta.exclude_special_tokens = true;
     sae_trainer_set_meta(s->t, &meta);
@@ -425,6 +428,11 @@ static int take_batch(struct trainer *T, const Saeflow__ActivationBatch *b)
     }
     if (!s->t) {
         s->layer = b->layer;
+        if (!strcmp(T->o.model_name, "unknown") && b->model_id && *b->model_id) {
+            free(T->o.model_name); /* the config owns it; replace with the stream's */
+            T->o.model_name = strdup(b->model_id);
+            if (!T->o.model_name) return SF_ENOMEM;
+        }
         rc = slot_init(T, s, d);
         if (rc < 0) return rc;
     }
@@ -583,8 +591,13 @@ int main(int argc, char **argv)
          "ROUTER endpoint producers connect to"},
         {"hook", CFG_STRING, &o->hook, "blocks.0.hook_resid_post", 0, -1,
          "comma-separated hooks (one SAE each)"},
-        {"model_name", CFG_STRING, &o->model_name, "unknown", 0, -1, "model id for SAE metadata"},
+        {"model_name", CFG_STRING, &o->model_name, "unknown", 0, -1,
+         "model id for SAE metadata (default: the stream's)"},
         {"arch", CFG_STRING, &o->arch, "topk", 0, -1, "topk | batchtopk | standard"},
+        {"context_size", CFG_INT, &o->context_size, "0", 0, 1 << 24,
+         "capture's context length, for the SAE metadata"},
+        {"dataset_path", CFG_STRING, &o->dataset_path, NULL, 0, -1,
+         "text source, for the SAE metadata"},
         {"d_in", CFG_INT, &o->d_in, "0", 0, 65536,
          "expected activation width (0 = the first batch's)"},
         {"n", CFG_INT, &o->n, "1024", 1, 1 << 26, "latents per SAE"},

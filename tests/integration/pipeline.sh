@@ -12,7 +12,7 @@ TOKENS=${PIPELINE_TOKENS:-2000000}
 PORT=$((20000 + RANDOM % 20000))
 EP=ipc://$T/train.sock
 
-"$BIN/saeflow-train" --bind "$EP" --hook $HOOK --model_name stories260K --d_in 64 --n 1024 --k 16 \
+"$BIN/saeflow-train" --bind "$EP" --hook $HOOK --model_name stories260K --d_in 64 --context_size 128 --n 1024 --k 16 \
     --batch_tokens 4096 --buffer_tokens 65536 --lr 0.003 --dead_tokens 1000000 \
     --total_tokens "$TOKENS" --ckpt_dir "$T/ckpt" --ckpt_every_tokens 500000 \
     --export_dir "$T/sae" --ledger "$T/train.ledger" --exit_when_done true \
