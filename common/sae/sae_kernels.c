@@ -149,6 +149,46 @@ static size_t topk_heap(const float *a, const float *bias, const uint32_t *map, 
     return k;
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_COLLECT_AVX512 1
+/* Entries with v >= t, compress-stored 16 at a time; SIZE_MAX if more than cap. */
+__attribute__((target("avx512f"))) static size_t collect_avx512(const float *a,
+                                                                 const float *bias, size_t n,
+                                                                 float t, float *cv,
+                                                                 uint32_t *ci, size_t cap)
+{
+    size_t c = 0, j = 0;
+    const __m512 vt = _mm512_set1_ps(t);
+    const __m512i step = _mm512_set1_epi32(16);
+    __m512i idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (; j + 16 <= n; j += 16) {
+        __m512 v = _mm512_loadu_ps(a + j);
+        if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + j));
+        __mmask16 m = _mm512_cmp_ps_mask(v, vt, _CMP_GE_OQ); /* NaN: false */
+        if (m) {
+            if (c + 16 > cap) return SIZE_MAX;
+            /* compress in registers, then a full store (the buffer has slack): the
+             * memory form of vcompress is microcoded and slow on some CPUs (Zen 4) */
+            _mm512_storeu_ps(cv + c, _mm512_maskz_compress_ps(m, v));
+            _mm512_storeu_si512((void *)(ci + c), _mm512_maskz_compress_epi32(m, idx));
+            c += (size_t)__builtin_popcount((unsigned)m);
+        }
+        idx = _mm512_add_epi32(idx, step);
+    }
+    for (; j < n; j++) {
+        float v = a[j] + (bias ? bias[j] : 0.0f);
+        if (v >= t) {
+            if (c + 1 > cap) return SIZE_MAX;
+            cv[c] = v;
+            ci[c] = (uint32_t)j;
+            c++;
+        }
+    }
+    return c;
+}
+#endif
+
 /* The common path: estimate a threshold from a strided sample, collect the entries at
  * or above it with a branch-free pass, and select the exact top k among them. When
  * the estimate was too high (fewer than k collected) or too low (the buffer overflows),
@@ -195,13 +235,20 @@ size_t sae_topk_row(const float *a, const float *bias, const uint32_t *map, size
         t = sv[0];
         for (size_t j = 1; j < q; j++) t = sv[j] < t ? sv[j] : t;
     }
-    /* collect v >= t: a vectorised max skips blocks of 16 with no candidate (most of
-     * them); passing blocks are collected branch-free. The buffer is 4k + 256 with 16
-     * entries of slack. */
+    /* collect v >= t. With AVX-512: compress-stores. Otherwise a counting test skips
+     * blocks of 16 with no candidate (most of them) and passing blocks are collected
+     * branch-free. The buffer is 4k + 256 with 16 entries of slack. */
     const size_t cap = 4 * k + 256;
     float *cv = scratch_v;
     uint32_t *ci = scratch_i;
     size_t c = 0, j = 0;
+#ifdef HAVE_COLLECT_AVX512
+    if (__builtin_cpu_supports("avx512f")) {
+        c = collect_avx512(a, bias, n, t, cv, ci, cap);
+        if (c == SIZE_MAX) return topk_heap(a, bias, map, n, k, idx, val);
+        j = n;
+    }
+#endif
     for (; j + 16 <= n; j += 16) {
         int hits = 0; /* a plain counting loop: GCC vectorises it well at -O2 */
         if (bias)

@@ -163,7 +163,7 @@ static int fast_reserve(struct sae_trainer *t, size_t B)
     if (B > f->cap_B) {
         size_t np = (B + TOK_CHUNK - 1) / TOK_CHUNK;
         size_t nl = (n + LAT_CHUNK - 1) / LAT_CHUNK;
-        f->n_part = (np > nl ? np : nl) + 1;
+        f->n_part = (3 * np > nl ? 3 * np : nl) + 1;
         if (grow((void **)&f->xs, B * d, sizeof(float)) ||
             grow((void **)&f->xc, B * d, sizeof(float)) ||
             grow((void **)&f->err, B * d, sizeof(float)) ||
@@ -654,19 +654,20 @@ static int fast_grads(struct sae_trainer *t, const float *x, size_t B, size_t k,
     }
     const float *srcs[3] = {f->xs, f->err, U + SLOT_MAIN * B * d};
     double *dsts[3] = {sum_x, sum_e, sum_u0};
-    for (int v = 0; v < 3; v++) {
-        const float *src = srcs[v];
+    /* one parallel region for the three chunked sums (fewer barriers) */
 #pragma omp parallel for schedule(static) if (f->par)
-        for (size_t ch = 0; ch < nch; ch++) {
-            double *pp = p + ch * d;
-            memset(pp, 0, d * sizeof *pp);
-            size_t e = (ch + 1) * TOK_CHUNK < B ? (ch + 1) * TOK_CHUNK : B;
-            for (size_t b = ch * TOK_CHUNK; b < e; b++)
-                for (size_t j = 0; j < d; j++) pp[j] += src[b * d + j];
-        }
-        for (size_t ch = 0; ch < nch; ch++)
-            for (size_t j = 0; j < d; j++) dsts[v][j] += p[ch * d + j];
+    for (size_t vc = 0; vc < 3 * nch; vc++) {
+        const float *src = srcs[vc / nch];
+        size_t ch = vc % nch;
+        double *pp = p + vc * d;
+        memset(pp, 0, d * sizeof *pp);
+        size_t e = (ch + 1) * TOK_CHUNK < B ? (ch + 1) * TOK_CHUNK : B;
+        for (size_t b = ch * TOK_CHUNK; b < e; b++)
+            for (size_t j = 0; j < d; j++) pp[j] += src[b * d + j];
     }
+    for (int v = 0; v < 3; v++)
+        for (size_t ch = 0; ch < nch; ch++)
+            for (size_t j = 0; j < d; j++) dsts[v][j] += p[((size_t)v * nch + ch) * d + j];
     for (size_t j = 0; j < d; j++) {
         mean_x2 += (sum_x[j] / (double)B) * (sum_x[j] / (double)B);
         mean_e2 += (sum_e[j] / (double)B) * (sum_e[j] / (double)B);
