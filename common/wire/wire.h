@@ -21,8 +21,9 @@
  * credits and acks on top (DEALER/ROUTER).
  *
  * Receiving checks, in order (each failure is one wire_reject reason, counted, and
- * never crashes): frame count/shape, length <= max_msg_bytes (also ZMQ_MAXMSGSIZE on
- * the socket, which makes ZeroMQ drop a tcp/ipc peer that sends more), protobuf
+ * never crashes): frame count/shape, length <= max_msg_bytes (ZMQ_MAXMSGSIZE is set to
+ * twice that, so larger frames are counted here as too_large and only frames past
+ * twice the cap make ZeroMQ drop the tcp/ipc peer before wire sees them), protobuf
  * unpack with an allocator that refuses past alloc_budget bytes, then semantic
  * validation (wire_validate): schema version, ids, hook names, dimension bounds
  * (WIRE_MAX_*), activations length == d_in * n_tokens * dtype size, per-token arrays
@@ -134,7 +135,7 @@ const char *wire_reject_name(enum wire_reject r); /* "too_large", "unpack", ... 
 
 /* ---- sockets ---- */
 struct wire_opts {
-    size_t max_msg_bytes; /* payload cap (ZMQ_MAXMSGSIZE + checked); 0 = default */
+    size_t max_msg_bytes; /* payload cap, checked (ZMQ_MAXMSGSIZE = 2x); 0 = default */
     size_t alloc_budget;  /* unpack allocation cap; 0 = max_msg_bytes + WIRE_ARRAYS_BUDGET */
     int linger_ms;        /* ZMQ_LINGER (default 500) */
     int send_timeout_ms;  /* ZMQ_SNDTIMEO: blocked sends give SF_AGAIN after (1000; -1 = forever) */

@@ -39,13 +39,13 @@ for reason in unpack empty size_mismatch schema_version framing too_large; do
     line="$line $reason=$(r $reason)"
 done
 total=$(awk '/^saeflow_wire_rejected_total\{/ {s += $NF} END {print s + 0}' "$T/metrics.txt")
-# over ipc, a frame above the size cap makes ZeroMQ drop the connection before wire
-# sees it (ZMQ_MAXMSGSIZE): too_large counts only where that cap does not apply
+# the oversized frame (cap + 1 byte) is received and counted as too_large; ZeroMQ's
+# own cap (ZMQ_MAXMSGSIZE) sits at twice ours and drops only larger frames
 echo "$line total=$total"
 nonfinite=$(metric_value "$T/metrics.txt" 'saeflow_train_batches_dropped_total{reason="nonfinite"}')
 echo "RESULT inject nonfinite_batches_dropped=$nonfinite"
 [ "${nonfinite:-0}" -ge 1 ] 2>/dev/null || fail "the NaN batch was not counted as dropped"
-for reason in unpack empty size_mismatch schema_version framing; do
+for reason in unpack empty size_mismatch schema_version framing too_large; do
     v=$(r $reason)
     [ -n "$v" ] && awk -v v="$v" 'BEGIN { exit !(v + 0 >= 1) }' || fail "reason $reason not counted ($v)"
 done

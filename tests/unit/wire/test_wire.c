@@ -623,8 +623,9 @@ out:
     wire_sock_destroy(&pull);
 }
 
-/* Over ipc, a frame above ZMQ_MAXMSGSIZE makes ZeroMQ drop the connection before any
- * allocation; it is never delivered, and the sender's reconnect carries on. */
+/* Over ipc, a frame just above the cap reaches wire and is rejected as too_large;
+ * a frame above ZMQ_MAXMSGSIZE (twice the cap) makes ZeroMQ drop the connection
+ * before any allocation: it is never delivered, and the sender's reconnect carries on. */
 static void test_oversized_ipc(const char *dir)
 {
     char ep[512];
@@ -640,11 +641,25 @@ static void test_oversized_ipc(const char *dir)
     CHECK(wire_send_heartbeat(push, &h) == 0);
     struct wire_msg m = {0};
     CHECK(recv_wait(pull, &m) == 0); /* connected */
-    size_t bign = (1 << 16) + 100;
+
+    /* cap < size <= 2 cap: counted */
+    size_t midn = (1 << 16) + 100;
+    uint8_t *mid = calloc(1, midn);
+    CHECK(send_bytes(push, mid, midn) == 0);
+    free(mid);
+    int got = SF_AGAIN;
+    for (int i = 0; i < 50 && got == SF_AGAIN; i++) got = wire_recv(pull, &m, 100);
+    CHECK(got == WIRE_REJECTED && m.reject == WIRE_REJ_TOO_LARGE);
+    struct wire_stats st;
+    wire_stats_get(pull, &st);
+    CHECK(st.rejected[WIRE_REJ_TOO_LARGE] == 1);
+
+    /* size > 2 cap: ZeroMQ drops the connection; never delivered */
+    size_t bign = (2 << 16) + 100;
     uint8_t *big = calloc(1, bign);
     CHECK(send_bytes(push, big, bign) == 0);
     free(big);
-    int got = -1;
+    got = -1;
     for (int i = 0; i < 100 && got != 0; i++) {
         h.seq = 2 + (uint64_t)i;
         int rc = wire_send_heartbeat(push, &h);
@@ -653,9 +668,8 @@ static void test_oversized_ipc(const char *dir)
         CHECK(got == 0 || got == SF_AGAIN);
     }
     CHECK(got == 0 && m.kind == WIRE_HEARTBEAT);
-    struct wire_stats st;
     wire_stats_get(pull, &st);
-    CHECK(st.rejected_total == 0); /* never reached us */
+    CHECK(st.rejected_total == 1); /* the too-big frame never reached us */
     CHECK(st.received_bytes < (uint64_t)(1 << 16) * st.received[WIRE_HEARTBEAT]);
     wire_msg_fini(&m);
 out:
