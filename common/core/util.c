@@ -386,7 +386,7 @@ int parse_i64(const char *s, int64_t *out)
     if (!s || !*s) return SF_EINVAL;
     errno = 0;
     char *end;
-    long long v = strtoll(s, &end, 0);
+    long long v = strtoll(s, &end, 10);
     if (errno || *end) return SF_EINVAL;
     *out = v;
     return 0;

@@ -214,6 +214,8 @@ static void test_parse(void)
     double d;
     CHECK(parse_i64("123", &v) == 0 && v == 123);
     CHECK(parse_i64("12x", &v) == SF_EINVAL);
+    CHECK(parse_i64("010", &v) == 0 && v == 10); /* decimal, not octal */
+    CHECK(parse_i64("08", &v) == 0 && v == 8);
     CHECK(parse_i64("", &v) == SF_EINVAL);
     CHECK(parse_i64("99999999999999999999", &v) == SF_EINVAL);
     CHECK(parse_f64("1e-3", &d) == 0 && d == 1e-3);
