@@ -65,7 +65,7 @@ int main(void)
     /* T_* environment variables override the settings for experiments */
     cfg.lr = getenv("T_LR") ? strtod(getenv("T_LR"), NULL) : 6e-3;
     const size_t B = getenv("T_B") ? strtoul(getenv("T_B"), NULL, 10) : 512;
-    const size_t steps = getenv("T_STEPS") ? strtoul(getenv("T_STEPS"), NULL, 10) : 2400;
+    const size_t steps = getenv("T_STEPS") ? strtoul(getenv("T_STEPS"), NULL, 10) : 2000;
     if (getenv("T_ALPHA")) cfg.auxk_alpha = strtod(getenv("T_ALPHA"), NULL);
     cfg.total_tokens = (int64_t)(B * steps);
     cfg.lr_warmup_tokens = 20 * B;
