@@ -61,6 +61,12 @@ static int bad_config(const char *why, size_t v)
     return SF_EFORMAT;
 }
 
+static int bad_config_f(const char *why, double v)
+{
+    log_error("model_config_invalid", "reason=\"%s\" value=%g", why, v);
+    return SF_EFORMAT;
+}
+
 int model_config_check(const struct model_config *c)
 {
     if (c->arch != MODEL_ARCH_LLAMA && c->arch != MODEL_ARCH_GPT2)
@@ -82,12 +88,12 @@ int model_config_check(const struct model_config *c)
     if (c->max_seq_len == 0 || c->max_seq_len > MODEL_MAX_SEQ)
         return bad_config("max_seq_len out of range", c->max_seq_len);
     if (!(c->norm_eps > 0.0f && c->norm_eps < 1.0f))
-        return bad_config("norm_eps out of range", (size_t)(c->norm_eps * 1e9f));
+        return bad_config_f("norm_eps out of range", (double)c->norm_eps);
     if (c->arch == MODEL_ARCH_LLAMA) {
         if (c->rope_dim == 0 || c->rope_dim % 2 || c->rope_dim > c->head_dim)
             return bad_config("rope_dim must be even and <= head_dim", c->rope_dim);
         if (!(c->rope_theta > 1.0f && c->rope_theta < 1e12f))
-            return bad_config("rope_theta out of range", (size_t)c->rope_theta);
+            return bad_config_f("rope_theta out of range", (double)c->rope_theta);
         if (c->rope_layout != ROPE_INTERLEAVED && c->rope_layout != ROPE_HALF)
             return bad_config("rope_layout unknown", (size_t)c->rope_layout);
     }
@@ -133,13 +139,23 @@ static size_t arena_floats(const struct model_config *c)
     return n;
 }
 
-int model_alloc(const struct model_config *cfg, enum model_format format, struct model **out)
+int model_alloc(const struct model_config *cfg, enum model_format format, size_t available,
+                struct model **out)
 {
     *out = NULL;
     int rc = model_config_check(cfg);
     if (rc) return rc;
     size_t n = arena_floats(cfg);
     if (n > MODEL_MAX_PARAMS) return bad_config("too many parameters", n);
+    if (n > available) {
+        /* every weight comes from the file: a config asking for more is lying, and
+         * must not make us allocate for it */
+        log_error("model_config_invalid",
+                  "reason=\"config needs more weights than the file holds\" "
+                  "need=%zu have=%zu",
+                  n, available);
+        return SF_EFORMAT;
+    }
     struct model *m = calloc(1, sizeof *m);
     if (!m) return SF_ENOMEM;
     m->cfg = *cfg;
@@ -272,7 +288,7 @@ size_t model_weight_bytes_per_token(const struct model *m)
 
 int model_new_random(const struct model_config *cfg, uint64_t seed, float std, struct model **out)
 {
-    int rc = model_alloc(cfg, MODEL_FORMAT_MEMORY, out);
+    int rc = model_alloc(cfg, MODEL_FORMAT_MEMORY, SIZE_MAX, out);
     if (rc) return rc;
     struct model *m = *out;
     struct rng r;
@@ -348,7 +364,7 @@ int model_load_llama2c_mem(const void *buf, size_t len, struct model **out)
         return SF_EFORMAT;
     }
     struct model *m;
-    rc = model_alloc(&c, MODEL_FORMAT_LLAMA2C, &m);
+    rc = model_alloc(&c, MODEL_FORMAT_LLAMA2C, need, &m);
     if (rc) return rc;
     const unsigned char *p = (const unsigned char *)buf + sizeof h;
     p = take_f32(m->tok_emb, p, c.vocab_size * d);

@@ -87,6 +87,10 @@ int model_load(const char *path, const struct model_load_opts *opts, struct mode
 /* llama2.c checkpoint from memory (7 int32 header + float32 weights); no tokenizer.
  * The buffer is copied. Validates every size against `len`. */
 int model_load_llama2c_mem(const void *buf, size_t len, struct model **out);
+/* The same for a GGUF file / a single .safetensors file (config in __metadata__) held
+ * in memory (fuzzing, tests); the buffer is only read during the call. No tokenizer. */
+int model_load_gguf_mem(const void *buf, size_t len, struct model **out);
+int model_load_safetensors_mem(const void *buf, size_t len, struct model **out);
 /* A model with the given shape and N(0, std^2) weights (norm weights 1, biases 0),
  * seeded; for benchmarks and tests. cfg is validated like a file's. */
 int model_new_random(const struct model_config *cfg, uint64_t seed, float std, struct model **out);

@@ -170,8 +170,13 @@ static int load_gguf(const struct gguf *g, struct model **out)
         c.bos_id = (int32_t)id;
     if (gguf_get_u32(g, "tokenizer.ggml.eos_token_id", &id) == 0 && id < c.vocab_size)
         c.eos_id = (int32_t)id;
+    size_t available = 0;
+    for (size_t i = 0; i < gguf_tensor_count(g); i++) {
+        uint64_t ne = gguf_tensor_nelem(gguf_tensor_at(g, i));
+        available = ne > SIZE_MAX - available ? SIZE_MAX : available + (size_t)ne;
+    }
     struct model *m;
-    if ((rc = model_alloc(&c, MODEL_FORMAT_GGUF, &m))) return rc;
+    if ((rc = model_alloc(&c, MODEL_FORMAT_GGUF, available, &m))) return rc;
     if ((rc = load_weights(g, m))) {
         model_destroy(&m);
         return rc;
@@ -185,6 +190,17 @@ static int load_gguf(const struct gguf *g, struct model **out)
     }
     *out = m;
     return 0;
+}
+
+int model_load_gguf_mem(const void *buf, size_t len, struct model **out)
+{
+    *out = NULL;
+    struct gguf *g;
+    int rc = gguf_open_mem(buf, len, &g);
+    if (rc) return rc;
+    rc = load_gguf(g, out);
+    gguf_close(&g);
+    return rc;
 }
 
 int model_load_gguf(const char *path, struct model **out)

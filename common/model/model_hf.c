@@ -5,6 +5,8 @@
  * layout HF uses; "gpt2" and minGPT's "gpt-*" -> GPT-2. GPT-2 weights may be HF's
  * Conv1D [in, out] or nn.Linear [out, in] (minGPT): told apart by c_attn's shape. */
 #include <cjson/cJSON.h>
+#include <float.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,6 +100,10 @@ static int cfg_float(const struct hf_cfg *h, const char *key, float def, float *
         *out = def;
         return 0;
     }
+    if (rc == 0 && !(fabs(v) <= FLT_MAX)) {
+        log_error("hf_config_bad_value", "key=%s value=%g", key, v);
+        return SF_EFORMAT;
+    }
     *out = (float)v;
     return rc;
 }
@@ -127,6 +133,17 @@ static int shards_add(struct shards *s, const char *path)
     if (rc) return rc;
     s->n++;
     return 0;
+}
+
+static size_t shards_numel(const struct shards *s)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->n; i++)
+        for (size_t j = 0; j < safetensors_count(s->st[i]); j++) {
+            size_t ne = safetensors_at(s->st[i], j)->numel;
+            n = ne > SIZE_MAX - n ? SIZE_MAX : n + ne;
+        }
+    return n;
 }
 
 static const struct st_tensor *shards_find(const struct shards *s, const char *name)
@@ -336,7 +353,7 @@ static int load_gpt2(const struct hf_cfg *h, const struct shards *s, struct mode
     /* A separate lm_head (minGPT) means untied; HF GPT-2 files leave it out. */
     c.tied_embeddings = shards_find(s, "lm_head.weight") == NULL;
     struct model *m;
-    if ((rc = model_alloc(&c, MODEL_FORMAT_HF, &m))) return rc;
+    if ((rc = model_alloc(&c, MODEL_FORMAT_HF, shards_numel(s), &m))) return rc;
     if ((rc = gpt2_weights(s, pre, conv1d, m))) {
         model_destroy(&m);
         return rc;
@@ -352,7 +369,7 @@ static int load_llama(const struct hf_cfg *h, const struct shards *s, struct mod
     if (rc) return rc;
     if (c.tied_embeddings == false && !shards_find(s, "lm_head.weight")) c.tied_embeddings = true;
     struct model *m;
-    if ((rc = model_alloc(&c, MODEL_FORMAT_HF, &m))) return rc;
+    if ((rc = model_alloc(&c, MODEL_FORMAT_HF, shards_numel(s), &m))) return rc;
     if ((rc = llama_weights(s, m))) {
         model_destroy(&m);
         return rc;
@@ -413,6 +430,25 @@ static int open_index(const char *dir, const char *index_path, struct shards *s)
         if ((rc = shards_add(s, p))) break;
     }
     cJSON_Delete(j);
+    return rc;
+}
+
+int model_load_safetensors_mem(const void *buf, size_t len, struct model **out)
+{
+    *out = NULL;
+    struct shards s = {0};
+    s.st = calloc(1, sizeof *s.st);
+    if (!s.st) return SF_ENOMEM;
+    int rc = safetensors_open_mem(buf, len, &s.st[0]);
+    if (rc) {
+        free(s.st);
+        return rc;
+    }
+    s.n = 1;
+    struct hf_cfg h = {.meta = s.st[0]};
+    rc = load_with(&h, &s, out);
+    if (rc == 0) model_set_name(*out, cfg_str(&h, "_name_or_path"), NULL);
+    shards_close(&s);
     return rc;
 }
 

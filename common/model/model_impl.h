@@ -39,8 +39,10 @@ void model_set_name(struct model *m, const char *s, const char *path);
 /* Checks a config for consistency and sane bounds (logs why not): SF_EFORMAT/ERANGE. */
 int model_config_check(const struct model_config *cfg);
 /* Allocates the model and its weight arena for cfg (validated first). Weights are
- * zero; norm weights are not set. */
-int model_alloc(const struct model_config *cfg, enum model_format format, struct model **out);
+ * zero; norm weights are not set. `available` is how many weights the source holds
+ * (SF_EFORMAT, before allocating, if the config needs more; SIZE_MAX: no limit). */
+int model_alloc(const struct model_config *cfg, enum model_format format, size_t available,
+                struct model **out);
 /* Default config values for a Llama / GPT-2 model (eps, theta, ids). */
 void model_config_defaults(struct model_config *cfg, enum model_arch arch);
 

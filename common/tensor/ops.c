@@ -106,11 +106,12 @@ void layernorm_forward_ref(float *out, const float *inp, const float *w, const f
 
 /* exp(x) for float, vectorisable (no libm call inside `omp simd` loops): Cephes'
  * expf: x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial, times 2^n built from bits.
- * About 1 ulp; inputs clamped to [-87, 88]. */
+ * About 1 ulp; inputs clamped to [-87, 88], NaN to -87 (callers see NaN through x). */
 static inline float exp_approx(float x)
 {
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
+    /* written so that NaN lands on a bound: (int32_t)NaN below would be undefined */
+    x = x > -87.0f ? x : -87.0f;
+    x = x < 88.0f ? x : 88.0f;
     /* round to nearest by adding and removing 1.5 * 2^23 (no floorf: SSE2 has none) */
     float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     float r = x - n * 0.693359375f + n * 2.12194440e-4f;
