@@ -23,7 +23,7 @@ enum sae_arch {
     SAE_STANDARD = 2,  /* ReLU + L1 */
     SAE_JUMPRELU = 3,  /* z_i = a_i if a_i > threshold_i (inference only) */
 };
-const char *sae_arch_name(enum sae_arch a);         /* "topk", "batchtopk", ... */
+const char *sae_arch_name(enum sae_arch a); /* "topk", "batchtopk", ... */
 int sae_arch_parse(const char *s, enum sae_arch *out);
 
 /* Where the SAE's inputs came from; written into every export's metadata. */
@@ -40,12 +40,12 @@ struct sae_meta {
 struct sae {
     enum sae_arch arch;
     size_t d_in;
-    size_t n;      /* latents (d_sae) */
-    size_t k;      /* TopK / BatchTopK k; 0 for standard / jumprelu */
-    float *W_enc;  /* (n, d_in) */
-    float *b_enc;  /* (n) */
-    float *W_dec;  /* (n, d_in), unit rows while training */
-    float *b_dec;  /* (d_in) */
+    size_t n;         /* latents (d_sae) */
+    size_t k;         /* TopK / BatchTopK k; 0 for standard / jumprelu */
+    float *W_enc;     /* (n, d_in) */
+    float *b_enc;     /* (n) */
+    float *W_dec;     /* (n, d_in), unit rows while training */
+    float *b_dec;     /* (d_in) */
     float *threshold; /* (n) for jumprelu and batchtopk inference; NULL otherwise */
     float norm_scale; /* input scale s; 1 when none or folded into the weights */
     struct sae_meta meta;
@@ -77,11 +77,11 @@ void sae_decode_ref(const struct sae *sae, const float *z, float *x_hat);
  * sae_decode: x_hat (B, d_in) from the sparse codes of sae_encode.
  * sae_forward: x_hat (B, d_in) from x (encode + decode, no cap on active latents).
  * All allocate only their own scratch (a chunk of pre-activations) and free it. */
-int sae_encode(const struct sae *sae, const float *x, size_t B, size_t max_per_token,
-               uint32_t *idx, float *val, uint32_t *count);
+int sae_encode(const struct sae *sae, const float *x, size_t B, size_t max_per_token, uint32_t *idx,
+               float *val, uint32_t *count);
 int sae_encode_dense(const struct sae *sae, const float *x, size_t B, float *z);
-void sae_decode(const struct sae *sae, const uint32_t *idx, const float *val,
-                const uint32_t *count, size_t max_per_token, size_t B, float *x_hat);
+void sae_decode(const struct sae *sae, const uint32_t *idx, const float *val, const uint32_t *count,
+                size_t max_per_token, size_t B, float *x_hat);
 int sae_forward(const struct sae *sae, const float *x, size_t B, float *x_hat);
 
 /* Folds norm_scale into the weights (W_enc *= s, W_dec /= s, b_dec /= s, s = 1), so

@@ -112,8 +112,10 @@ int sae_trainer_save(const struct sae_trainer *t, const char *path)
     rc |= set_i(w, "meta.prepend_bos", m->prepend_bos);
     rc |= set_i(w, "meta.exclude_special_tokens", m->exclude_special_tokens);
     rc |= st_writer_set_metadata(w, "meta.dataset_path", m->dataset_path);
-    if (rc == 0) rc = st_writer_write(w, path);
-    else rc = SF_ENOMEM;
+    if (rc == 0)
+        rc = st_writer_write(w, path);
+    else
+        rc = SF_ENOMEM;
     st_writer_destroy(&w);
     if (rc == 0)
         log_info("sae_ckpt_saved", "path=%s step=%lld tokens=%lld", path, (long long)t->step,
@@ -125,10 +127,10 @@ int sae_trainer_save(const struct sae_trainer *t, const char *path)
 
 /* ---- loading ----------------------------------------------------------------------- */
 
-#define FAIL(...)                                                                         \
-    do {                                                                                  \
-        log_error("sae_ckpt_invalid", __VA_ARGS__);                                       \
-        return SF_EFORMAT;                                                                \
+#define FAIL(...)                                                                                  \
+    do {                                                                                           \
+        log_error("sae_ckpt_invalid", __VA_ARGS__);                                                \
+        return SF_EFORMAT;                                                                         \
     } while (0)
 
 static int meta_i64(const struct safetensors *st, const char *key, int64_t lo, int64_t hi,
@@ -136,8 +138,7 @@ static int meta_i64(const struct safetensors *st, const char *key, int64_t lo, i
 {
     const char *v = safetensors_metadata(st, key);
     if (!v) FAIL("reason=missing_key key=%s", key);
-    if (parse_i64(v, out) != 0 || *out < lo || *out > hi)
-        FAIL("reason=bad_value key=%s", key);
+    if (parse_i64(v, out) != 0 || *out < lo || *out > hi) FAIL("reason=bad_value key=%s", key);
     return 0;
 }
 
@@ -342,7 +343,7 @@ int sae_trainer_load(const char *path, struct sae_trainer **out)
     rc = load_from(st, out);
     safetensors_close(&st);
     if (rc == 0)
-        log_info("sae_ckpt_loaded", "path=%s step=%lld tokens=%lld", path,
-                 (long long)(*out)->step, (long long)(*out)->tokens);
+        log_info("sae_ckpt_loaded", "path=%s step=%lld tokens=%lld", path, (long long)(*out)->step,
+                 (long long)(*out)->tokens);
     return rc;
 }

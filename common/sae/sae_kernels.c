@@ -153,10 +153,9 @@ static size_t topk_heap(const float *a, const float *bias, const uint32_t *map, 
 #include <immintrin.h>
 #define HAVE_COLLECT_AVX512 1
 /* Entries with v >= t, compress-stored 16 at a time; SIZE_MAX if more than cap. */
-__attribute__((target("avx512f"))) static size_t collect_avx512(const float *a,
-                                                                 const float *bias, size_t n,
-                                                                 float t, float *cv,
-                                                                 uint32_t *ci, size_t cap)
+__attribute__((target("avx512f"))) static size_t collect_avx512(const float *a, const float *bias,
+                                                                size_t n, float t, float *cv,
+                                                                uint32_t *ci, size_t cap)
 {
     size_t c = 0, j = 0;
     const __m512 vt = _mm512_set1_ps(t);

@@ -49,8 +49,8 @@ int sae_k_schedule_parse(const char *s, enum sae_k_schedule *out)
     return SF_EINVAL;
 }
 
-void sae_train_config_default(struct sae_train_config *c, enum sae_arch arch, size_t d_in,
-                              size_t n, size_t k)
+void sae_train_config_default(struct sae_train_config *c, enum sae_arch arch, size_t d_in, size_t n,
+                              size_t k)
 {
     memset(c, 0, sizeof *c);
     c->arch = arch;
@@ -101,9 +101,15 @@ size_t sae_train_k_at(const struct sae_train_config *c, int64_t tokens)
     double k0 = (double)(c->k0 < c->n ? c->k0 : c->n), kf = (double)k;
     double f = (double)tokens / (double)c->k_anneal_tokens, v;
     switch (c->k_schedule) {
-    case SAE_KSCHED_COSINE: v = kf + (k0 - kf) * 0.5 * (1.0 + cos(M_PI * f)); break;
-    case SAE_KSCHED_EXP: v = k0 * pow(kf / k0, f); break;
-    default: v = k0 + (kf - k0) * f; break;
+    case SAE_KSCHED_COSINE:
+        v = kf + (k0 - kf) * 0.5 * (1.0 + cos(M_PI * f));
+        break;
+    case SAE_KSCHED_EXP:
+        v = k0 * pow(kf / k0, f);
+        break;
+    default:
+        v = k0 + (kf - k0) * f;
+        break;
     }
     double r = floor(v + 0.5);
     if (r < kf) r = kf;
@@ -119,18 +125,18 @@ double sae_train_lr_at(const struct sae_train_config *c, int64_t tokens)
     if (c->total_tokens > 0 && c->lr_decay_start < 1.0) {
         double start = c->lr_decay_start * (double)c->total_tokens;
         if ((double)tokens > start) {
-            double f = ((double)c->total_tokens - (double)tokens) /
-                       ((double)c->total_tokens - start);
+            double f =
+                ((double)c->total_tokens - (double)tokens) / ((double)c->total_tokens - start);
             lr *= f > 0 ? f : 0;
         }
     }
     return lr;
 }
 
-#define BAD(field, ...)                                                                   \
-    do {                                                                                  \
-        log_error("sae_config_invalid", "field=" field " " __VA_ARGS__);                  \
-        return SF_EINVAL;                                                                 \
+#define BAD(field, ...)                                                                            \
+    do {                                                                                           \
+        log_error("sae_config_invalid", "field=" field " " __VA_ARGS__);                           \
+        return SF_EINVAL;                                                                          \
     } while (0)
 
 int sae_train_config_validate(const struct sae_train_config *c)
@@ -143,8 +149,7 @@ int sae_train_config_validate(const struct sae_train_config *c)
     if (c->n == 0 || c->n > (1u << 28)) BAD("n", "n=%zu", c->n);
     size_t nd;
     if (!size_mul_ok(c->n, c->d_in, &nd) || nd > ((size_t)1 << 34)) BAD("n", "n*d_in too large");
-    if (c->arch != SAE_STANDARD && (c->k == 0 || c->k > c->n))
-        BAD("k", "k=%zu n=%zu", c->k, c->n);
+    if (c->arch != SAE_STANDARD && (c->k == 0 || c->k > c->n)) BAD("k", "k=%zu n=%zu", c->k, c->n);
     if (c->k0 > c->n) BAD("k0", "k0=%zu n=%zu", c->k0, c->n);
     if (!(c->lr >= 0 && c->lr < 1)) BAD("lr", "lr=%g", c->lr);
     if (!(c->adam_beta1 >= 0 && c->adam_beta1 < 1)) BAD("adam_beta1", "v=%g", c->adam_beta1);

@@ -38,7 +38,7 @@
 #include "sae/sae.h"
 
 enum sae_k_schedule { SAE_KSCHED_LINEAR = 0, SAE_KSCHED_COSINE = 1, SAE_KSCHED_EXP = 2 };
-const char *sae_k_schedule_name(enum sae_k_schedule s); /* "linear", "cosine", "exp" */
+const char *sae_k_schedule_name(enum sae_k_schedule s);            /* "linear", "cosine", "exp" */
 int sae_k_schedule_parse(const char *s, enum sae_k_schedule *out); /* also "exponential" */
 
 struct sae_train_config {
@@ -47,35 +47,35 @@ struct sae_train_config {
     uint64_t seed;      /* weight init */
 
     /* optimiser */
-    double lr;                /* 0: 2e-4 / sqrt(n / 2^14) */
+    double lr;                               /* 0: 2e-4 / sqrt(n / 2^14) */
     double adam_beta1, adam_beta2, adam_eps; /* 0.9, 0.999, 6.25e-10 */
-    int64_t lr_warmup_tokens; /* linear warm-up from 0; 0 = none */
-    int64_t total_tokens;     /* planned length; 0 = no decay */
-    double lr_decay_start;    /* fraction of total_tokens where a linear decay to 0
-                                 begins (0.8); >= 1 = no decay */
-    double grad_clip;         /* clip the global grad norm to this; 0 = off */
-    bool unit_norm_decoder;   /* project decoder grads and renormalise rows (true) */
+    int64_t lr_warmup_tokens;                /* linear warm-up from 0; 0 = none */
+    int64_t total_tokens;                    /* planned length; 0 = no decay */
+    double lr_decay_start;                   /* fraction of total_tokens where a linear decay to 0
+                                                begins (0.8); >= 1 = no decay */
+    double grad_clip;                        /* clip the global grad norm to this; 0 = off */
+    bool unit_norm_decoder;                  /* project decoder grads and renormalise rows (true) */
 
     /* initialisation from the first batch (or sae_trainer_init_data) */
-    bool normalize_input;     /* estimate s with E||s x||^2 = d_in (true) */
-    bool init_b_dec;          /* b_dec = geometric median (true) */
-    size_t init_max_tokens;   /* sample size cap for those estimates (8192) */
+    bool normalize_input;   /* estimate s with E||s x||^2 = d_in (true) */
+    bool init_b_dec;        /* b_dec = geometric median (true) */
+    size_t init_max_tokens; /* sample size cap for those estimates (8192) */
 
     /* dead latents */
-    int64_t dead_tokens;      /* a latent silent for this many tokens is dead (10M) */
-    double fire_threshold;    /* "fired" means activation > this (1e-3) */
-    double auxk_alpha;        /* AuxK weight (1/32); 0 = off. topk / batchtopk */
-    size_t k_aux;             /* 0: power of two nearest d_in/2 */
+    int64_t dead_tokens;   /* a latent silent for this many tokens is dead (10M) */
+    double fire_threshold; /* "fired" means activation > this (1e-3) */
+    double auxk_alpha;     /* AuxK weight (1/32); 0 = off. topk / batchtopk */
+    size_t k_aux;          /* 0: power of two nearest d_in/2 */
 
     /* k scheduler (topk / batchtopk): k0 -> k over k_anneal_tokens */
-    size_t k0;                /* 0 or <= k: no annealing */
+    size_t k0; /* 0 or <= k: no annealing */
     int64_t k_anneal_tokens;
     enum sae_k_schedule k_schedule;
 
-    bool multi_topk;          /* topk only: loss = L(k) + L(4k)/8 */
-    double threshold_decay;   /* batchtopk: EMA decay of the inference threshold (0.99) */
-    double l1_coeff;          /* standard: lambda (5.0) */
-    bool ghost_grads;         /* standard: ghost grads on dead latents */
+    bool multi_topk;        /* topk only: loss = L(k) + L(4k)/8 */
+    double threshold_decay; /* batchtopk: EMA decay of the inference threshold (0.99) */
+    double l1_coeff;        /* standard: lambda (5.0) */
+    bool ghost_grads;       /* standard: ghost grads on dead latents */
 };
 
 void sae_train_config_default(struct sae_train_config *cfg, enum sae_arch arch, size_t d_in,
@@ -125,8 +125,7 @@ int sae_trainer_init_data(struct sae_trainer *t, const float *x, size_t N);
 
 /* One optimisation step on a batch x (B, d_in) of raw activations. m may be NULL.
  * SF_EINVAL on a non-finite input or B == 0; SF_ENOMEM on allocation failure. */
-int sae_trainer_step(struct sae_trainer *t, const float *x, size_t B,
-                     struct sae_train_metrics *m);
+int sae_trainer_step(struct sae_trainer *t, const float *x, size_t B, struct sae_train_metrics *m);
 /* The same step computed by the plain double-precision reference (slow; tests). */
 int sae_step_ref(struct sae_trainer *t, const float *x, size_t B, struct sae_train_metrics *m);
 
@@ -199,7 +198,7 @@ struct sae_ref_problem {
     const uint8_t *aux;  /* (B, n) or NULL */
     const uint8_t *dead; /* (n) or NULL: ghost grads over these */
     bool frozen;
-    double *e;       /* (B, d_in) AuxK residual; caller allocates */
+    double *e; /* (B, d_in) AuxK residual; caller allocates */
     double aux_den;
     double *r;       /* (B, d_in) ghost residual; caller allocates */
     double *ghost_c; /* (B) */

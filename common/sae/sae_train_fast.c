@@ -51,19 +51,19 @@ struct sae_fast {
     size_t *eptr;             /* (B + 1) */
     struct entry *ent;
     struct tentry *tent;
-    size_t *lptr;             /* (n + 1) */
-    size_t *hist;             /* (TCH, n) */
-    double *tok;              /* (B, TS_N) */
-    double *part;             /* chunk partial sums, (max(B/TOK, n/LAT) + 1, d) */
-    float *sv;                /* per-thread scratch */
+    size_t *lptr; /* (n + 1) */
+    size_t *hist; /* (TCH, n) */
+    double *tok;  /* (B, TS_N) */
+    double *part; /* chunk partial sums, (max(B/TOK, n/LAT) + 1, d) */
+    float *sv;    /* per-thread scratch */
     uint32_t *si;
-    float *cv;                /* batchtopk candidates */
+    float *cv; /* batchtopk candidates */
     uint32_t *ci;
-    float *kth;               /* (B) batchtopk: each row's weakest kept value */
+    float *kth; /* (B) batchtopk: each row's weakest kept value */
     uint32_t *kth_i;
     size_t n_part;
     double prof[SAE_PROF_N]; /* wall seconds of the last step's phases */
-    bool par; /* worth threads: small problems run serially (no barriers) */
+    bool par;                /* worth threads: small problems run serially (no barriers) */
 };
 
 #define TCH 16 /* token chunks for the transpose (any value gives the same order) */
@@ -280,8 +280,7 @@ static int batch_threshold(struct sae_trainer *t, size_t B, size_t k, float *Tv,
             for (size_t i = 0; i < n; i++) {
                 float v = ar[i] + b_enc[i];
                 uint32_t fl = (uint32_t)(b * n + i);
-                if (fl == f->kth_i[b] || sae_ranks_above(v, fl, f->kth[b], f->kth_i[b]))
-                    continue;
+                if (fl == f->kth_i[b] || sae_ranks_above(v, fl, f->kth[b], f->kth_i[b])) continue;
                 if (!sae_ranks_above(v, fl, tv, ti)) continue;
                 uv[c] = v;
                 ui[c] = fl;
@@ -476,7 +475,6 @@ SAE_HOT static void token_pass(const struct pass_ctx *c, size_t b, int tid)
         ne += n_dead;
         ts[TS_SQG] = sqg;
     }
-
 }
 
 /* Gradient rows of the latents in chunk lc; the chunk's share of b_dec's encoder path
@@ -531,8 +529,7 @@ SAE_HOT static void latent_chunk(const struct pass_ctx *c, size_t lc, const floa
             }
             if (te->slot == SLOT_MAIN && te->z > fire) fired = true;
         }
-        if (zl1 != 0.0f && f->dnorm[i] > 0)
-            axpyf(gwd, l1w * zl1 / f->dnorm[i], W_dec + i * d, d);
+        if (zl1 != 0.0f && f->dnorm[i] > 0) axpyf(gwd, l1w * zl1 / f->dnorm[i], W_dec + i * d, d);
         f->gb_enc[i] = gb;
         f->touched[i] = 1;
         if (fired) f->fired[i] = 1;
@@ -542,8 +539,7 @@ SAE_HOT static void latent_chunk(const struct pass_ctx *c, size_t lc, const floa
 }
 
 /* Fills gW_enc/gW_dec (touched rows), gb_enc, gb_dec, touched[] and fired[]. */
-static int fast_grads(struct sae_trainer *t, const float *x, size_t B, size_t k,
-                      struct fast_out *o)
+static int fast_grads(struct sae_trainer *t, const float *x, size_t B, size_t k, struct fast_out *o)
 {
     struct sae_fast *f = t->fast;
     const struct sae_train_config *c = &t->cfg;
@@ -623,8 +619,8 @@ static int fast_grads(struct sae_trainer *t, const float *x, size_t B, size_t k,
     /* 4. per token: select, decode, upstream rows, ga */
     float *U = f->U;
     const float *W_dec = s->W_dec;
-    struct pass_ctx pc = {f, s, U, W_dec, n, d, B, k, kk, k_aux, n_dead, Tv, Ti,
-                          standard, batchtopk, multi, use_aux, use_ghost};
+    struct pass_ctx pc = {f,     s,      U,  W_dec, n,        d,         B,     k,       kk,
+                          k_aux, n_dead, Tv, Ti,    standard, batchtopk, multi, use_aux, use_ghost};
 #pragma omp parallel for schedule(dynamic, 16) if (f->par)
     for (size_t b = 0; b < B; b++) token_pass(&pc, b, omp_get_thread_num());
 
@@ -696,8 +692,8 @@ static int fast_grads(struct sae_trainer *t, const float *x, size_t B, size_t k,
             slot_scale[SLOT_GHOST] = (o->mse / mse_g) * 2.0 / Bd;
         }
     }
-    o->loss = o->mse + o->mse4 / 8.0 + c->auxk_alpha * o->auxk * (use_aux ? 1 : 0) + o->l1 +
-              o->ghost;
+    o->loss =
+        o->mse + o->mse4 / 8.0 + c->auxk_alpha * o->auxk * (use_aux ? 1 : 0) + o->l1 + o->ghost;
 
     double tp4 = time_now_s();
     f->prof[SAE_PROF_REDUCE] = tp4 - tp3;
@@ -779,7 +775,8 @@ struct adam_f {
 };
 
 SAE_HOT static void adam_vec(float *restrict p, float *restrict m, float *restrict v,
-                     const float *restrict g, float gscale, size_t len, const struct adam_f *a)
+                             const float *restrict g, float gscale, size_t len,
+                             const struct adam_f *a)
 {
     if (g) {
 #pragma omp simd
@@ -840,17 +837,18 @@ static double fast_optimize(struct sae_trainer *t, double lr)
         if (cc < 1.0) clipf = (float)cc;
     }
     struct sae_adam_coef ac = sae_trainer_adam_coef(t, lr);
-    struct adam_f af = {(float)ac.b1,   (float)(1 - ac.b1),      (float)ac.b2, (float)(1 - ac.b2),
-                        (float)ac.step_size, (float)(1.0 / ac.bc2_sqrt), (float)ac.eps};
+    struct adam_f af = {(float)ac.b1,       (float)(1 - ac.b1),  (float)ac.b2,
+                        (float)(1 - ac.b2), (float)ac.step_size, (float)(1.0 / ac.bc2_sqrt),
+                        (float)ac.eps};
     /* pass 2: Adam on every row (untouched rows have g = 0), renormalise, clear */
 #pragma omp parallel for schedule(static) if (f->par)
     for (size_t i = 0; i < n; i++) {
         bool tch = f->touched[i];
         size_t o = i * d;
-        adam_vec(s->W_enc + o, t->m_W_enc + o, t->v_W_enc + o, tch ? f->gW_enc + o : NULL, clipf,
-                 d, &af);
-        adam_vec(s->W_dec + o, t->m_W_dec + o, t->v_W_dec + o, tch ? f->gW_dec + o : NULL, clipf,
-                 d, &af);
+        adam_vec(s->W_enc + o, t->m_W_enc + o, t->v_W_enc + o, tch ? f->gW_enc + o : NULL, clipf, d,
+                 &af);
+        adam_vec(s->W_dec + o, t->m_W_dec + o, t->v_W_dec + o, tch ? f->gW_dec + o : NULL, clipf, d,
+                 &af);
         if (c->unit_norm_decoder) {
             float *w = s->W_dec + o;
             float nn = sqrtf(dotf(w, w, d));
@@ -908,7 +906,8 @@ int sae_trainer_step(struct sae_trainer *t, const float *x, size_t B, struct sae
             t->theta = o.min_kept;
             t->theta_set = true;
         } else {
-            t->theta = t->cfg.threshold_decay * t->theta + (1 - t->cfg.threshold_decay) * o.min_kept;
+            t->theta =
+                t->cfg.threshold_decay * t->theta + (1 - t->cfg.threshold_decay) * o.min_kept;
         }
         for (size_t i = 0; i < t->cfg.n; i++) t->sae->threshold[i] = (float)t->theta;
     }

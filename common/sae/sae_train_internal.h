@@ -17,9 +17,9 @@ struct sae_trainer {
     float *m_W_dec, *v_W_dec, *m_b_dec, *v_b_dec;
     int64_t *since_fire; /* (n) tokens since each latent last fired */
     int64_t step, tokens;
-    bool initialized;    /* s and b_dec estimated */
-    bool theta_set;      /* batchtopk: EMA has a first value */
-    double theta;        /* batchtopk: EMA of the smallest kept activation */
+    bool initialized; /* s and b_dec estimated */
+    bool theta_set;   /* batchtopk: EMA has a first value */
+    double theta;     /* batchtopk: EMA of the smallest kept activation */
     struct rng rng;
     struct sae_fast *fast;
 };

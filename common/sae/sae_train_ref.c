@@ -439,7 +439,8 @@ int sae_step_ref(struct sae_trainer *t, const float *x, size_t B, struct sae_tra
                 ww += ws.w.W_dec[i * d + j] * ws.w.W_dec[i * d + j];
             }
             if (ww > 0)
-                for (size_t j = 0; j < d; j++) ws.g.W_dec[i * d + j] -= gw / ww * ws.w.W_dec[i * d + j];
+                for (size_t j = 0; j < d; j++)
+                    ws.g.W_dec[i * d + j] -= gw / ww * ws.w.W_dec[i * d + j];
         }
     }
     double nrm2 = 0;
@@ -448,7 +449,8 @@ int sae_step_ref(struct sae_trainer *t, const float *x, size_t B, struct sae_tra
     for (size_t i = 0; i < n; i++) nrm2 += ws.g.b_enc[i] * ws.g.b_enc[i];
     for (size_t j = 0; j < d; j++) nrm2 += ws.g.b_dec[j] * ws.g.b_dec[j];
     double gnorm = sqrt(nrm2), clipf = 1;
-    if (c->grad_clip > 0 && c->grad_clip / (gnorm + 1e-6) < 1) clipf = c->grad_clip / (gnorm + 1e-6);
+    if (c->grad_clip > 0 && c->grad_clip / (gnorm + 1e-6) < 1)
+        clipf = c->grad_clip / (gnorm + 1e-6);
     struct sae_adam_coef ac = sae_trainer_adam_coef(t, lr);
     ref_adam(s->W_enc, t->m_W_enc, t->v_W_enc, ws.g.W_enc, clipf, n * d, &ac);
     ref_adam(s->W_dec, t->m_W_dec, t->v_W_dec, ws.g.W_dec, clipf, n * d, &ac);
@@ -488,8 +490,8 @@ int sae_step_ref(struct sae_trainer *t, const float *x, size_t B, struct sae_tra
         for (size_t b = 0; b < B; b++) sqx += (ws.xs[b * d + j] - mean) * (ws.xs[b * d + j] - mean);
     }
     if (c->arch == SAE_BATCHTOPK && isfinite(minz)) {
-        t->theta = t->theta_set ? c->threshold_decay * t->theta + (1 - c->threshold_decay) * minz
-                                : minz;
+        t->theta =
+            t->theta_set ? c->threshold_decay * t->theta + (1 - c->threshold_decay) * minz : minz;
         t->theta_set = true;
         for (size_t i = 0; i < n; i++) s->threshold[i] = (float)t->theta;
     }

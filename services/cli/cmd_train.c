@@ -29,31 +29,30 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: saeflow train --activations FILE [FILE...] [options]\n"
-            "  --activations FILE...   safetensors shards with \"activations\" [tokens, d_in]\n"
-            "  --arch A                topk (default) | batchtopk | standard\n"
-            "  --n N | --expansion E   latents (default: 8 x d_in)\n"
-            "  --k K                   active latents per token (default 32)\n"
-            "  --k0 K0                 kScheduler start (default: off)\n"
-            "  --k-anneal-tokens T     tokens over which k goes from k0 to k\n"
-            "  --k-schedule S          linear (default) | cosine | exp\n"
-            "  --lr LR                 default 2e-4 / sqrt(n / 2^14)\n"
-            "  --batch B               tokens per step (default 4096)\n"
-            "  --tokens T              tokens to train on (default: one pass over the data)\n"
-            "  --warmup-tokens T       linear lr warm-up (default 0)\n"
-            "  --auxk-alpha A          AuxK weight (default 1/32; 0 = off)\n"
-            "  --dead-tokens T         silent this long = dead (default 10000000)\n"
-            "  --multi-topk            loss L(k) + L(4k)/8 (topk)\n"
-            "  --l1 L                  L1 coefficient (standard, default 5)\n"
-            "  --ghost-grads           ghost grads on dead latents (standard)\n"
-            "  --grad-clip C           clip the global grad norm (default off)\n"
-            "  --seed S                init and data order (default 1)\n"
-            "  --threads N             CPU threads (default: all)\n"
-            "  --out DIR               write a SAELens v6 directory at the end\n"
-            "  --checkpoint DIR        keep DIR/trainer.safetensors\n"
-            "  --checkpoint-tokens T   checkpoint period (default 10000000)\n"
-            "  --resume                continue from --checkpoint DIR\n");
+    fprintf(f, "usage: saeflow train --activations FILE [FILE...] [options]\n"
+               "  --activations FILE...   safetensors shards with \"activations\" [tokens, d_in]\n"
+               "  --arch A                topk (default) | batchtopk | standard\n"
+               "  --n N | --expansion E   latents (default: 8 x d_in)\n"
+               "  --k K                   active latents per token (default 32)\n"
+               "  --k0 K0                 kScheduler start (default: off)\n"
+               "  --k-anneal-tokens T     tokens over which k goes from k0 to k\n"
+               "  --k-schedule S          linear (default) | cosine | exp\n"
+               "  --lr LR                 default 2e-4 / sqrt(n / 2^14)\n"
+               "  --batch B               tokens per step (default 4096)\n"
+               "  --tokens T              tokens to train on (default: one pass over the data)\n"
+               "  --warmup-tokens T       linear lr warm-up (default 0)\n"
+               "  --auxk-alpha A          AuxK weight (default 1/32; 0 = off)\n"
+               "  --dead-tokens T         silent this long = dead (default 10000000)\n"
+               "  --multi-topk            loss L(k) + L(4k)/8 (topk)\n"
+               "  --l1 L                  L1 coefficient (standard, default 5)\n"
+               "  --ghost-grads           ghost grads on dead latents (standard)\n"
+               "  --grad-clip C           clip the global grad norm (default off)\n"
+               "  --seed S                init and data order (default 1)\n"
+               "  --threads N             CPU threads (default: all)\n"
+               "  --out DIR               write a SAELens v6 directory at the end\n"
+               "  --checkpoint DIR        keep DIR/trainer.safetensors\n"
+               "  --checkpoint-tokens T   checkpoint period (default 10000000)\n"
+               "  --resume                continue from --checkpoint DIR\n");
 }
 
 struct shard {
@@ -242,8 +241,8 @@ int cmd_train(int argc, char **argv)
     char **files = calloc((size_t)argc + 1, sizeof *files);
     size_t nf = 0;
     const char *arch_s = "topk", *sched_s = "linear", *out = NULL, *ckdir = NULL;
-    int64_t n = 0, k = 32, k0 = 0, kanneal = 0, batch = 4096, tokens = 0, warm = 0,
-            dead = 10000000, seed = 1, threads = 0, ck_every = 10000000;
+    int64_t n = 0, k = 32, k0 = 0, kanneal = 0, batch = 4096, tokens = 0, warm = 0, dead = 10000000,
+            seed = 1, threads = 0, ck_every = 10000000;
     double expansion = 8, lr = 0, alpha = 1.0 / 32, l1 = 5.0, clip = 0;
     bool multi = false, ghost = false, resume = false;
     int rc = 0;
@@ -260,31 +259,54 @@ int cmd_train(int argc, char **argv)
             continue;
         }
         bool takes = true;
-        if (!strcmp(a, "--arch")) arch_s = v;
-        else if (!strcmp(a, "--n")) rc = want_i64(a, v, 1, &n);
-        else if (!strcmp(a, "--expansion")) rc = want_f64(a, v, &expansion);
-        else if (!strcmp(a, "--k")) rc = want_i64(a, v, 1, &k);
-        else if (!strcmp(a, "--k0")) rc = want_i64(a, v, 0, &k0);
-        else if (!strcmp(a, "--k-anneal-tokens")) rc = want_i64(a, v, 0, &kanneal);
-        else if (!strcmp(a, "--k-schedule")) sched_s = v;
-        else if (!strcmp(a, "--lr")) rc = want_f64(a, v, &lr);
-        else if (!strcmp(a, "--batch")) rc = want_i64(a, v, 1, &batch);
-        else if (!strcmp(a, "--tokens")) rc = want_i64(a, v, 1, &tokens);
-        else if (!strcmp(a, "--warmup-tokens")) rc = want_i64(a, v, 0, &warm);
-        else if (!strcmp(a, "--auxk-alpha")) rc = want_f64(a, v, &alpha);
-        else if (!strcmp(a, "--dead-tokens")) rc = want_i64(a, v, 1, &dead);
-        else if (!strcmp(a, "--l1")) rc = want_f64(a, v, &l1);
-        else if (!strcmp(a, "--grad-clip")) rc = want_f64(a, v, &clip);
-        else if (!strcmp(a, "--seed")) rc = want_i64(a, v, 0, &seed);
-        else if (!strcmp(a, "--threads")) rc = want_i64(a, v, 0, &threads);
-        else if (!strcmp(a, "--out")) out = v;
-        else if (!strcmp(a, "--checkpoint")) ckdir = v;
-        else if (!strcmp(a, "--checkpoint-tokens")) rc = want_i64(a, v, 1, &ck_every);
+        if (!strcmp(a, "--arch"))
+            arch_s = v;
+        else if (!strcmp(a, "--n"))
+            rc = want_i64(a, v, 1, &n);
+        else if (!strcmp(a, "--expansion"))
+            rc = want_f64(a, v, &expansion);
+        else if (!strcmp(a, "--k"))
+            rc = want_i64(a, v, 1, &k);
+        else if (!strcmp(a, "--k0"))
+            rc = want_i64(a, v, 0, &k0);
+        else if (!strcmp(a, "--k-anneal-tokens"))
+            rc = want_i64(a, v, 0, &kanneal);
+        else if (!strcmp(a, "--k-schedule"))
+            sched_s = v;
+        else if (!strcmp(a, "--lr"))
+            rc = want_f64(a, v, &lr);
+        else if (!strcmp(a, "--batch"))
+            rc = want_i64(a, v, 1, &batch);
+        else if (!strcmp(a, "--tokens"))
+            rc = want_i64(a, v, 1, &tokens);
+        else if (!strcmp(a, "--warmup-tokens"))
+            rc = want_i64(a, v, 0, &warm);
+        else if (!strcmp(a, "--auxk-alpha"))
+            rc = want_f64(a, v, &alpha);
+        else if (!strcmp(a, "--dead-tokens"))
+            rc = want_i64(a, v, 1, &dead);
+        else if (!strcmp(a, "--l1"))
+            rc = want_f64(a, v, &l1);
+        else if (!strcmp(a, "--grad-clip"))
+            rc = want_f64(a, v, &clip);
+        else if (!strcmp(a, "--seed"))
+            rc = want_i64(a, v, 0, &seed);
+        else if (!strcmp(a, "--threads"))
+            rc = want_i64(a, v, 0, &threads);
+        else if (!strcmp(a, "--out"))
+            out = v;
+        else if (!strcmp(a, "--checkpoint"))
+            ckdir = v;
+        else if (!strcmp(a, "--checkpoint-tokens"))
+            rc = want_i64(a, v, 1, &ck_every);
         else {
             takes = false;
-            if (!strcmp(a, "--multi-topk")) multi = true;
-            else if (!strcmp(a, "--ghost-grads")) ghost = true;
-            else if (!strcmp(a, "--resume")) resume = true;
+            if (!strcmp(a, "--multi-topk"))
+                multi = true;
+            else if (!strcmp(a, "--ghost-grads"))
+                ghost = true;
+            else if (!strcmp(a, "--resume"))
+                resume = true;
             else {
                 fprintf(stderr, "saeflow train: unknown option %s\n", a);
                 rc = SF_EINVAL;
@@ -382,8 +404,8 @@ int cmd_train(int argc, char **argv)
     log_info("train_start",
              "shards=%zu tokens_in_data=%zu d_in=%zu n=%zu arch=%s k=%zu batch=%zu total=%lld "
              "lr=%g",
-             nf, dt.total, dt.d_in, cfg->n, sae_arch_name(cfg->arch), cfg->k, B,
-             (long long)total, sae_train_config_lr(cfg));
+             nf, dt.total, dt.d_in, cfg->n, sae_arch_name(cfg->arch), cfg->k, B, (long long)total,
+             sae_train_config_lr(cfg));
     sig_install();
     const int64_t start_tokens = sae_trainer_tokens(t);
     int64_t next_ck = ck_every > 0 ? (start_tokens / ck_every + 1) * ck_every : INT64_MAX;

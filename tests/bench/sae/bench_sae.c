@@ -53,7 +53,8 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--auxk"))
             auxk = true;
         else {
-            fprintf(stderr, "usage: bench_sae [--threads N] [--batch B] [--reps R] [--quick] [--auxk]\n");
+            fprintf(stderr,
+                    "usage: bench_sae [--threads N] [--batch B] [--reps R] [--quick] [--auxk]\n");
             return 2;
         }
     }
@@ -69,8 +70,8 @@ int main(int argc, char **argv)
            B, threads, reps);
     printf("(min = fastest rep, the least disturbed on a shared machine; cpu = process CPU "
            "seconds, step / gemm)\n");
-    printf("%5s %6s %3s | %9s %9s %6s | %9s %9s %6s | %6s | %10s | %s\n", "d", "n", "k",
-           "gemm med", "step med", "ratio", "gemm min", "step min", "ratio", "cpu", "tokens/s",
+    printf("%5s %6s %3s | %9s %9s %6s | %9s %9s %6s | %6s | %10s | %s\n", "d", "n", "k", "gemm med",
+           "step med", "ratio", "gemm min", "step min", "ratio", "cpu", "tokens/s",
            "step breakdown ms (mean): input gemm tokens reduce transpose latents adam");
     for (size_t si = 0; si < n_shapes; si++) {
         const size_t d = shapes[si].d, n = shapes[si].n, k = shapes[si].k;
@@ -110,8 +111,8 @@ int main(int argc, char **argv)
         }
         double mg = median(tg, (size_t)reps), ms = median(ts, (size_t)reps);
         double ng = tg[0], ns = ts[0]; /* sorted by median() */
-        printf("%5zu %6zu %3zu | %9.2f %9.2f %5.2fx | %9.2f %9.2f %5.2fx | %5.2fx | %10.0f |", d,
-               n, k, mg * 1e3, ms * 1e3, ms / mg, ng * 1e3, ns * 1e3, ns / ng, cs / cg,
+        printf("%5zu %6zu %3zu | %9.2f %9.2f %5.2fx | %9.2f %9.2f %5.2fx | %5.2fx | %10.0f |", d, n,
+               k, mg * 1e3, ms * 1e3, ms / mg, ng * 1e3, ns * 1e3, ns / ng, cs / cg,
                (double)B / ms);
         for (int q = 0; q < SAE_PROF_N; q++) printf(" %.2f", pacc[q] * 1e3);
         printf("\n");

@@ -27,14 +27,14 @@ static float *data(size_t steps)
 static bool same_state(const struct sae_trainer *a, const struct sae_trainer *b)
 {
     const struct sae *sa = sae_trainer_sae(a), *sb = sae_trainer_sae(b);
-    bool ok = memcmp(sa->W_enc, sb->W_enc, N * D * sizeof(float)) == 0 &&
-              memcmp(sa->W_dec, sb->W_dec, N * D * sizeof(float)) == 0 &&
-              memcmp(sa->b_enc, sb->b_enc, N * sizeof(float)) == 0 &&
-              memcmp(sa->b_dec, sb->b_dec, D * sizeof(float)) == 0 &&
-              sa->norm_scale == sb->norm_scale &&
-              memcmp(sae_trainer_since_fire(a), sae_trainer_since_fire(b), N * sizeof(int64_t)) == 0 &&
-              sae_trainer_tokens(a) == sae_trainer_tokens(b) &&
-              sae_trainer_steps(a) == sae_trainer_steps(b);
+    bool ok =
+        memcmp(sa->W_enc, sb->W_enc, N * D * sizeof(float)) == 0 &&
+        memcmp(sa->W_dec, sb->W_dec, N * D * sizeof(float)) == 0 &&
+        memcmp(sa->b_enc, sb->b_enc, N * sizeof(float)) == 0 &&
+        memcmp(sa->b_dec, sb->b_dec, D * sizeof(float)) == 0 && sa->norm_scale == sb->norm_scale &&
+        memcmp(sae_trainer_since_fire(a), sae_trainer_since_fire(b), N * sizeof(int64_t)) == 0 &&
+        sae_trainer_tokens(a) == sae_trainer_tokens(b) &&
+        sae_trainer_steps(a) == sae_trainer_steps(b);
     if (sa->threshold) ok = ok && memcmp(sa->threshold, sb->threshold, N * sizeof(float)) == 0;
     return ok;
 }

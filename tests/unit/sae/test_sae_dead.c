@@ -95,7 +95,8 @@ int main(void)
     double auxk = run(F, 0.25, 0, &f1);
     double ksched = run(F, 0.0, K0, &f2);
     double both = run(F, 0.25, K0, &f3);
-    printf("mean dead fraction over the second half of %d tokens (n = %d, %d true features, dead = silent for %d "
+    printf("mean dead fraction over the second half of %d tokens (n = %d, %d true features, dead = "
+           "silent for %d "
            "tokens):\n",
            BT * STEPS, (int)N, (int)NF, 20 * BT);
     printf("  plain Top-K          %.3f  (FVU %.4f)\n", plain, f0);

@@ -93,7 +93,8 @@ static void fd_check(const char *name, struct sae_train_config *cfg, struct tiny
     CHECK(gmax > 1e-3); /* the term actually produced gradient */
     printf("%-10s loss %.6f  mse %.5f mse4 %.5f auxk %.5f l1 %.5f ghost %.5f  max|g| %.3g  "
            "worst FD err %.2g\n",
-           name, terms.total, terms.mse, terms.mse4, terms.auxk, terms.l1, terms.ghost, gmax, worst);
+           name, terms.total, terms.mse, terms.mse4, terms.auxk, terms.l1, terms.ghost, gmax,
+           worst);
 }
 
 static void init_tiny(struct tiny *t, uint64_t seed, bool unit_rows)
@@ -133,8 +134,7 @@ int main(void)
     /* Multi-TopK: L(k) + L(4k)/8 */
     cfg.multi_topk = true;
     memset(t.sel, 0, sizeof t.sel);
-    for (size_t b = 0; b < BT; b++)
-        pick(&t, b, NULL, 4 * K, t.sel, SAE_REF_MAIN, SAE_REF_EXTRA, K);
+    for (size_t b = 0; b < BT; b++) pick(&t, b, NULL, 4 * K, t.sel, SAE_REF_MAIN, SAE_REF_EXTRA, K);
     fd_check("multi-topk", &cfg, &t, false, false, &total);
     cfg.multi_topk = false;
 
