@@ -188,10 +188,48 @@ __attribute__((target("avx512f"))) static size_t collect_avx512(const float *a, 
 }
 #endif
 
-/* The common path: estimate a threshold from a strided sample, collect the entries at
- * or above it with a branch-free pass, and select the exact top k among them. When
- * the estimate was too high (fewer than k collected) or too low (the buffer overflows),
- * fall back to the heap scan, so the result is always exact. */
+/* The k-th largest of v (len >= k >= 1, no NaN); reorders v. Values only, with a
+ * branch-free partition (random data mispredicts every other branch otherwise). */
+static float kth_largest(float *v, size_t len, size_t k)
+{
+    size_t lo = 0, hi = len - 1;
+    const size_t target = k - 1;
+    while (lo < hi) {
+        /* median of three to v[hi] as the pivot */
+        size_t mid = lo + (hi - lo) / 2;
+        float a = v[lo], b = v[mid], c = v[hi];
+        float med = a > b ? (b > c ? b : (a > c ? c : a)) : (a > c ? a : (b > c ? c : b));
+        if (med == a) {
+            v[lo] = c;
+            v[hi] = a;
+        } else if (med == b) {
+            v[mid] = c;
+            v[hi] = b;
+        }
+        const float pv = v[hi];
+        size_t store = lo;
+        for (size_t q = lo; q < hi; q++) { /* [lo, store) > pv, [store, q) <= pv */
+            float x = v[q];
+            size_t gt = x > pv;
+            v[q] = v[store];
+            v[store] = x;
+            store += gt;
+        }
+        v[hi] = v[store];
+        v[store] = pv;
+        if (store == target) return pv;
+        if (store < target)
+            lo = store + 1;
+        else
+            hi = store - 1;
+    }
+    return v[target];
+}
+
+/* The common path: a threshold from group maxima (below), a pass that collects the
+ * entries at or above it, and an exact selection of the top k among those. If the
+ * candidate buffer overflows (many ties) it falls back to the heap scan, so the result
+ * is always exact. */
 SAE_KERNEL_CLONES
 size_t sae_topk_row(const float *a, const float *bias, const uint32_t *map, size_t n, size_t k,
                     uint32_t *idx, float *val, uint32_t *scratch_i, float *scratch_v)
@@ -199,45 +237,42 @@ size_t sae_topk_row(const float *a, const float *bias, const uint32_t *map, size
     if (k > n) k = n;
     if (k == 0) return 0;
     if (n < 256 || n < 16 * k) return topk_heap(a, bias, map, n, k, idx, val);
-    const size_t stride = (n + 8 * k - 1) / (8 * k); /* the sample has <= 8k entries */
-    const size_t m = n / stride;
-    size_t q = (3 * k + stride - 1) / stride; /* sample rank ~ the 3k-th of the row */
-    if (q < 4) q = 4;
-    if (q > m) q = m;
-    float t;
-    if (q <= 16) {
-        /* the q-th largest sample by insertion into a small sorted list */
-        float top[16];
-        size_t len = 0;
-        for (size_t j = 0; j < m; j++) {
-            float v = a[j * stride] + (bias ? bias[j * stride] : 0.0f);
-            if (v != v) continue;
-            if (len == q && !(v > top[q - 1])) continue;
-            size_t p = len < q ? len++ : q - 1;
-            while (p > 0 && top[p - 1] < v) {
-                top[p] = top[p - 1];
-                p--;
-            }
-            top[p] = v;
+    /* Threshold: split the row into groups of 16*G entries; lane l of group g keeps
+     * the max of the G entries at offsets l, 16 + l, ... (vertical vector maxima). The
+     * maxima belong to distinct entries, so with t = the k-th largest maximum at least
+     * k entries are >= t, and every top-k entry is >= t: nothing is missed and, with
+     * about 4k maxima, only a little more than k entries are collected. */
+    const size_t cap = 4 * k + 256;
+    size_t G = n / (4 * k);
+    if (G < 1) G = 1;
+    const size_t ngroups = n / (16 * G), nm = ngroups * 16;
+    if (nm < k) return topk_heap(a, bias, map, n, k, idx, val);
+    float *mx = scratch_v + cap + 16; /* after the candidate buffer */
+    for (size_t g = 0; g < ngroups; g++) {
+        float m[16];
+        for (size_t l = 0; l < 16; l++) m[l] = -INFINITY;
+        const float *ag = a + g * G * 16;
+        if (bias) {
+            const float *bg = bias + g * G * 16;
+            for (size_t v = 0; v < G; v++)
+                for (size_t l = 0; l < 16; l++) {
+                    float x = ag[v * 16 + l] + bg[v * 16 + l];
+                    m[l] = x > m[l] ? x : m[l];
+                }
+        } else {
+            for (size_t v = 0; v < G; v++)
+                for (size_t l = 0; l < 16; l++) {
+                    float x = ag[v * 16 + l];
+                    m[l] = x > m[l] ? x : m[l];
+                }
         }
-        if (len < q) return topk_heap(a, bias, map, n, k, idx, val);
-        t = top[q - 1];
-    } else {
-        float *sv = scratch_v;
-        uint32_t *si = scratch_i;
-        for (size_t j = 0; j < m; j++) {
-            sv[j] = a[j * stride] + (bias ? bias[j * stride] : 0.0f);
-            si[j] = (uint32_t)j;
-            if (sv[j] != sv[j]) sv[j] = -INFINITY;
-        }
-        sae_select_top(sv, si, m, q);
-        t = sv[0];
-        for (size_t j = 1; j < q; j++) t = sv[j] < t ? sv[j] : t;
+        for (size_t l = 0; l < 16; l++) mx[g * 16 + l] = m[l];
     }
+    float t = kth_largest(mx, nm, k);
+    if (!(t > -INFINITY)) return topk_heap(a, bias, map, n, k, idx, val); /* NaN rows */
     /* collect v >= t. With AVX-512: compress-stores. Otherwise a counting test skips
      * blocks of 16 with no candidate (most of them) and passing blocks are collected
      * branch-free. The buffer is 4k + 256 with 16 entries of slack. */
-    const size_t cap = 4 * k + 256;
     float *cv = scratch_v;
     uint32_t *ci = scratch_i;
     size_t c = 0, j = 0;
