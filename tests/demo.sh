@@ -17,5 +17,53 @@ RUN_DIR=$(pwd)/$BUILD/demo
 mkdir -p "$RUN_DIR"
 sed -e "s|@MODELS@|$MODELS|g" -e "s|@CORPUS@|$CORPUS|g" -e "s|@RUN_DIR@|$RUN_DIR|g" \
     deploy/demo.conf >"$RUN_DIR/demo.conf"
-echo "demo: saeflow up $RUN_DIR/demo.conf  (metrics: http://127.0.0.1:9464/metrics)"
-exec "$BUILD/bin/saeflow" up "$RUN_DIR/demo.conf"
+SF=$BUILD/bin/saeflow
+MODEL=$MODELS/stories260K/stories260K.bin
+TEXTS=$CORPUS/tinystories-sample.jsonl
+HOOK=blocks.2.hook_resid_post
+SAE=$RUN_DIR/sae/$HOOK
+SAE_ID=stories260K/$HOOK
+
+# 1. capture -> ZeroMQ -> train, until the token budget is trained (Ctrl-C: stop here)
+interrupted=0
+trap 'interrupted=1' INT
+if [ -f "$RUN_DIR/trained" ] && [ -f "$SAE/cfg.json" ]; then
+    echo "== 1. train: done in an earlier run ($SAE; rm -rf $RUN_DIR to train again)"
+else
+    echo "== 1. train: saeflow up $RUN_DIR/demo.conf  (metrics: http://127.0.0.1:9464/metrics)"
+    "$SF" up "$RUN_DIR/demo.conf"
+    rc=$?
+    if [ $interrupted = 1 ] || [ $rc != 0 ]; then
+        echo "demo: stopped (rc=$rc); the checkpoint in $RUN_DIR resumes with 'make demo'"
+        exit $rc
+    fi
+    touch "$RUN_DIR/trained"
+fi
+trap - INT
+set -e
+
+# 2. evaluate on held-out text (the validation split) and harvest every feature
+echo; echo "== 2. evaluate and harvest: saeflow eval --sae $SAE --store $RUN_DIR/features"
+"$SF" eval --sae "$SAE" --model "$MODEL" --data "$TEXTS" --first-line 2317 --tokens 32768 \
+    --store "$RUN_DIR/features" --sae-id "$SAE_ID"
+
+# 3. which features fire where on a sentence
+echo; echo "== 3. saeflow feature search --text"
+"$SF" feature search --model "$MODEL" --sae "$SAE" --top 3 --summary 5 \
+    --text "Tim had a little dog. The dog liked to play in the park."
+
+# 4. the feature most selective for " dog", and its dashboard from the store
+echo; echo "== 4. saeflow feature search --word \" dog\", then feature show"
+"$SF" feature search --model "$MODEL" --sae "$SAE" --input "$TEXTS" --word " dog" \
+    --max-texts 1000 --context 128 --top 5 | tee "$RUN_DIR/dog.txt"
+row=$(awk '$1 == "1" { print; exit }' "$RUN_DIR/dog.txt")
+F=$(echo "$row" | awk '{ print $2 }')
+MAX_ON=$(echo "$row" | awk '{ print $5 }')
+"$SF" feature show --store "$RUN_DIR/features" --examples 5 "$SAE_ID" "$F"
+
+# 5. steer with it: the same seeds with and without the feature added at every position
+S=$(awk -v m="$MAX_ON" 'BEGIN { printf "%.3f", 4.5 * m }')
+echo; echo "== 5. saeflow generate --sae $SAE --steer $F=$S (add, every position)"
+"$SF" generate --model "$MODEL" --sae "$SAE" --steer "$F=$S" --samples 2 --seed 7 -n 80 \
+    --prompt "Once upon a time" --measure
+echo; echo "demo: done. SAE (SAELens format): $SAE; feature store: $RUN_DIR/features"
