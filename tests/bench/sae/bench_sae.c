@@ -5,7 +5,11 @@
  * 3x; the goals here are <= 1.2x (large shapes) and <= 2.5x (small).
  *
  *   bench_sae [--threads N] [--batch B] [--reps R] [--quick] [--auxk]
- * --auxk also times a step with AuxK active (half the latents dead). */
+ * --auxk also times a step with AuxK active (half the latents dead).
+ *
+ * On a shared machine the medians move with the load; the fastest rep (min) and the
+ * ratio of process CPU seconds are printed beside them. Small shapes pay for OpenMP
+ * wake-ups and barriers, which a loaded scheduler makes slow. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
