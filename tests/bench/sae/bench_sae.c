@@ -7,6 +7,7 @@
  *   bench_sae [--threads N] [--batch B] [--reps R] [--quick] [--auxk]
  * --auxk also times a step with AuxK active (half the latents dead).
  *
+ * Runs with OMP_WAIT_POLICY=passive unless the environment sets a policy (see main).
  * On a shared machine the medians move with the load; the fastest rep (min) and the
  * ratio of process CPU seconds are printed beside them. Small shapes pay for OpenMP
  * wake-ups and barriers, which a loaded scheduler makes slow. */
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/core.h"
 #include "sae/sae_train.h"
@@ -41,6 +43,15 @@ static double median(double *v, size_t n)
 
 int main(int argc, char **argv)
 {
+    /* OpenBLAS (pthreads) and libgomp each keep spinning threads; with OpenMP's default
+     * active wait they fight over the cores between the GEMM and our loops (small
+     * shapes: 4-7x slower steps). libgomp reads OMP_WAIT_POLICY only at start-up, so
+     * set it and re-execute once unless the caller chose a policy. */
+    if (!getenv("OMP_WAIT_POLICY")) {
+        setenv("OMP_WAIT_POLICY", "passive", 1);
+        execv("/proc/self/exe", argv);
+        /* if exec fails, go on with the default policy */
+    }
     int threads = 2, reps = 5;
     size_t B = 4096;
     bool quick = false, auxk = false;
@@ -72,6 +83,7 @@ int main(int argc, char **argv)
     printf("SAE Top-K training step vs one encoder GEMM (B x d) x (d x n), B = %zu, %d threads, "
            "median of %d\n",
            B, threads, reps);
+    printf("OMP_WAIT_POLICY=%s\n", getenv("OMP_WAIT_POLICY") ? getenv("OMP_WAIT_POLICY") : "-");
     printf("(min = fastest rep, the least disturbed on a shared machine; cpu = process CPU "
            "seconds, step / gemm)\n");
     printf("%5s %6s %3s | %9s %9s %6s | %9s %9s %6s | %6s | %10s | %s\n", "d", "n", "k", "gemm med",
