@@ -8,8 +8,8 @@
 
 #include "core.h"
 
-#define CONFIG_FILE_MAX (1u << 20)
-#define CONFIG_NAME_MAX 64
+#define CONFIG_FILE_MAX  (1u << 20)
+#define CONFIG_NAME_MAX  64
 #define CONFIG_VALUE_MAX 4096
 
 /* Compares option names treating '-' and '_' as the same character. */
@@ -66,8 +66,7 @@ static int set_opt(const struct config_opt *o, const char *value, const char *or
             return SF_EINVAL;
         }
         if (o->min <= o->max && (v < o->min || v > o->max)) {
-            fprintf(stderr, "%s: %s=%g is outside [%g, %g]\n", origin, o->name, v, o->min,
-                    o->max);
+            fprintf(stderr, "%s: %s=%g is outside [%g, %g]\n", origin, o->name, v, o->min, o->max);
             return SF_ERANGE;
         }
         *(double *)o->dst = v;
@@ -148,8 +147,10 @@ int config_parse_text(struct config *cfg, const char *text, size_t len, const ch
                 char c = *s++;
                 if (c == '\\' && s < eol) {
                     c = *s++;
-                    if (c == 'n') c = '\n';
-                    else if (c == 't') c = '\t';
+                    if (c == 'n')
+                        c = '\n';
+                    else if (c == 't')
+                        c = '\t';
                 }
                 if (c == '\0' || vlen >= CONFIG_VALUE_MAX) {
                     fprintf(stderr, "%s: bad or overlong quoted value\n", where);
@@ -234,16 +235,24 @@ void config_help(const struct config *cfg, void *file)
 static void print_value(const struct config_opt *o, FILE *f)
 {
     switch (o->type) {
-    case CFG_INT: fprintf(f, "%lld", (long long)*(int64_t *)o->dst); break;
-    case CFG_DOUBLE: fprintf(f, "%.17g", *(double *)o->dst); break;
-    case CFG_BOOL: fprintf(f, "%s", *(bool *)o->dst ? "true" : "false"); break;
+    case CFG_INT:
+        fprintf(f, "%lld", (long long)*(int64_t *)o->dst);
+        break;
+    case CFG_DOUBLE:
+        fprintf(f, "%.17g", *(double *)o->dst);
+        break;
+    case CFG_BOOL:
+        fprintf(f, "%s", *(bool *)o->dst ? "true" : "false");
+        break;
     case CFG_STRING: {
         const char *s = *(char **)o->dst;
         fputc('"', f);
         for (; s && *s; s++) {
             if (*s == '"' || *s == '\\') fputc('\\', f);
-            if (*s == '\n') fputs("\\n", f);
-            else fputc(*s, f);
+            if (*s == '\n')
+                fputs("\\n", f);
+            else
+                fputc(*s, f);
         }
         fputc('"', f);
         break;
@@ -413,13 +422,14 @@ int config_load(struct config *cfg, int argc, char **argv)
             }
         }
         if (!o) {
-            fprintf(stderr, "%s: unknown flag '--%.*s' (try --help)\n", prog, (int)name_len,
-                    name);
+            fprintf(stderr, "%s: unknown flag '--%.*s' (try --help)\n", prog, (int)name_len, name);
             return SF_EINVAL;
         }
         const char *v;
-        if (o->type == CFG_BOOL && !eq) v = "true"; /* --flag alone sets a bool */
-        else v = flag_value(argc, argv, &i, eq);
+        if (o->type == CFG_BOOL && !eq)
+            v = "true"; /* --flag alone sets a bool */
+        else
+            v = flag_value(argc, argv, &i, eq);
         if (!v) {
             fprintf(stderr, "%s: --%s needs a value\n", prog, o->name);
             return SF_EINVAL;

@@ -45,7 +45,7 @@ enum log_format { LOG_LOGFMT = 0, LOG_JSON = 1 };
 void log_init(const char *service, enum log_format format, enum log_level level);
 void log_set_level(enum log_level level);
 enum log_level log_get_level(void);
-int log_level_parse(const char *s, enum log_level *out); /* "debug".."error","off" */
+int log_level_parse(const char *s, enum log_level *out);   /* "debug".."error","off" */
 int log_format_parse(const char *s, enum log_format *out); /* "logfmt" | "json" */
 /* Redirects log lines (default stderr); NULL restores stderr. Not owned. */
 void log_set_stream(void *file /* FILE * */);
@@ -56,9 +56,9 @@ void log_set_stream(void *file /* FILE * */);
 void log_write(enum log_level level, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-#define log_at(lvl, event, ...)                                                          \
-    do {                                                                                 \
-        if ((lvl) >= log_get_level()) log_write((lvl), (event), __VA_ARGS__);            \
+#define log_at(lvl, event, ...)                                                                    \
+    do {                                                                                           \
+        if ((lvl) >= log_get_level()) log_write((lvl), (event), __VA_ARGS__);                      \
     } while (0)
 #define log_debug(event, ...) log_at(LOG_DEBUG, event, __VA_ARGS__)
 #define log_info(event, ...)  log_at(LOG_INFO, event, __VA_ARGS__)
@@ -110,8 +110,8 @@ struct config_opt {
 };
 
 struct config {
-    const char *service;   /* for env names and messages, e.g. "train" */
-    const char *usage;     /* one line: "saeflow-train [options]" */
+    const char *service; /* for env names and messages, e.g. "train" */
+    const char *usage;   /* one line: "saeflow-train [options]" */
     const struct config_opt *opts;
     size_t n_opts;
     /* filled by config_load: */
@@ -145,7 +145,7 @@ bool sig_stop_requested(void);
 void sig_request_stop(void); /* same as receiving a signal once (tests, internal) */
 
 /* ---- time ---- */
-int64_t time_now_ns(void);  /* CLOCK_MONOTONIC */
+int64_t time_now_ns(void); /* CLOCK_MONOTONIC */
 double time_now_s(void);
 int64_t time_wall_ms(void); /* CLOCK_REALTIME, ms since epoch */
 void time_sleep_ms(int64_t ms);
@@ -156,13 +156,13 @@ struct rng {
 };
 void rng_seed(struct rng *r, uint64_t seed);
 uint64_t rng_u64(struct rng *r);
-double rng_uniform(struct rng *r);   /* [0, 1) */
-float rng_normal(struct rng *r);     /* standard normal (Box-Muller) */
+double rng_uniform(struct rng *r);             /* [0, 1) */
+float rng_normal(struct rng *r);               /* standard normal (Box-Muller) */
 uint64_t rng_below(struct rng *r, uint64_t n); /* [0, n), unbiased */
 
 /* ---- half precision ---- */
 float f16_to_f32(uint16_t h);
-uint16_t f32_to_f16(float f);  /* round to nearest even */
+uint16_t f32_to_f16(float f); /* round to nearest even */
 float bf16_to_f32(uint16_t h);
 uint16_t f32_to_bf16(float f); /* round to nearest even, NaN kept */
 

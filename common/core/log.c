@@ -50,9 +50,12 @@ int log_level_parse(const char *s, enum log_level *out)
 
 int log_format_parse(const char *s, enum log_format *out)
 {
-    if (s && !strcmp(s, "logfmt")) *out = LOG_LOGFMT;
-    else if (s && !strcmp(s, "json")) *out = LOG_JSON;
-    else return SF_EINVAL;
+    if (s && !strcmp(s, "logfmt"))
+        *out = LOG_LOGFMT;
+    else if (s && !strcmp(s, "json"))
+        *out = LOG_JSON;
+    else
+        return SF_EINVAL;
     return 0;
 }
 

@@ -15,20 +15,34 @@
 const char *sf_strerror(int rc)
 {
     switch (rc) {
-    case SF_OK: return "ok";
-    case SF_ERR: return "failure";
-    case SF_EINVAL: return "invalid argument or input";
-    case SF_ENOMEM: return "out of memory or over a size cap";
-    case SF_EIO: return "I/O error";
-    case SF_EFORMAT: return "malformed input";
-    case SF_ERANGE: return "value out of range";
-    case SF_ETIMEOUT: return "timed out";
-    case SF_ESTATE: return "invalid state";
-    case SF_EUNSUP: return "not supported";
-    case SF_NOTFOUND: return "not found";
-    case SF_AGAIN: return "try again";
-    case SF_EXIT: return "exit requested";
-    default: return "unknown error";
+    case SF_OK:
+        return "ok";
+    case SF_ERR:
+        return "failure";
+    case SF_EINVAL:
+        return "invalid argument or input";
+    case SF_ENOMEM:
+        return "out of memory or over a size cap";
+    case SF_EIO:
+        return "I/O error";
+    case SF_EFORMAT:
+        return "malformed input";
+    case SF_ERANGE:
+        return "value out of range";
+    case SF_ETIMEOUT:
+        return "timed out";
+    case SF_ESTATE:
+        return "invalid state";
+    case SF_EUNSUP:
+        return "not supported";
+    case SF_NOTFOUND:
+        return "not found";
+    case SF_AGAIN:
+        return "try again";
+    case SF_EXIT:
+        return "exit requested";
+    default:
+        return "unknown error";
     }
 }
 
@@ -166,9 +180,12 @@ int file_fsync_dir(const char *dir)
 static void dir_of(const char *path, char *dir, size_t cap)
 {
     const char *slash = strrchr(path, '/');
-    if (!slash) snprintf(dir, cap, ".");
-    else if (slash == path) snprintf(dir, cap, "/");
-    else snprintf(dir, cap, "%.*s", (int)(slash - path), path);
+    if (!slash)
+        snprintf(dir, cap, ".");
+    else if (slash == path)
+        snprintf(dir, cap, "/");
+    else
+        snprintf(dir, cap, "%.*s", (int)(slash - path), path);
 }
 
 int file_write_atomic(const char *path, const void *data, size_t len)
@@ -343,7 +360,7 @@ uint16_t f32_to_f16(float f)
     if (absx >= 0x7f800000u) /* inf or nan */
         return sign | 0x7c00 | (absx > 0x7f800000u ? 0x200 : 0);
     if (absx >= 0x477ff000u) return sign | 0x7c00; /* rounds to >= 65520: inf */
-    if (absx < 0x38800000u) {                       /* below 2^-14: subnormal or zero */
+    if (absx < 0x38800000u) {                      /* below 2^-14: subnormal or zero */
         float a = bits_f32(absx);
         /* scale so that the subnormal unit 2^-24 becomes 1, then round to even */
         float scaled = a * 0x1.0p24f;

@@ -81,8 +81,8 @@ void tensor_sgemm(bool trans_a, bool trans_b, size_t M, size_t N, size_t K, floa
 }
 
 void tensor_sgemm_ref(bool trans_a, bool trans_b, size_t M, size_t N, size_t K, float alpha,
-                      const float *A, size_t lda, const float *B, size_t ldb, float beta,
-                      float *C, size_t ldc)
+                      const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C,
+                      size_t ldc)
 {
     for (size_t i = 0; i < M; i++) {
         for (size_t j = 0; j < N; j++) {

@@ -12,33 +12,32 @@
 static int check_failures_;
 static int check_count_;
 
-#define CHECK(cond)                                                                       \
-    do {                                                                                  \
-        check_count_++;                                                                   \
-        if (!(cond)) {                                                                    \
-            check_failures_++;                                                            \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);      \
-        }                                                                                 \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        check_count_++;                                                                            \
+        if (!(cond)) {                                                                             \
+            check_failures_++;                                                                     \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
+        }                                                                                          \
     } while (0)
 
-#define CHECK_MSG(cond, ...)                                                              \
-    do {                                                                                  \
-        check_count_++;                                                                   \
-        if (!(cond)) {                                                                    \
-            check_failures_++;                                                            \
-            fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #cond);      \
-            fprintf(stderr, __VA_ARGS__);                                                 \
-            fputc('\n', stderr);                                                          \
-        }                                                                                 \
+#define CHECK_MSG(cond, ...)                                                                       \
+    do {                                                                                           \
+        check_count_++;                                                                            \
+        if (!(cond)) {                                                                             \
+            check_failures_++;                                                                     \
+            fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #cond);               \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fputc('\n', stderr);                                                                   \
+        }                                                                                          \
     } while (0)
 
-#define CHECK_EQ_INT(a, b)                                                                \
-    CHECK_MSG((long long)(a) == (long long)(b), "%lld != %lld", (long long)(a),          \
-              (long long)(b))
+#define CHECK_EQ_INT(a, b)                                                                         \
+    CHECK_MSG((long long)(a) == (long long)(b), "%lld != %lld", (long long)(a), (long long)(b))
 
 /* |a - b| <= atol + rtol * |b| */
-#define CHECK_NEAR(a, b, atol, rtol)                                                      \
-    CHECK_MSG(fabs((double)(a) - (double)(b)) <= (atol) + (rtol)*fabs((double)(b)),       \
+#define CHECK_NEAR(a, b, atol, rtol)                                                               \
+    CHECK_MSG(fabs((double)(a) - (double)(b)) <= (atol) + (rtol)*fabs((double)(b)),                \
               "%.9g vs %.9g", (double)(a), (double)(b))
 
 static inline int check_exit(void)

@@ -64,14 +64,15 @@ static void test_config(void)
     /* file < env < flags */
     char path[] = "/tmp/sf_test_cfg_XXXXXX";
     int fd = mkstemp(path);
-    const char *text = "# comment\nport = 6000\nlr = 0.5 # trailing\nmodel_name = \"a \\\"b\\\"\"\n";
+    const char *text =
+        "# comment\nport = 6000\nlr = 0.5 # trailing\nmodel_name = \"a \\\"b\\\"\"\n";
     CHECK(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
     close(fd);
     setenv("SAEFLOW_TEST_LR", "0.25", 1);
     char *argv1[] = {"test", "--config", path, "--verbose", "--port=7000", NULL};
     CHECK(config_load(&cfg, 5, argv1) == 0);
-    CHECK(o.port == 7000);            /* flag beats file */
-    CHECK(o.lr == 0.25);              /* env beats file */
+    CHECK(o.port == 7000);             /* flag beats file */
+    CHECK(o.lr == 0.25);               /* env beats file */
     CHECK(!strcmp(o.name, "a \"b\"")); /* file beats default, quotes unescaped */
     CHECK(o.verbose);
     config_free(&cfg);
@@ -115,7 +116,8 @@ static void test_log(void)
     fflush(mem);
     CHECK(strstr(text, "hidden") == NULL);
     CHECK(strstr(text, "level=info svc=svc event=started port=80\n") != NULL);
-    CHECK(strstr(text, "\"level\":\"warn\",\"svc\":\"svc\",\"event\":\"odd\",\"msg\":\"q=\\\"a\\\\b\\\"\"}\n") != NULL);
+    CHECK(strstr(text, "\"level\":\"warn\",\"svc\":\"svc\",\"event\":\"odd\",\"msg\":\"q="
+                       "\\\"a\\\\b\\\"\"}\n") != NULL);
     log_set_stream(NULL);
     fclose(mem);
     free(text);
