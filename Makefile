@@ -216,10 +216,11 @@ FUZZ_BINS := $(foreach f,$(FUZZ_SRCS),$(FUZZ_BUILD)/bin/$(basename $(notdir $(f)
 
 all: $(ALL_ARCHIVES) $(BINS) $(UNIT_BINS) $(GPU_BINS)
 
-# `make test` is what every commit must pass: the unit tests, the fuzz corpora replayed
+# `make test` is what every commit must pass: lint, the unit tests, the fuzz corpora replayed
 # under ASan + UBSan, the integration tests on real binaries, and (unless this already
 # is the sanitizer build) the unit tests once more built with ASan + UBSan.
 test: all $(BENCH_BINS)
+	@tests/lint.sh
 	@$(MAKE) --no-print-directory test-unit
 	@$(MAKE) --no-print-directory test-fuzz
 	@$(MAKE) --no-print-directory test-integration

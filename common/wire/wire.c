@@ -283,8 +283,8 @@ static int sock_configure(struct wire_sock *s)
     /* ZeroMQ's own cap sits at twice ours: a frame between the two reaches wire and
      * is counted as too_large; only a frame past twice the cap makes ZeroMQ drop the
      * sender's connection before we see it. */
-    int64_t maxmsg = o->max_msg_bytes > (size_t)INT64_MAX / 2 ? INT64_MAX
-                                                              : (int64_t)o->max_msg_bytes * 2;
+    int64_t maxmsg =
+        o->max_msg_bytes > (size_t)INT64_MAX / 2 ? INT64_MAX : (int64_t)o->max_msg_bytes * 2;
     if (zmq_setsockopt(s->zs, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) != 0) {
         log_error("wire_sockopt_failed", "opt=maxmsgsize err=\"%s\"", zmq_strerror(zmq_errno()));
         return SF_EIO;
