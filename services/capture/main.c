@@ -19,10 +19,13 @@
 #include "core/core.h"
 #include "http/http.h"
 #include "model/model.h"
+#include "model/model_backend.h"
 #include "model/tokenizer.h"
 #include "safetensors/safetensors.h"
 #include "source.h"
 #include "stream/stream.h"
+#include "tensor/tensor.h"
+#include "tensor/tensor_cuda.h"
 
 #define MAX_HOOKS  16
 #define MAX_INPUTS 64
@@ -31,6 +34,7 @@
 struct opts {
     char *model, *tokenizer, *input, *format, *jsonl_field, *separator, *hook, *prepend_bos;
     char *dtype, *connect, *producer_id, *ledger, *shard_dir, *metrics_addr, *model_name;
+    char *backend, *cuda_math;
     int64_t epochs, max_tokens, context, batch_seqs, ring, shard_tokens, metrics_port;
     double drain_s;
     bool exclude_special;
@@ -57,7 +61,7 @@ struct capture {
     struct opts o;
     struct model *model;
     const struct tokenizer *tok;
-    struct model_ctx *ctx;
+    struct model_backend *eng; /* the forward pass on the chosen backend */
     size_t d, ctx_len, n_seqs;
     bool prepend_bos;
     Saeflow__DType dtype;
@@ -339,6 +343,10 @@ int main(int argc, char **argv)
         {"prepend_bos", CFG_STRING, &o->prepend_bos, "auto", 0, -1, "auto | true | false"},
         {"exclude_special", CFG_BOOL, &o->exclude_special, "true", 0, -1,
          "drop BOS/EOS/control positions"},
+        {"backend", CFG_STRING, &o->backend, "cpu", 0, -1,
+         "cpu | cuda | auto (auto: CUDA when built and a device is visible)"},
+        {"cuda_math", CFG_STRING, &o->cuda_math, "fp32", 0, -1,
+         "fp32 | tf32 | bf16 GEMM precision on CUDA (ignored on the CPU)"},
         {"dtype", CFG_STRING, &o->dtype, "bf16", 0, -1,
          "f32 | bf16 | f16 on the wire and in shards"},
         {"connect", CFG_STRING, &o->connect, NULL, 0, -1, "comma-separated trainer endpoints"},
@@ -401,6 +409,25 @@ int main(int argc, char **argv)
         fprintf(stderr, "saeflow-capture: --prepend_bos must be auto, true or false\n");
         goto out;
     }
+    enum cuda_math cmath;
+    if (cuda_math_parse(o->cuda_math, &cmath) < 0) {
+        fprintf(stderr, "saeflow-capture: --cuda_math must be fp32, tf32 or bf16\n");
+        goto out;
+    }
+    /* checked before loading anything: auto logs its choice, and a cuda that cannot run
+     * here fails at startup */
+    enum tensor_backend bk;
+    rc = tensor_backend_parse(o->backend, &bk);
+    if (rc == SF_EINVAL) {
+        fprintf(stderr, "saeflow-capture: --backend must be cpu, cuda or auto\n");
+        goto out;
+    }
+    if (rc < 0) {
+        fprintf(stderr, "saeflow-capture: --backend cuda: CUDA is not available here (built "
+                        "without CUDA, or no device visible); use --backend cpu or auto\n");
+        ret = 1;
+        goto out;
+    }
     hooks_copy = strdup(o->hook);
     inputs_copy = strdup(o->input);
     conn_copy = strdup(o->connect ? o->connect : "");
@@ -448,8 +475,11 @@ int main(int argc, char **argv)
         c->special[i] = tokenizer_token_type(c->tok, (int32_t)i) == TOKEN_CONTROL;
     if (tokenizer_bos(c->tok) >= 0) c->special[tokenizer_bos(c->tok)] = true;
     if (tokenizer_eos(c->tok) >= 0) c->special[tokenizer_eos(c->tok)] = true;
-    c->ctx = model_ctx_new(c->model, c->n_seqs, c->ctx_len);
-    if (!c->ctx) goto out;
+    rc = model_backend_new(c->model, o->backend, o->cuda_math, c->n_seqs, c->ctx_len, &c->eng);
+    if (rc < 0) {
+        log_error("capture_engine_failed", "backend=%s err=%s", o->backend, sf_strerror(rc));
+        goto out;
+    }
     size_t max_rows = c->n_seqs * c->ctx_len;
     for (size_t i = 0; i < c->n_hooks; i++) {
         struct hook_state *h = &c->hooks[i];
@@ -470,7 +500,7 @@ int main(int argc, char **argv)
             h->sx = malloc((size_t)o->shard_tokens * c->d * sizeof(float));
             if (!h->sx) goto out;
         }
-        if (model_ctx_add_hook(c->ctx, h->name, on_hook, h) < 0) goto out;
+        if (model_backend_add_hook(c->eng, h->name, on_hook, h, false) < 0) goto out;
     }
     c->win_tok = malloc(max_rows * sizeof *c->win_tok);
     c->win_doc = malloc(max_rows * sizeof *c->win_doc);
@@ -545,14 +575,14 @@ int main(int argc, char **argv)
         if (nw == 0) break;
         struct model_seq seqs[4096];
         size_t total = 0;
-        model_ctx_reset_all(c->ctx);
+        model_backend_reset_all(c->eng);
         for (size_t w = 0; w < nw; w++) {
             seqs[w] = (struct model_seq){
                 .slot = w, .tokens = c->win_tok + w * c->ctx_len, .n = c->win_len[w]};
             total += c->win_len[w];
         }
         for (size_t i = 0; i < c->n_hooks; i++) c->hooks[i].n = 0;
-        if (model_forward(c->ctx, seqs, nw, MODEL_LOGITS_NONE, NULL) < 0) {
+        if (model_backend_forward(c->eng, seqs, nw, MODEL_LOGITS_NONE, NULL) < 0) {
             ret = 1;
             break;
         }
@@ -649,7 +679,7 @@ out:
         free(c->hooks[i].pos);
         free(c->hooks[i].sx);
     }
-    model_ctx_destroy(&c->ctx);
+    model_backend_destroy(&c->eng);
     free(c->special);
     model_destroy(&c->model);
     free(hooks_copy);

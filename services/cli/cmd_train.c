@@ -9,7 +9,9 @@
  * end, and on Ctrl-C); --resume continues from it. --out DIR exports a SAELens v6
  * directory (norm folded, BatchTopK as JumpReLU, sparsity.safetensors measured on up
  * to 65536 training tokens). A progress line on stderr shows tokens, loss, FVU, L0,
- * dead %, k and the ETA. Exit 0, 1 on runtime failure, 2 on usage errors. */
+ * dead %, k and the ETA. --backend cpu|cuda|auto picks where the step runs (cuda: Top-K
+ * only; auto falls back to the CPU and says which it chose). Exit 0, 1 on runtime failure, 2 on
+ * usage errors. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,9 +23,11 @@
 #include "core/core.h"
 #include "safetensors/safetensors.h"
 #include "sae/sae.h"
+#include "sae/sae_backend.h"
 #include "sae/sae_io.h"
 #include "sae/sae_train.h"
 #include "tensor/tensor.h"
+#include "tensor/tensor_cuda.h"
 
 #define MAX_SHARDS 4096
 
@@ -49,6 +53,8 @@ static void usage(FILE *f)
                "  --grad-clip C           clip the global grad norm (default off)\n"
                "  --seed S                init and data order (default 1)\n"
                "  --threads N             CPU threads (default: all)\n"
+               "  --backend B             cpu (default) | cuda | auto (CUDA when available)\n"
+               "  --cuda-math M           fp32 (default) | tf32 | bf16 GEMMs on CUDA\n"
                "  --out DIR               write a SAELens v6 directory at the end\n"
                "  --checkpoint DIR        keep DIR/trainer.safetensors\n"
                "  --checkpoint-tokens T   checkpoint period (default 10000000)\n"
@@ -241,6 +247,7 @@ int cmd_train(int argc, char **argv)
     char **files = calloc((size_t)argc + 1, sizeof *files);
     size_t nf = 0;
     const char *arch_s = "topk", *sched_s = "linear", *out = NULL, *ckdir = NULL;
+    const char *backend = "cpu", *cmath_s = "fp32";
     int64_t n = 0, k = 32, k0 = 0, kanneal = 0, batch = 4096, tokens = 0, warm = 0, dead = 10000000,
             seed = 1, threads = 0, ck_every = 10000000;
     double expansion = 8, lr = 0, alpha = 1.0 / 32, l1 = 5.0, clip = 0;
@@ -293,6 +300,10 @@ int cmd_train(int argc, char **argv)
             rc = want_i64(a, v, 0, &seed);
         else if (!strcmp(a, "--threads"))
             rc = want_i64(a, v, 0, &threads);
+        else if (!strcmp(a, "--backend"))
+            backend = v;
+        else if (!strcmp(a, "--cuda-math") || !strcmp(a, "--cuda_math"))
+            cmath_s = v;
         else if (!strcmp(a, "--out"))
             out = v;
         else if (!strcmp(a, "--checkpoint"))
@@ -330,6 +341,17 @@ int cmd_train(int argc, char **argv)
         fprintf(stderr, "saeflow train: --k-schedule is linear, cosine or exp\n");
         rc = SF_EINVAL;
     }
+    enum cuda_math cmath;
+    if (rc == 0 && cuda_math_parse(cmath_s, &cmath) != 0) {
+        fprintf(stderr, "saeflow train: --cuda-math is fp32, tf32 or bf16\n");
+        rc = SF_EINVAL;
+    }
+    enum tensor_backend bk = TENSOR_CPU;
+    int brc = rc == 0 ? tensor_backend_parse(backend, &bk) : 0;
+    if (brc == SF_EINVAL) {
+        fprintf(stderr, "saeflow train: --backend is cpu, cuda or auto\n");
+        rc = SF_EINVAL;
+    }
     if (rc == 0 && nf == 0) {
         fprintf(stderr, "saeflow train: --activations FILE... is required\n");
         rc = SF_EINVAL;
@@ -343,11 +365,18 @@ int cmd_train(int argc, char **argv)
         free(files);
         return 2;
     }
+    if (brc < 0) {
+        fprintf(stderr, "saeflow train: --backend cuda: CUDA is not available here (built without "
+                        "CUDA, or no device visible); use --backend cpu or auto\n");
+        free(files);
+        return 1;
+    }
     if (threads > 0) tensor_set_threads((int)threads);
     struct data dt = {0};
     struct sae_meta meta = {0};
     meta.hook_layer = -1;
     struct sae_trainer *t = NULL;
+    struct sae_backend *be = NULL;
     float *x = NULL;
     char ckpath[4096] = "";
     int exit_code = 1;
@@ -396,6 +425,13 @@ int cmd_train(int argc, char **argv)
         }
         sae_trainer_set_meta(t, &meta);
     }
+    int berr = sae_backend_new(t, backend, cmath_s, &be);
+    if (berr != 0) {
+        fprintf(stderr, "saeflow train: --backend %s cannot train this SAE: %s (see the log)\n",
+                backend, sf_strerror(berr));
+        if (berr == SF_EUNSUP) exit_code = 2;
+        goto done;
+    }
     const struct sae_train_config *cfg = sae_trainer_config(t);
     const int64_t total = cfg->total_tokens > 0 ? cfg->total_tokens : (int64_t)dt.total;
     const size_t B = (size_t)batch;
@@ -421,7 +457,7 @@ int cmd_train(int argc, char **argv)
         int64_t pos = sae_trainer_tokens(t);
         size_t rows = (int64_t)B < total - pos ? B : (size_t)(total - pos);
         fill_batch(&dt, cfg->seed, pos, rows, x);
-        if (sae_trainer_step(t, x, rows, &m) != 0) {
+        if (sae_backend_step(be, x, rows, &m) != 0) {
             fprintf(stderr, "\nsaeflow train: training step failed (see the log)\n");
             goto done;
         }
@@ -431,12 +467,16 @@ int cmd_train(int argc, char **argv)
             last_print = now;
         }
         if (ckpath[0] && m.tokens >= next_ck) {
-            if (sae_trainer_save(t, ckpath) != 0) goto done;
+            if (sae_backend_sync(be) != 0 || sae_trainer_save(t, ckpath) != 0) goto done;
             saved_at = m.tokens;
             while (next_ck <= m.tokens) next_ck += ck_every;
         }
     }
     fputc('\n', stderr);
+    if (sae_backend_sync(be) != 0) {
+        fprintf(stderr, "saeflow train: could not copy the trained state back (see the log)\n");
+        goto done;
+    }
     if (ckpath[0] && saved_at != sae_trainer_tokens(t) && sae_trainer_save(t, ckpath) != 0)
         goto done;
     if (stopped) {
@@ -459,6 +499,7 @@ int cmd_train(int argc, char **argv)
     exit_code = 0;
 done:
     free(x);
+    sae_backend_destroy(&be);
     sae_trainer_destroy(&t);
     close_shards(&dt);
     free(files);

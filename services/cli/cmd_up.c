@@ -9,6 +9,9 @@
  *   run_dir   = saeflow-run   sockets, logs, ledgers (checkpoints default below it)
  *   bin_dir   = (the directory of this saeflow binary)
  *   stop_s    = 60            how long to wait for the services after Ctrl-C
+ * Both services take backend = cpu | cuda | auto and cuda_math = fp32 | tf32 | bf16
+ * (e.g. `train.backend = auto`, `capture.backend = auto`); a cuda that cannot run
+ * makes the service exit 1 at startup, and up with it.
  * Unless set, up fills in train.bind, train.publish, train.ckpt_dir, train.export_dir,
  * train.exit_when_done = true, capture.connect, capture.drain_s. */
 #include <errno.h>

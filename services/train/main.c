@@ -23,17 +23,20 @@
 #include "core/core.h"
 #include "http/http.h"
 #include "sae/sae.h"
+#include "sae/sae_backend.h"
 #include "sae/sae_io.h"
 #include "sae/sae_train.h"
 #include "safetensors/safetensors.h"
 #include "stream/stream.h"
+#include "tensor/tensor.h"
+#include "tensor/tensor_cuda.h"
 #include "wire/wire.h"
 
 #define MAX_HOOKS 16
 
 struct opts {
     char *bind, *hook, *arch, *ckpt_dir, *export_dir, *ledger, *trainer_id, *publish;
-    char *metrics_addr, *model_name, *dataset_path;
+    char *metrics_addr, *model_name, *dataset_path, *backend, *cuda_math;
     int64_t n, k, batch_tokens, buffer_tokens, ckpt_every_tokens, keep, metrics_port;
     int64_t credit_window, dead_tokens, seed, total_tokens, max_msg_mb, d_in, context_size;
     double lr, refill, ckpt_every_s, drain_s, metrics_every_s;
@@ -44,6 +47,7 @@ struct slot {
     char hook[WIRE_MAX_NAME_LEN + 1];
     int32_t layer;
     struct sae_trainer *t;
+    struct sae_backend *be; /* steps t on the chosen backend (borrows t) */
     size_t d;
     float *buf; /* mixing buffer (cap, d) */
     size_t fill, cap;
@@ -109,6 +113,31 @@ static int slot_alloc(struct trainer *T, struct slot *s, size_t d)
     return s->buf && s->batch ? 0 : SF_ENOMEM;
 }
 
+/* Attaches the chosen backend (--backend, --cuda_math) to the slot's trainer. */
+static int slot_backend(struct trainer *T, struct slot *s)
+{
+    int rc = sae_backend_new(s->t, T->o.backend, T->o.cuda_math, &s->be);
+    if (rc < 0)
+        log_error("sae_backend_failed", "hook=%s backend=%s err=%s", s->hook, T->o.backend,
+                  sf_strerror(rc));
+    return rc;
+}
+
+/* Makes the trainer's host state current before it is saved or exported (a trainer
+ * whose backend failed to attach was never stepped: nothing to copy). */
+static int slot_sync(struct slot *s)
+{
+    return s->be ? sae_backend_sync(s->be) : 0;
+}
+
+/* Dead fraction for metrics: the CUDA step keeps the dead counters on the device (the
+ * trainer's copy is current only after a sync), so there the last step's value is used. */
+static double slot_dead_fraction(const struct slot *s)
+{
+    if (s->be && sae_backend_kind(s->be) == TENSOR_CUDA && s->have_ema) return s->last.dead_frac;
+    return sae_trainer_dead_fraction(s->t);
+}
+
 /* Creates the SAE trainer for a slot on its first batch (d_in known). */
 static int slot_init(struct trainer *T, struct slot *s, size_t d)
 {
@@ -134,6 +163,8 @@ static int slot_init(struct trainer *T, struct slot *s, size_t d)
     meta.prepend_bos = true;
     meta.exclude_special_tokens = true;
     sae_trainer_set_meta(s->t, &meta);
+    int rc = slot_backend(T, s);
+    if (rc < 0) return rc;
     if (!s->buf && slot_alloc(T, s, d) < 0) return SF_ENOMEM;
     log_info("sae_created", "hook=%s d_in=%zu n=%lld k=%lld arch=%s", s->hook, d, (long long)T->o.n,
              (long long)T->o.k, T->o.arch);
@@ -224,6 +255,10 @@ static void export_saelens(struct trainer *T, struct slot *s, const char *dir_ro
     if (!dir_root || !*dir_root || !s->t) return;
     char dir[4400];
     snprintf(dir, sizeof dir, "%s/%s", dir_root, s->hook);
+    if (slot_sync(s) < 0) {
+        log_error("sae_sync_failed", "hook=%s", s->hook);
+        return;
+    }
     struct sae *e = sae_trainer_export(s->t);
     if (!e) return;
     if (sae_io_export_saelens(e, dir, NULL) == 0) {
@@ -268,7 +303,8 @@ static int checkpoint(struct trainer *T, const char *why)
         rc = buf_printf(&meta, "hook %zu %s %d\n", i, s->hook, s->t ? 1 : 0);
         if (rc < 0 || !s->t) continue;
         snprintf(p, sizeof p, "%s/sae-%zu.safetensors", tmp, i);
-        rc = sae_trainer_save(s->t, p);
+        rc = slot_sync(s);
+        if (rc == 0) rc = sae_trainer_save(s->t, p);
         if (rc == 0) {
             snprintf(p, sizeof p, "%s/buffer-%zu.safetensors", tmp, i);
             rc = save_buffer(s, p);
@@ -371,6 +407,7 @@ static int restore(struct trainer *T, uint64_t n)
         snprintf(p, sizeof p, "%s/sae-%zu.safetensors", dir, idx);
         rc = sae_trainer_load(p, &sl->t);
         if (rc < 0) break;
+        if ((rc = slot_backend(T, sl)) < 0) break;
         sl->d = sae_trainer_sae(sl->t)->d_in;
         if (!sl->buf && (rc = slot_alloc(T, sl, sl->d)) < 0) break;
         snprintf(p, sizeof p, "%s/buffer-%zu.safetensors", dir, idx);
@@ -462,7 +499,7 @@ static int train_step(struct trainer *T, struct slot *s, size_t B)
         s->fill--;
         if (j != s->fill) memcpy(s->buf + j * d, s->buf + s->fill * d, d * sizeof(float));
     }
-    int rc = sae_trainer_step(s->t, s->batch, B, &s->last);
+    int rc = sae_backend_step(s->be, s->batch, B, &s->last);
     T->steps_since_ckpt++;
     if (rc < 0) {
         log_error("train_step_failed", "hook=%s err=%s", s->hook, sf_strerror(rc));
@@ -492,7 +529,7 @@ static void publish_metrics(struct trainer *T, double tps)
         metrics_set(s->m_loss, s->loss_ema);
         metrics_set(s->m_fvu, s->fvu_ema);
         metrics_set(s->m_l0, s->l0_ema);
-        metrics_set(s->m_dead, sae_trainer_dead_fraction(s->t));
+        metrics_set(s->m_dead, slot_dead_fraction(s));
         metrics_set(s->m_fill, (double)s->fill);
         metrics_set(s->m_tps, tps);
         if (!T->pub) continue;
@@ -506,7 +543,7 @@ static void publish_metrics(struct trainer *T, double tps)
         m.mse = s->last.mse;
         m.fvu = s->fvu_ema;
         m.l0 = s->l0_ema;
-        m.dead_fraction = sae_trainer_dead_fraction(s->t);
+        m.dead_fraction = slot_dead_fraction(s);
         m.aux_loss = s->last.auxk_loss;
         m.lr = s->last.lr;
         m.tokens_per_s = tps;
@@ -604,6 +641,10 @@ int main(int argc, char **argv)
         {"k", CFG_INT, &o->k, "16", 1, 1 << 16, "Top-K k"},
         {"lr", CFG_DOUBLE, &o->lr, "0", 0, 1, "learning rate (0 = 2e-4/sqrt(n/2^14))"},
         {"seed", CFG_INT, &o->seed, "1", 0, 1e18, "weight init and sampling seed"},
+        {"backend", CFG_STRING, &o->backend, "cpu", 0, -1,
+         "cpu | cuda | auto (auto: CUDA when built and a device is visible)"},
+        {"cuda_math", CFG_STRING, &o->cuda_math, "fp32", 0, -1,
+         "fp32 | tf32 | bf16 GEMM precision on CUDA (ignored on the CPU)"},
         {"auxk", CFG_BOOL, &o->auxk, "true", 0, -1, "AuxK loss on dead latents"},
         {"dead_tokens", CFG_INT, &o->dead_tokens, "10000000", 1, 1e15,
          "a latent silent this long is dead"},
@@ -664,6 +705,30 @@ int main(int argc, char **argv)
     }
     if (o->batch_tokens > o->buffer_tokens) {
         fprintf(stderr, "saeflow-train: batch_tokens must be <= buffer_tokens\n");
+        goto out;
+    }
+    enum cuda_math cmath;
+    if (cuda_math_parse(o->cuda_math, &cmath) < 0) {
+        fprintf(stderr, "saeflow-train: --cuda_math must be fp32, tf32 or bf16\n");
+        goto out;
+    }
+    /* the backend is checked now, not at the first batch: auto logs its choice, and a
+     * cuda that cannot run here fails at startup */
+    enum tensor_backend bk;
+    rc = tensor_backend_parse(o->backend, &bk);
+    if (rc == SF_EINVAL) {
+        fprintf(stderr, "saeflow-train: --backend must be cpu, cuda or auto\n");
+        goto out;
+    }
+    if (rc < 0) {
+        fprintf(stderr, "saeflow-train: --backend cuda: CUDA is not available here (built "
+                        "without CUDA, or no device visible); use --backend cpu or auto\n");
+        ret = 1;
+        goto out;
+    }
+    if (bk == TENSOR_CUDA && !strcmp(o->backend, "cuda") && arch != SAE_TOPK) {
+        fprintf(stderr,
+                "saeflow-train: --backend cuda trains --arch topk only (use cpu or auto)\n");
         goto out;
     }
     hooks_copy = strdup(o->hook);
@@ -835,7 +900,7 @@ int main(int argc, char **argv)
                              "buffer=%zu tok_per_s=%.0f",
                              s->hook, (long long)sae_trainer_tokens(s->t),
                              (long long)sae_trainer_steps(s->t), s->loss_ema, s->fvu_ema, s->l0_ema,
-                             sae_trainer_dead_fraction(s->t), s->fill, tps);
+                             slot_dead_fraction(s), s->fill, tps);
                 }
             }
         }
@@ -865,8 +930,7 @@ drain:
             if (!s->t) continue;
             printf("final hook=%s tokens=%lld steps=%lld fvu=%.4f l0=%.2f dead=%.4f ckpt=%llu\n",
                    s->hook, (long long)sae_trainer_tokens(s->t), (long long)sae_trainer_steps(s->t),
-                   s->fvu_ema, s->l0_ema, sae_trainer_dead_fraction(s->t),
-                   (unsigned long long)T->ckpt_seq);
+                   s->fvu_ema, s->l0_ema, slot_dead_fraction(s), (unsigned long long)T->ckpt_seq);
         }
         fflush(stdout);
     }
@@ -878,6 +942,7 @@ out:
     stream_consumer_destroy(&T->sc);
     for (size_t i = 0; i < MAX_HOOKS; i++) {
         struct slot *s = &T->slots[i];
+        sae_backend_destroy(&s->be);
         sae_trainer_destroy(&s->t);
         free(s->buf);
         free(s->batch);
