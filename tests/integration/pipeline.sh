@@ -33,8 +33,17 @@ for i in $(seq 1 50); do
 done
 [ $ok_health = 1 ] || { tail -n 20 "$T/train.log"; fail "trainer /healthz did not answer"; }
 
+# sample the trainer's /metrics while the run goes on: it exits on its own once the
+# capture is done and everything is committed, possibly before a last look
+touch "$T/metrics.txt"
+while kill -0 $CAP 2>/dev/null; do
+    if curl -sf "http://127.0.0.1:$PORT/metrics" >"$T/metrics.new" 2>/dev/null &&
+        grep -q "saeflow_train_tokens_total" "$T/metrics.new"; then
+        mv "$T/metrics.new" "$T/metrics.txt"
+    fi
+    sleep 2
+done
 wait_pid $CAP 1800; rc_cap=$?
-curl -sf "http://127.0.0.1:$PORT/metrics" >"$T/metrics.txt" 2>/dev/null
 wait_pid $TRAIN 300; rc_train=$?
 [ $rc_cap = 0 ] || { tail -n 30 "$T/capture.log"; fail "capture exited with $rc_cap"; }
 [ $rc_train = 0 ] || { tail -n 30 "$T/train.log"; fail "train exited with $rc_train"; }
