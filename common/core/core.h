@@ -166,6 +166,14 @@ uint16_t f32_to_f16(float f); /* round to nearest even */
 float bf16_to_f32(uint16_t h);
 uint16_t f32_to_bf16(float f); /* round to nearest even, NaN kept */
 
+/* ---- process ---- */
+/* If `name` is unset in the environment: sets it to `value` and re-executes this
+ * program (/proc/self/exe) with the same argv, for settings a library reads only when
+ * it loads. Services call it first thing with OMP_WAIT_POLICY=passive: libgomp's
+ * spinning threads otherwise fight Debian's pthread OpenBLAS pool for the cores.
+ * Returns only if the variable was already set or exec failed (then goes on). */
+void proc_reexec_with_env(char **argv, const char *name, const char *value);
+
 /* ---- small helpers ---- */
 /* Multiplies with overflow check: returns false on overflow. */
 bool size_mul_ok(size_t a, size_t b, size_t *out);

@@ -388,6 +388,16 @@ uint16_t f32_to_bf16(float f)
     return (uint16_t)((x + rounding) >> 16);
 }
 
+/* ---- process ---- */
+
+void proc_reexec_with_env(char **argv, const char *name, const char *value)
+{
+    if (getenv(name)) return;
+    if (setenv(name, value, 1) != 0) return;
+    execv("/proc/self/exe", argv);
+    /* exec failed: carry on in this process with the variable set for children */
+}
+
 /* ---- parsing ---- */
 
 bool size_mul_ok(size_t a, size_t b, size_t *out)

@@ -321,6 +321,7 @@ static int health(void *ud, char *reason, size_t len)
 
 int main(int argc, char **argv)
 {
+    proc_reexec_with_env(argv, "OMP_WAIT_POLICY", "passive");
     struct capture cap = {0};
     struct capture *c = &cap;
     struct opts *o = &c->o;

@@ -41,6 +41,7 @@ int cmd_version(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    proc_reexec_with_env(argv, "OMP_WAIT_POLICY", "passive");
     log_init("saeflow", LOG_LOGFMT, LOG_INFO);
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);

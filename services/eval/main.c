@@ -241,6 +241,7 @@ static void poll_announcements(struct svc *S, int timeout_ms)
 
 int main(int argc, char **argv)
 {
+    proc_reexec_with_env(argv, "OMP_WAIT_POLICY", "passive");
     struct svc svc = {0};
     struct svc *S = &svc;
     struct opts *o = &S->o;

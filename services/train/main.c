@@ -620,6 +620,7 @@ static int health(void *ud, char *reason, size_t len)
 
 int main(int argc, char **argv)
 {
+    proc_reexec_with_env(argv, "OMP_WAIT_POLICY", "passive");
     struct trainer tr = {0};
     struct trainer *T = &tr;
     struct opts *o = &T->o;

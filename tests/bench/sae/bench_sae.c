@@ -47,11 +47,7 @@ int main(int argc, char **argv)
      * active wait they fight over the cores between the GEMM and our loops (small
      * shapes: 4-7x slower steps). libgomp reads OMP_WAIT_POLICY only at start-up, so
      * set it and re-execute once unless the caller chose a policy. */
-    if (!getenv("OMP_WAIT_POLICY")) {
-        setenv("OMP_WAIT_POLICY", "passive", 1);
-        execv("/proc/self/exe", argv);
-        /* if exec fails, go on with the default policy */
-    }
+    proc_reexec_with_env(argv, "OMP_WAIT_POLICY", "passive");
     int threads = 2, reps = 5;
     size_t B = 4096;
     bool quick = false, auxk = false;
