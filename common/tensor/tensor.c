@@ -7,6 +7,7 @@
 
 #include "core/core.h"
 #include "tensor.h"
+#include "tensor_cuda.h"
 
 #ifdef SAEFLOW_CUDA
 int tensor_cuda_device_count(void); /* tensor_cuda.cu */
@@ -96,4 +97,26 @@ void tensor_sgemm_ref(bool trans_a, bool trans_b, size_t M, size_t N, size_t K, 
             C[i * ldc + j] = alpha * (float)acc + prev;
         }
     }
+}
+
+int tensor_backend_flags(const char *prog, const char *backend, const char *math,
+                         enum tensor_backend *bk, enum cuda_math *cm)
+{
+    if (cuda_math_parse(math, cm) != 0) {
+        fprintf(stderr, "%s: --cuda_math must be fp32, tf32 or bf16\n", prog);
+        return 2;
+    }
+    int rc = tensor_backend_parse(backend, bk);
+    if (rc == SF_EINVAL) {
+        fprintf(stderr, "%s: --backend must be cpu, cuda or auto\n", prog);
+        return 2;
+    }
+    if (rc < 0) {
+        fprintf(stderr,
+                "%s: --backend cuda: CUDA is not available here (built without CUDA, or no "
+                "device visible); use --backend cpu or auto\n",
+                prog);
+        return 1;
+    }
+    return 0;
 }

@@ -25,6 +25,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tensor/tensor.h"
+
 /* Visible devices (0 when none, or when built without CUDA). Never logs. */
 int tensor_cuda_device_count(void);
 
@@ -77,6 +79,13 @@ int cuda_memset(struct cuda_ctx *ctx, void *dst_dev, int byte, size_t n);
 enum cuda_math { CUDA_MATH_FP32 = 0, CUDA_MATH_TF32 = 1, CUDA_MATH_BF16 = 2 };
 const char *cuda_math_name(enum cuda_math m); /* "fp32" | "tf32" | "bf16" */
 int cuda_math_parse(const char *s, enum cuda_math *out);
+
+/* The --backend / --cuda_math flags of a program, checked once at startup (auto logs
+ * its choice). Returns 0 with both filled in; 2 after printing a usage message to
+ * stderr (unknown value); 1 after printing why when CUDA was asked for but cannot run
+ * here. The return value is the exit code a main() should use when it is not 0. */
+int tensor_backend_flags(const char *prog, const char *backend, const char *math,
+                         enum tensor_backend *bk, enum cuda_math *cm);
 
 /* C (M x N) = alpha op(A) op(B) + beta C, row-major, on device pointers: the same
  * contract as tensor_sgemm (tensor.h). Dimensions must fit in int. */

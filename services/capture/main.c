@@ -410,23 +410,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "saeflow-capture: --prepend_bos must be auto, true or false\n");
         goto out;
     }
-    enum cuda_math cmath;
-    if (cuda_math_parse(o->cuda_math, &cmath) < 0) {
-        fprintf(stderr, "saeflow-capture: --cuda_math must be fp32, tf32 or bf16\n");
-        goto out;
-    }
     /* checked before loading anything: auto logs its choice, and a cuda that cannot run
      * here fails at startup */
+    enum cuda_math cmath;
     enum tensor_backend bk;
-    rc = tensor_backend_parse(o->backend, &bk);
-    if (rc == SF_EINVAL) {
-        fprintf(stderr, "saeflow-capture: --backend must be cpu, cuda or auto\n");
-        goto out;
-    }
-    if (rc < 0) {
-        fprintf(stderr, "saeflow-capture: --backend cuda: CUDA is not available here (built "
-                        "without CUDA, or no device visible); use --backend cpu or auto\n");
-        ret = 1;
+    int brc = tensor_backend_flags("saeflow-capture", o->backend, o->cuda_math, &bk, &cmath);
+    if (brc) {
+        ret = brc;
         goto out;
     }
     hooks_copy = strdup(o->hook);

@@ -341,17 +341,10 @@ int cmd_train(int argc, char **argv)
         fprintf(stderr, "saeflow train: --k-schedule is linear, cosine or exp\n");
         rc = SF_EINVAL;
     }
-    enum cuda_math cmath;
-    if (rc == 0 && cuda_math_parse(cmath_s, &cmath) != 0) {
-        fprintf(stderr, "saeflow train: --cuda-math is fp32, tf32 or bf16\n");
-        rc = SF_EINVAL;
-    }
+    enum cuda_math cmath = CUDA_MATH_FP32;
     enum tensor_backend bk = TENSOR_CPU;
-    int brc = rc == 0 ? tensor_backend_parse(backend, &bk) : 0;
-    if (brc == SF_EINVAL) {
-        fprintf(stderr, "saeflow train: --backend is cpu, cuda or auto\n");
-        rc = SF_EINVAL;
-    }
+    int brc = rc == 0 ? tensor_backend_flags("saeflow train", backend, cmath_s, &bk, &cmath) : 0;
+    if (brc == 2) rc = SF_EINVAL;
     if (rc == 0 && nf == 0) {
         fprintf(stderr, "saeflow train: --activations FILE... is required\n");
         rc = SF_EINVAL;
@@ -365,9 +358,7 @@ int cmd_train(int argc, char **argv)
         free(files);
         return 2;
     }
-    if (brc < 0) {
-        fprintf(stderr, "saeflow train: --backend cuda: CUDA is not available here (built without "
-                        "CUDA, or no device visible); use --backend cpu or auto\n");
+    if (brc == 1) {
         free(files);
         return 1;
     }

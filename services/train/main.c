@@ -708,23 +708,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "saeflow-train: batch_tokens must be <= buffer_tokens\n");
         goto out;
     }
-    enum cuda_math cmath;
-    if (cuda_math_parse(o->cuda_math, &cmath) < 0) {
-        fprintf(stderr, "saeflow-train: --cuda_math must be fp32, tf32 or bf16\n");
-        goto out;
-    }
     /* the backend is checked now, not at the first batch: auto logs its choice, and a
      * cuda that cannot run here fails at startup */
+    enum cuda_math cmath;
     enum tensor_backend bk;
-    rc = tensor_backend_parse(o->backend, &bk);
-    if (rc == SF_EINVAL) {
-        fprintf(stderr, "saeflow-train: --backend must be cpu, cuda or auto\n");
-        goto out;
-    }
-    if (rc < 0) {
-        fprintf(stderr, "saeflow-train: --backend cuda: CUDA is not available here (built "
-                        "without CUDA, or no device visible); use --backend cpu or auto\n");
-        ret = 1;
+    int brc = tensor_backend_flags("saeflow-train", o->backend, o->cuda_math, &bk, &cmath);
+    if (brc) {
+        ret = brc;
         goto out;
     }
     if (bk == TENSOR_CUDA && !strcmp(o->backend, "cuda") && arch != SAE_TOPK) {
