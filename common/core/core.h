@@ -180,6 +180,9 @@ bool size_mul_ok(size_t a, size_t b, size_t *out);
 /* Parses a whole decimal integer / float; SF_EINVAL if junk or out of range. */
 int parse_i64(const char *s, int64_t *out);
 int parse_f64(const char *s, double *out);
+/* Splits `s` in place at commas into items with surrounding spaces trimmed; empty
+ * items are skipped. Stores at most `max` pointers into `s`; returns their count. */
+size_t str_split_list(char *s, char **out, size_t max);
 /* Environment lookup with a default: SAEFLOW_MODELS and friends. */
 const char *env_or(const char *name, const char *def);
 

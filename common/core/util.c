@@ -430,6 +430,19 @@ int parse_f64(const char *s, double *out)
     return 0;
 }
 
+size_t str_split_list(char *s, char **out, size_t max)
+{
+    size_t n = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(s, ",", &save); t && n < max; t = strtok_r(NULL, ",", &save)) {
+        while (*t == ' ') t++;
+        char *e = t + strlen(t);
+        while (e > t && e[-1] == ' ') *--e = 0;
+        if (*t) out[n++] = t;
+    }
+    return n;
+}
+
 const char *env_or(const char *name, const char *def)
 {
     const char *v = getenv(name);

@@ -160,6 +160,9 @@ struct metric *metrics_child_v(struct metrics_family *f, const char *const *valu
 /* Thread-safe updates. Counters only go up (negative adds are ignored). */
 void metrics_inc(struct metric *c);
 void metrics_add(struct metric *c, double v);
+/* Raises a counter to `v` (a total kept elsewhere, e.g. by the wire library); never
+ * lowers it. */
+void metrics_counter_to(struct metric *c, double v);
 void metrics_set(struct metric *g, double v);
 void metrics_observe(struct metric *h, double v);
 double metrics_value(const struct metric *c); /* counter or gauge value */

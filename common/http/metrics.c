@@ -322,6 +322,12 @@ void metrics_add(struct metric *c, double v)
     atomic_add_d(&c->value, v);
 }
 
+void metrics_counter_to(struct metric *c, double v)
+{
+    double cur = metrics_value(c);
+    if (v > cur) metrics_add(c, v - cur);
+}
+
 void metrics_set(struct metric *g, double v)
 {
     if (!g || g->fam->type == M_HISTOGRAM) return;

@@ -88,25 +88,6 @@ struct capture {
     double wait_s; /* time publish() waited for ring room or consumers */
 };
 
-static void counter_to(struct metric *m, double v)
-{
-    double cur = metrics_value(m);
-    if (v > cur) metrics_add(m, v - cur);
-}
-
-static size_t split_list(char *s, char **out, size_t max)
-{
-    size_t n = 0;
-    char *save = NULL;
-    for (char *t = strtok_r(s, ",", &save); t && n < max; t = strtok_r(NULL, ",", &save)) {
-        while (*t == ' ') t++;
-        char *e = t + strlen(t);
-        while (e > t && e[-1] == ' ') *--e = 0;
-        if (*t) out[n++] = t;
-    }
-    return n;
-}
-
 static int on_hook(void *user, const struct model_act *act)
 {
     struct hook_state *h = user;
@@ -159,7 +140,7 @@ static int stream_token(struct capture *c, int32_t *tok, uint64_t *doc)
         free(ids);
         c->carry_n = n;
         c->carry_off = 0;
-        counter_to(c->m_docs, (double)source_docs(c->src));
+        metrics_counter_to(c->m_docs, (double)source_docs(c->src));
     }
     *tok = c->carry[c->carry_off];
     *doc = c->carry_doc[c->carry_off];
@@ -262,12 +243,12 @@ static void update_metrics(struct capture *c)
     if (!c->prod) return;
     struct stream_producer_stats ps;
     stream_producer_stats(c->prod, &ps);
-    counter_to(c->m_batches, (double)ps.published);
-    counter_to(c->m_fate[0], (double)ps.committed);
-    counter_to(c->m_fate[1], (double)ps.rejected);
-    counter_to(c->m_fate[2], (double)ps.unrouted);
-    counter_to(c->m_fate[3], (double)ps.unacked);
-    counter_to(c->m_fate[4], (double)ps.resent);
+    metrics_counter_to(c->m_batches, (double)ps.published);
+    metrics_counter_to(c->m_fate[0], (double)ps.committed);
+    metrics_counter_to(c->m_fate[1], (double)ps.rejected);
+    metrics_counter_to(c->m_fate[2], (double)ps.unrouted);
+    metrics_counter_to(c->m_fate[3], (double)ps.unacked);
+    metrics_counter_to(c->m_fate[4], (double)ps.resent);
     metrics_set(c->m_ring, (double)ps.in_ring);
     metrics_set(c->m_credit, (double)ps.credit);
 }
@@ -423,9 +404,9 @@ int main(int argc, char **argv)
     inputs_copy = strdup(o->input);
     conn_copy = strdup(o->connect ? o->connect : "");
     if (!hooks_copy || !inputs_copy || !conn_copy) goto out;
-    c->n_hooks = split_list(hooks_copy, hook_names, MAX_HOOKS);
-    n_inputs = split_list(inputs_copy, inputs, MAX_INPUTS);
-    n_eps = split_list(conn_copy, eps, MAX_LINKS);
+    c->n_hooks = str_split_list(hooks_copy, hook_names, MAX_HOOKS);
+    n_inputs = str_split_list(inputs_copy, inputs, MAX_INPUTS);
+    n_eps = str_split_list(conn_copy, eps, MAX_LINKS);
     if (c->n_hooks == 0 || n_inputs == 0) {
         fprintf(stderr, "saeflow-capture: no hook or no input\n");
         goto out;
@@ -578,7 +559,7 @@ int main(int argc, char **argv)
             break;
         }
         c->fwd_tokens += total;
-        counter_to(c->m_fwd_tokens, (double)c->fwd_tokens);
+        metrics_counter_to(c->m_fwd_tokens, (double)c->fwd_tokens);
         bool stop = false;
         for (size_t i = 0; i < c->n_hooks && !stop; i++) {
             struct hook_state *h = &c->hooks[i];
@@ -606,7 +587,7 @@ int main(int argc, char **argv)
             h->tokens += h->n;
         }
         captured = c->hooks[0].tokens;
-        counter_to(c->m_tokens, (double)captured);
+        metrics_counter_to(c->m_tokens, (double)captured);
         if (stop) break;
         if (c->prod) stream_producer_poll(c->prod, 0);
         update_metrics(c);

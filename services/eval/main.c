@@ -70,19 +70,6 @@ static int health(void *ud, char *reason, size_t len)
     return 0;
 }
 
-static size_t split_list(char *s, char **out, size_t max)
-{
-    size_t n = 0;
-    char *save = NULL;
-    for (char *t = strtok_r(s, ",", &save); t && n < max; t = strtok_r(NULL, ",", &save)) {
-        while (*t == ' ') t++;
-        char *e = t + strlen(t);
-        while (e > t && e[-1] == ' ') *--e = 0;
-        if (*t) out[n++] = t;
-    }
-    return n;
-}
-
 /* prefix + name, with characters outside the id alphabet replaced by '_'. */
 static int make_id(const char *prefix, const char *name, char *out, size_t cap)
 {
@@ -295,9 +282,9 @@ int main(int argc, char **argv)
     ids_copy = strdup(o->sae_id ? o->sae_id : "");
     subs_copy = strdup(o->subscribe ? o->subscribe : "");
     if (!sae_copy || !ids_copy || !subs_copy) goto out;
-    n_saes = split_list(sae_copy, saes, MAX_SAES);
-    n_ids = split_list(ids_copy, ids, MAX_SAES);
-    n_subs = split_list(subs_copy, subs, MAX_SUBS);
+    n_saes = str_split_list(sae_copy, saes, MAX_SAES);
+    n_ids = str_split_list(ids_copy, ids, MAX_SAES);
+    n_subs = str_split_list(subs_copy, subs, MAX_SUBS);
     if (n_ids && n_ids != n_saes) {
         fprintf(stderr, "saeflow-eval: --sae_id lists %zu ids for %zu --sae dirs\n", n_ids, n_saes);
         goto out;

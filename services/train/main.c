@@ -78,25 +78,6 @@ struct trainer {
     bool healthy;
 };
 
-static void counter_to(struct metric *m, double v)
-{
-    double cur = metrics_value(m);
-    if (v > cur) metrics_add(m, v - cur);
-}
-
-static size_t split_list(char *s, char **out, size_t max)
-{
-    size_t n = 0;
-    char *save = NULL;
-    for (char *t = strtok_r(s, ",", &save); t && n < max; t = strtok_r(NULL, ",", &save)) {
-        while (*t == ' ') t++;
-        char *e = t + strlen(t);
-        while (e > t && e[-1] == ' ') *--e = 0;
-        if (*t) out[n++] = t;
-    }
-    return n;
-}
-
 static struct slot *slot_find(struct trainer *T, const char *hook)
 {
     for (size_t i = 0; i < T->n_slots; i++)
@@ -524,8 +505,8 @@ static void publish_metrics(struct trainer *T, double tps)
     for (size_t i = 0; i < T->n_slots; i++) {
         struct slot *s = &T->slots[i];
         if (!s->t) continue;
-        counter_to(s->m_tokens, (double)sae_trainer_tokens(s->t));
-        counter_to(s->m_steps, (double)sae_trainer_steps(s->t));
+        metrics_counter_to(s->m_tokens, (double)sae_trainer_tokens(s->t));
+        metrics_counter_to(s->m_steps, (double)sae_trainer_steps(s->t));
         metrics_set(s->m_loss, s->loss_ema);
         metrics_set(s->m_fvu, s->fvu_ema);
         metrics_set(s->m_l0, s->l0_ema);
@@ -568,7 +549,7 @@ static void wire_sample(const char *name, const char *help, const char *label_ke
     struct metric *m = label_key ? metrics_child(f, label_value, NULL) : metrics_child(f, NULL);
     if (!m) return;
     if (counter)
-        counter_to(m, value);
+        metrics_counter_to(m, value);
     else
         metrics_set(m, value);
 }
@@ -593,7 +574,7 @@ static void stream_metrics(struct trainer *T)
         T->reg, "saeflow_train_stream_batches_total",
         "batches received by what happened to them (rejected_frame: malformed/oversized)", "fate");
     for (size_t i = 0; i < SF_ARRAY_LEN(f); i++)
-        counter_to(metrics_child(fam, f[i].fate, NULL), (double)f[i].v);
+        metrics_counter_to(metrics_child(fam, f[i].fate, NULL), (double)f[i].v);
     metrics_set(metrics_child(metrics_gauge(T->reg, "saeflow_train_stream_pending_batches",
                                             "batches received, not yet committed", NULL),
                               NULL),
@@ -602,10 +583,11 @@ static void stream_metrics(struct trainer *T)
                                             "producers heard recently", NULL),
                               NULL),
                 (double)cs.producers_live);
-    counter_to(metrics_child(metrics_counter(T->reg, "saeflow_train_stream_credit_granted_total",
-                                             "credits granted", NULL),
-                             NULL),
-               (double)cs.credit_granted);
+    metrics_counter_to(
+        metrics_child(metrics_counter(T->reg, "saeflow_train_stream_credit_granted_total",
+                                      "credits granted", NULL),
+                      NULL),
+        (double)cs.credit_granted);
 }
 
 static int health(void *ud, char *reason, size_t len)
@@ -724,7 +706,7 @@ int main(int argc, char **argv)
     }
     hooks_copy = strdup(o->hook);
     if (!hooks_copy) goto out;
-    T->n_slots = split_list(hooks_copy, hook_names, MAX_HOOKS);
+    T->n_slots = str_split_list(hooks_copy, hook_names, MAX_HOOKS);
     if (T->n_slots == 0) {
         fprintf(stderr, "saeflow-train: no hook\n");
         goto out;

@@ -225,6 +225,12 @@ static void test_parse(void)
     size_t out;
     CHECK(!size_mul_ok(SIZE_MAX / 2, 3, &out));
     CHECK(size_mul_ok(1000, 1000, &out) && out == 1000000);
+    char list[] = " a, b ,,c , ";
+    char *items[4];
+    CHECK(str_split_list(list, items, 4) == 3);
+    CHECK(!strcmp(items[0], "a") && !strcmp(items[1], "b") && !strcmp(items[2], "c"));
+    char list2[] = "x,y,z";
+    CHECK(str_split_list(list2, items, 2) == 2); /* capped */
     sig_install();
     CHECK(!sig_stop_requested());
     sig_request_stop();

@@ -604,10 +604,13 @@ static void test_metrics_unit(void)
     metrics_add(c, 2.5);
     metrics_add(c, -1); /* ignored: counters only go up */
     CHECK(metrics_value(c) == 2.5);
+    metrics_counter_to(c, 7);
+    metrics_counter_to(c, 3); /* never lowers */
+    CHECK(metrics_value(c) == 7);
     struct buf b;
     buf_init(&b, 1 << 20);
     CHECK_EQ_INT(metrics_render(m, &b), 0);
-    CHECK(b.len && strstr(b.data, "ok_total{a=\"1\",b=\"2\"} 2.5\n") != NULL);
+    CHECK(b.len && strstr(b.data, "ok_total{a=\"1\",b=\"2\"} 7\n") != NULL);
     buf_fini(&b);
     metrics_destroy(&m);
     CHECK(m == NULL);
