@@ -299,39 +299,29 @@ static int run_hooks(struct model_ctx *c, size_t layer, enum model_hook_point po
 
 /* ---- the forward pass ---- */
 
-/* Checks the call and fills the per-row arrays; returns T in *T_out. */
-static int prepare(struct model_ctx *c, const struct model_seq *seqs, size_t n_seqs, size_t n_run,
-                   size_t *T_out)
+int model_rows_check(const struct model_config *cfg, size_t n_slots, size_t max_len,
+                     const size_t *len, unsigned char *mark, const struct model_seq *seqs,
+                     size_t n_seqs, size_t *T_out)
 {
-    const struct model_config *cfg = &c->m->cfg;
     if (!seqs || n_seqs == 0) return SF_EINVAL;
     size_t T = 0;
     int rc = 0;
-    for (size_t i = 0; i < n_seqs; i++) {
+    for (size_t i = 0; i < n_seqs && !rc; i++) {
         const struct model_seq *s = &seqs[i];
-        if (s->slot >= c->n_slots || s->n == 0 || !s->tokens) {
+        if (s->slot >= n_slots || s->n == 0 || !s->tokens) {
             log_error("model_forward_invalid", "seq=%zu slot=%zu n=%zu", i, s->slot, s->n);
             rc = SF_EINVAL;
             break;
         }
-        if (c->mark[s->slot]) {
+        if (mark[s->slot]) {
             log_error("model_forward_invalid", "reason=\"repeated slot\" slot=%zu", s->slot);
             rc = SF_EINVAL;
             break;
         }
-        c->mark[s->slot] = 1;
-        if (c->len[s->slot] > 0 && c->valid[s->slot] < n_run) {
-            log_error(
-                "model_forward_invalid",
-                "reason=\"slot was filled by a capture-only pass (layers skipped); reset it\" "
-                "slot=%zu layers_cached=%zu need=%zu",
-                s->slot, c->valid[s->slot], n_run);
-            rc = SF_ESTATE;
-            break;
-        }
-        if (s->n > c->max_len - c->len[s->slot]) {
+        mark[s->slot] = 1;
+        if (s->n > max_len - len[s->slot]) {
             log_error("model_forward_too_long", "slot=%zu len=%zu add=%zu max_len=%zu", s->slot,
-                      c->len[s->slot], s->n, c->max_len);
+                      len[s->slot], s->n, max_len);
             rc = SF_ERANGE;
             break;
         }
@@ -343,26 +333,55 @@ static int prepare(struct model_ctx *c, const struct model_seq *seqs, size_t n_s
                 break;
             }
         }
-        if (rc) break;
         T += s->n;
     }
     for (size_t i = 0; i < n_seqs; i++)
-        if (seqs[i].slot < c->n_slots) c->mark[seqs[i].slot] = 0;
+        if (seqs[i].slot < n_slots) mark[seqs[i].slot] = 0;
     if (rc) return rc;
-    rc = ensure_rows(c, T);
-    if (rc) return rc;
+    *T_out = T;
+    return 0;
+}
+
+void model_rows_fill(const struct model_config *cfg, size_t max_len, const size_t *len,
+                     const struct model_seq *seqs, size_t n_seqs, const struct model_rows *rows)
+{
     size_t kvd = kv_dim(cfg), r = 0;
     for (size_t i = 0; i < n_seqs; i++) {
         const struct model_seq *s = &seqs[i];
         for (size_t j = 0; j < s->n; j++, r++) {
-            c->seq[r] = i;
-            c->slot[r] = s->slot;
-            c->pos[r] = c->len[s->slot] + j;
-            c->tok[r] = s->tokens[j];
-            c->kv_off[r] = s->slot * c->max_len * kvd;
-            c->n_ctx[r] = c->pos[r] + 1;
+            rows->seq[r] = i;
+            rows->slot[r] = s->slot;
+            rows->pos[r] = len[s->slot] + j;
+            rows->tok[r] = s->tokens[j];
+            rows->kv_off[r] = s->slot * max_len * kvd;
+            rows->n_ctx[r] = rows->pos[r] + 1;
         }
     }
+}
+
+/* Checks the call and fills the per-row arrays; returns T in *T_out. */
+static int prepare(struct model_ctx *c, const struct model_seq *seqs, size_t n_seqs, size_t n_run,
+                   size_t *T_out)
+{
+    size_t T;
+    int rc =
+        model_rows_check(&c->m->cfg, c->n_slots, c->max_len, c->len, c->mark, seqs, n_seqs, &T);
+    if (rc) return rc;
+    for (size_t i = 0; i < n_seqs; i++) {
+        const struct model_seq *s = &seqs[i];
+        if (c->len[s->slot] > 0 && c->valid[s->slot] < n_run) {
+            log_error(
+                "model_forward_invalid",
+                "reason=\"slot was filled by a capture-only pass (layers skipped); reset it\" "
+                "slot=%zu layers_cached=%zu need=%zu",
+                s->slot, c->valid[s->slot], n_run);
+            return SF_ESTATE;
+        }
+    }
+    rc = ensure_rows(c, T);
+    if (rc) return rc;
+    struct model_rows rows = {c->seq, c->slot, c->pos, c->kv_off, c->n_ctx, c->tok};
+    model_rows_fill(&c->m->cfg, c->max_len, c->len, seqs, n_seqs, &rows);
     *T_out = T;
     return 0;
 }

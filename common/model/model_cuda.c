@@ -363,60 +363,20 @@ static struct didx dev_idx(const struct model_cuda *g)
     return d;
 }
 
-/* Checks the call exactly as forward.c does, fills the per-row arrays and copies the
- * index arrays to the device; returns T in *T_out. */
+/* Checks the call and fills the per-row arrays as forward.c does (model_rows_*),
+ * then copies the index arrays to the device; returns T in *T_out. */
 static int prepare(struct model_cuda *g, const struct model_seq *seqs, size_t n_seqs, size_t *T_out)
 {
-    const struct model_config *cfg = &g->m->cfg;
-    if (!seqs || n_seqs == 0) return SF_EINVAL;
-    size_t T = 0;
-    int rc = 0;
-    for (size_t i = 0; i < n_seqs; i++) {
-        const struct model_seq *s = &seqs[i];
-        if (s->slot >= g->n_slots || s->n == 0 || !s->tokens) {
-            log_error("model_forward_invalid", "seq=%zu slot=%zu n=%zu", i, s->slot, s->n);
-            rc = SF_EINVAL;
-            break;
-        }
-        if (g->mark[s->slot]) {
-            log_error("model_forward_invalid", "reason=\"repeated slot\" slot=%zu", s->slot);
-            rc = SF_EINVAL;
-            break;
-        }
-        g->mark[s->slot] = 1;
-        if (s->n > g->max_len - g->len[s->slot]) {
-            log_error("model_forward_too_long", "slot=%zu len=%zu add=%zu max_len=%zu", s->slot,
-                      g->len[s->slot], s->n, g->max_len);
-            rc = SF_ERANGE;
-            break;
-        }
-        for (size_t j = 0; j < s->n; j++) {
-            if (s->tokens[j] < 0 || (size_t)s->tokens[j] >= cfg->vocab_size) {
-                log_error("model_forward_invalid", "reason=\"token id out of range\" id=%d",
-                          (int)s->tokens[j]);
-                rc = SF_EINVAL;
-                break;
-            }
-        }
-        if (rc) break;
-        T += s->n;
-    }
-    for (size_t i = 0; i < n_seqs; i++)
-        if (seqs[i].slot < g->n_slots) g->mark[seqs[i].slot] = 0;
+    size_t T;
+    int rc =
+        model_rows_check(&g->m->cfg, g->n_slots, g->max_len, g->len, g->mark, seqs, n_seqs, &T);
     if (rc) return rc;
     rc = ensure_rows(g, T);
     if (rc) return rc;
-    size_t kvd = kv_dim(cfg), r = 0;
-    for (size_t i = 0; i < n_seqs; i++) {
-        const struct model_seq *s = &seqs[i];
-        for (size_t j = 0; j < s->n; j++, r++) {
-            g->seq[r] = i;
-            g->slot[r] = s->slot;
-            g->pos[r] = g->len[s->slot] + j;
-            g->tok[r] = s->tokens[j];
-            g->kv_off[r] = s->slot * g->max_len * kvd;
-            g->n_ctx[r] = g->pos[r] + 1;
-        }
+    struct model_rows rows = {g->seq, g->slot, g->pos, g->kv_off, g->n_ctx, g->tok};
+    model_rows_fill(&g->m->cfg, g->max_len, g->len, seqs, n_seqs, &rows);
+    for (size_t i = 0, r = 0; i < n_seqs; i++) {
+        r += seqs[i].n;
         g->last[i] = r - 1;
     }
     struct didx d = dev_idx(g);

@@ -36,6 +36,24 @@ struct model {
  * without its extension when s is NULL or empty. */
 void model_set_name(struct model *m, const char *s, const char *path);
 
+/* The row layout of one forward call, shared by the CPU (forward.c) and CUDA
+ * (model_cuda.c) passes: every token of every sequence is one row. */
+struct model_rows {
+    size_t *seq, *slot, *pos, *kv_off, *n_ctx; /* (T) each */
+    int32_t *tok;                              /* (T) */
+};
+/* Validates a call against a context of n_slots slots holding len[] tokens of at most
+ * max_len each: slots in range and not repeated, sequences non-empty and fitting,
+ * token ids < vocab_size (logged). `mark` is (n_slots) zeroed scratch, left zeroed.
+ * Returns 0 with the total token count in *T_out, SF_EINVAL or SF_ERANGE. */
+int model_rows_check(const struct model_config *cfg, size_t n_slots, size_t max_len,
+                     const size_t *len, unsigned char *mark, const struct model_seq *seqs,
+                     size_t n_seqs, size_t *T_out);
+/* Fills the rows of a checked call: sequence index, slot, position, token, the
+ * slot's offset in a (n_slots, max_len, kv_dim) cache and the attended length. */
+void model_rows_fill(const struct model_config *cfg, size_t max_len, const size_t *len,
+                     const struct model_seq *seqs, size_t n_seqs, const struct model_rows *rows);
+
 /* Checks a config for consistency and sane bounds (logs why not): SF_EFORMAT/ERANGE. */
 int model_config_check(const struct model_config *cfg);
 /* Allocates the model and its weight arena for cfg (validated first). Weights are
