@@ -936,18 +936,19 @@ int tokenizer_pretokenize(enum tokenizer_pre pre, const char *text, size_t len, 
 
 /* ---- encoding ---- */
 
-static int encode_spm(const struct tokenizer *t, struct work *w, const char *text, size_t len,
-                      bool prefix, struct ids *out)
+/* SentencePiece text preparation (dummy prefix, spaces as U+2581 when `escape`) then
+ * merging: by score (SPM) or by rank (SPM as merges), as merge_word does for t. */
+static int encode_spm_text(const struct tokenizer *t, struct work *w, const char *text, size_t len,
+                           bool prefix, bool escape, struct ids *out)
 {
     if (len == 0) return 0;
-    /* dummy prefix, then spaces escaped */
     size_t cap;
     if (!size_mul_ok(len + 1, 3, &cap)) return SF_ENOMEM;
     char *s = malloc(cap);
     if (!s) return SF_ENOMEM;
     size_t n = 0;
     if (prefix) {
-        if (t->escape_spaces) {
+        if (escape) {
             memcpy(s, SPM_SPACE, 3);
             n = 3;
         } else {
@@ -955,7 +956,7 @@ static int encode_spm(const struct tokenizer *t, struct work *w, const char *tex
         }
     }
     for (size_t i = 0; i < len; i++) {
-        if (text[i] == ' ' && t->escape_spaces) {
+        if (text[i] == ' ' && escape) {
             memcpy(s + n, SPM_SPACE, 3);
             n += 3;
         } else {
@@ -978,6 +979,12 @@ static int encode_spm(const struct tokenizer *t, struct work *w, const char *tex
     }
     free(s);
     return rc;
+}
+
+static int encode_spm(const struct tokenizer *t, struct work *w, const char *text, size_t len,
+                      bool prefix, struct ids *out)
+{
+    return encode_spm_text(t, w, text, len, prefix, t->escape_spaces, out);
 }
 
 static int encode_bpe(const struct tokenizer *t, struct work *w, const char *text, size_t len,
@@ -1016,39 +1023,8 @@ out:
 static int encode_spm_merges(const struct tokenizer *t, struct work *w, const char *text,
                              size_t len, bool prefix, struct ids *out)
 {
-    /* same text preparation as SPM, merges by rank */
-    if (len == 0) return 0;
-    size_t cap;
-    if (!size_mul_ok(len + 1, 3, &cap)) return SF_ENOMEM;
-    char *s = malloc(cap);
-    if (!s) return SF_ENOMEM;
-    size_t n = 0;
-    if (prefix) {
-        memcpy(s, SPM_SPACE, 3);
-        n = 3;
-    }
-    for (size_t i = 0; i < len; i++) {
-        if (text[i] == ' ') {
-            memcpy(s + n, SPM_SPACE, 3);
-            n += 3;
-        } else {
-            s[n++] = text[i];
-        }
-    }
-    int rc = 0;
-    if (!t->spm_split) {
-        rc = merge_word(t, w, s, n, out);
-    } else {
-        size_t seg = 0;
-        for (size_t q = 1; q <= n && !rc; q++) {
-            if (q == n || (spm_space_at(t, s, n, q) && !spm_space_before(t, s, q))) {
-                rc = merge_word(t, w, s + seg, q - seg, out);
-                seg = q;
-            }
-        }
-    }
-    free(s);
-    return rc;
+    /* same text preparation as SPM (spaces always escaped), merges by rank */
+    return encode_spm_text(t, w, text, len, prefix, true, out);
 }
 
 /* Encodes plain text (no user-defined tokens in it). `after_special`: the text starts
