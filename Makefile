@@ -91,6 +91,9 @@ PROTO_H := $(PROTO_C:.c=.h)
 $(BUILD)/gen/%.pb-c.c $(BUILD)/gen/%.pb-c.h: proto/%.proto
 	@mkdir -p $(@D)
 	$(PROTOC_C) --proto_path=proto --c_out=$(BUILD)/gen $<
+# Generated code is kept: make would otherwise treat the header as intermediate, delete it
+# after the build and rebuild every object on the next run.
+.SECONDARY: $(PROTO_C) $(PROTO_H) $(patsubst $(BUILD)/%,build-fuzz/%,$(PROTO_C) $(PROTO_H))
 
 # --- libraries -------------------------------------------------------------------
 LIBS := $(notdir $(patsubst %/,%,$(dir $(wildcard common/*/lib.mk))))
