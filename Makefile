@@ -221,14 +221,16 @@ all: $(ALL_ARCHIVES) $(BINS) $(UNIT_BINS) $(GPU_BINS)
 
 # `make test` is what every commit must pass: lint, the unit tests, the fuzz corpora replayed
 # under ASan + UBSan, the integration tests on real binaries, and (unless this already
-# is the sanitizer build) the unit tests once more built with ASan + UBSan.
+# is the sanitizer build) the unit tests once more built with ASan + UBSan, with OpenBLAS on
+# other kernels and one thread (tests/blas_alt_env.sh), so machine-dependent results fail here.
 test: all $(BENCH_BINS)
 	@tests/lint.sh
 	@$(MAKE) --no-print-directory test-unit
 	@$(MAKE) --no-print-directory test-fuzz
 	@$(MAKE) --no-print-directory test-integration
 ifneq ($(SANITIZE),1)
-	@$(MAKE) --no-print-directory SANITIZE=1 test-unit
+	@echo "unit tests again under ASan/UBSan with $$(tests/blas_alt_env.sh)"
+	@env $$(tests/blas_alt_env.sh) $(MAKE) --no-print-directory SANITIZE=1 test-unit
 endif
 	@echo "make test: all passed"
 

@@ -561,6 +561,80 @@ static size_t select_k(const float *v, size_t n, size_t k, bool largest, size_t 
     return m;
 }
 
+/* One candidate of select_exact: its value recomputed in double, and its index. */
+struct cand {
+    double v;
+    uint32_t i;
+};
+
+static int cand_desc(const void *pa, const void *pb)
+{
+    const struct cand *a = pa, *b = pb;
+    if (a->v != b->v) return a->v > b->v ? -1 : 1;
+    return a->i < b->i ? -1 : a->i > b->i;
+}
+
+/* a . b in double, in index order: every product of two floats is exact in double and the
+ * sum's order is fixed, so the result is the same on every CPU and for every caller. */
+static double dot_exact(const float *a, const float *b, size_t d)
+{
+    double s = 0;
+    for (size_t j = 0; j < d; j++) s += (double)a[j] * (double)b[j];
+    return s;
+}
+
+/* The k largest (or smallest) of a . B[v] over v in [0, nb), skipping `skip`, chosen and valued
+ * exactly. `approx` is the row a float GEMM computed; its error is at most `bound` per entry
+ * (|fl(a.b) - a.b| <= gamma_d sum|a_j b_j| <= gamma_d |a| |b|, for any summation order, FMA or
+ * not). Every entry whose approximation lies within 2 * bound of the k-th is recomputed with
+ * dot_exact, which includes every entry of the exact top k; the k best of those, ties to the
+ * lower index, are the answer. So what is stored depends neither on the GEMM's shape (how many
+ * features a chunk holds), nor on its threads, nor on the kernels OpenBLAS picks for a CPU. */
+static size_t select_exact(const float *approx, const float *a, const float *B, size_t nb, size_t d,
+                           size_t k, bool largest, size_t skip, double bound, uint32_t *sel,
+                           float *val, struct cand **cands, size_t *cap)
+{
+    size_t m = select_k(approx, nb, k, largest, skip, sel);
+    if (m == 0) return 0;
+    const double t = approx[sel[m - 1]], lim = largest ? t - 2 * bound : t + 2 * bound;
+    size_t nc = 0;
+    for (size_t v = 0; v < nb; v++) {
+        if (v == skip || !isfinite(approx[v])) continue;
+        if (largest ? approx[v] < lim : approx[v] > lim) continue;
+        if (nc == *cap) {
+            size_t ncap = *cap ? 2 * *cap : 64;
+            struct cand *c = realloc(*cands, ncap * sizeof *c);
+            if (!c) return SIZE_MAX;
+            *cands = c;
+            *cap = ncap;
+        }
+        double x = dot_exact(a, B + v * d, d);
+        (*cands)[nc++] = (struct cand){largest ? x : -x, (uint32_t)v};
+    }
+    qsort(*cands, nc, sizeof **cands, cand_desc);
+    m = SF_MIN(m, nc);
+    for (size_t j = 0; j < m; j++) {
+        sel[j] = (*cands)[j].i;
+        val[j] = (float)(largest ? (*cands)[j].v : -(*cands)[j].v);
+    }
+    return m;
+}
+
+/* Largest Euclidean norm of the rows of B (rows, d), in double. */
+static double max_row_norm(const float *B, size_t rows, size_t d)
+{
+    double best = 0;
+    for (size_t r = 0; r < rows; r++) best = fmax(best, dot_exact(B + r * d, B + r * d, d));
+    return sqrt(best);
+}
+
+/* The error bound of a float dot product of length d between vectors of these norms, with
+ * room to spare: 2 (d + 2) 2^-24 > gamma_d = d u / (1 - d u), plus a floor for underflow. */
+static double gemm_bound(size_t d, double norm_a, double norm_b)
+{
+    return (double)(d + 2) * 0x1p-23 * norm_a * norm_b + 1e-30;
+}
+
 int harvest_build(const struct harvest *h, uint64_t run_id, uint32_t f0, uint32_t f1,
                   struct feature_record *recs)
 {
@@ -578,17 +652,21 @@ int harvest_build(const struct harvest *h, uint64_t run_id, uint32_t f0, uint32_
     float *lg = malloc(C * SF_MAX(V, n) * sizeof *lg);
     float *dn = malloc(n * d * sizeof *dn);
     uint32_t *sel = malloc((SF_MAX(o->n_logits, o->n_neighbours) + 1) * sizeof *sel);
+    float *val = malloc((SF_MAX(o->n_logits, o->n_neighbours) + 1) * sizeof *val);
+    struct cand *cands = NULL;
+    size_t ncap = 0;
     struct buf text, tmp;
     buf_init(&text, FEATURE_MAX_TEXT);
     buf_init(&tmp, 4096);
     int rc = SF_ENOMEM;
-    if (!dirs || !lg || !dn || !sel) goto out;
+    if (!dirs || !lg || !dn || !sel || !val) goto out;
 
     /* logit effects: (C, d) directions through the final norm's weight, @ W_U^T */
     for (size_t i = 0; i < C; i++)
         for (size_t j = 0; j < d; j++)
             dirs[i * d + j] = h->sae->W_dec[(f0 + i) * d + j] * (wn ? wn[j] : 1.0f) * scale;
     linear_forward(lg, dirs, W_U, NULL, C, d, V);
+    const double wu_norm = o->n_logits ? max_row_norm(W_U, V, d) : 0;
     for (size_t i = 0; i < C; i++) {
         struct feature_logits *fl = &recs[i].logits;
         fl->feature = f0 + (uint32_t)i;
@@ -596,18 +674,23 @@ int harvest_build(const struct harvest *h, uint64_t run_id, uint32_t f0, uint32_
         fl->top = calloc(o->n_logits, sizeof *fl->top);
         fl->bottom = calloc(o->n_logits, sizeof *fl->bottom);
         if (!fl->top || !fl->bottom) goto out;
-        const float *row = lg + i * V;
-        size_t m = select_k(row, V, o->n_logits, true, SIZE_MAX, sel);
+        const float *row = lg + i * V, *dir = dirs + i * d;
+        const double bound = gemm_bound(d, sqrt(dot_exact(dir, dir, d)), wu_norm);
+        size_t m = select_exact(row, dir, W_U, V, d, o->n_logits, true, SIZE_MAX, bound, sel, val,
+                                &cands, &ncap);
+        if (m == SIZE_MAX) goto out;
         for (size_t j = 0; j < m; j++) {
             fl->top[j].token = sel[j];
-            fl->top[j].value = row[sel[j]];
+            fl->top[j].value = val[j];
             piece_of(tok, sel[j], fl->top[j].piece, sizeof fl->top[j].piece, &tmp);
         }
         fl->n_top = (uint16_t)m;
-        m = select_k(row, V, o->n_logits, false, SIZE_MAX, sel);
+        m = select_exact(row, dir, W_U, V, d, o->n_logits, false, SIZE_MAX, bound, sel, val, &cands,
+                         &ncap);
+        if (m == SIZE_MAX) goto out;
         for (size_t j = 0; j < m; j++) {
             fl->bottom[j].token = sel[j];
-            fl->bottom[j].value = row[sel[j]];
+            fl->bottom[j].value = val[j];
             piece_of(tok, sel[j], fl->bottom[j].piece, sizeof fl->bottom[j].piece, &tmp);
         }
         fl->n_bottom = (uint16_t)m;
@@ -622,17 +705,21 @@ int harvest_build(const struct harvest *h, uint64_t run_id, uint32_t f0, uint32_
         for (size_t j = 0; j < d; j++) dn[i * d + j] = w[j] * inv;
     }
     linear_forward(lg, dn + f0 * d, dn, NULL, C, d, n);
+    const double dn_norm = o->n_neighbours ? max_row_norm(dn, n, d) : 0;
     for (size_t i = 0; i < C; i++) {
         struct feature_neighbours *nb = &recs[i].neighbours;
         nb->feature = f0 + (uint32_t)i;
         if (!o->n_neighbours) continue;
         nb->nb = calloc(o->n_neighbours, sizeof *nb->nb);
         if (!nb->nb) goto out;
-        const float *row = lg + i * n;
-        size_t m = select_k(row, n, o->n_neighbours, true, f0 + i, sel);
+        const float *row = lg + i * n, *self = dn + (f0 + i) * d;
+        const double bound = gemm_bound(d, sqrt(dot_exact(self, self, d)), dn_norm);
+        size_t m = select_exact(row, self, dn, n, d, o->n_neighbours, true, f0 + i, bound, sel, val,
+                                &cands, &ncap);
+        if (m == SIZE_MAX) goto out;
         for (size_t j = 0; j < m; j++) {
             nb->nb[j].feature = sel[j];
-            nb->nb[j].cosine = row[sel[j]];
+            nb->nb[j].cosine = val[j];
         }
         nb->n = (uint16_t)m;
     }
@@ -677,6 +764,8 @@ out:
     free(lg);
     free(dn);
     free(sel);
+    free(val);
+    free(cands);
     buf_fini(&text);
     buf_fini(&tmp);
     return rc;
