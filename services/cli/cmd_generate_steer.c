@@ -21,6 +21,7 @@
 #include "model/tokenizer.h"
 #include "sae/sae_io.h"
 #include "steer/steer.h"
+#include "steer/steer_measure.h"
 #include "tensor/tensor.h"
 
 #define GEN_MAX_SPECS 64
@@ -129,112 +130,69 @@ static void print_sample(const struct tokenizer *tok, const int32_t *prompt, siz
     printf("\n");
 }
 
-/* ---- --measure: concept presence and fluency (REFERENCES.md §5) ----------------------
- * Each sample (prompt + generated tokens) is run again through the UNSTEERED model:
- *   ppl     = exp(mean -log p(token)) over the generated tokens (fluency)
- *   fire    = share of generated tokens on which a steered feature (add / clamp specs)
- *             is active when the hooked activation is re-encoded with the SAE
- *   act     = mean activation of those features over the generated tokens */
-struct measure {
-    struct model_ctx *c; /* 1 slot, a capture hook, no steering */
-    const struct sae *sae;
-    float *x; /* (max_len, d) captured */
-    size_t rows, cap_rows;
-    float *lp; /* (max_len) */
-    uint32_t *idx;
-    float *val;
-    uint32_t *cnt;
-    size_t max_active;
-};
-
-static int measure_hook(void *user, const struct model_act *act)
+/* --sweep's list: comma-separated finite numbers. */
+static int parse_strengths(const char *s, double *out, size_t cap, size_t *n)
 {
-    struct measure *ms = user;
-    if (ms->rows + act->n_tokens > ms->cap_rows || act->d != ms->sae->d_in) return SF_ERANGE;
-    memcpy(ms->x + ms->rows * act->d, act->x, act->n_tokens * act->d * sizeof *act->x);
-    ms->rows += act->n_tokens;
-    return 0;
-}
-
-static int measure_init(struct measure *ms, const struct model *m, const struct sae *sae,
-                        const char *hook, size_t max_len)
-{
-    memset(ms, 0, sizeof *ms);
-    ms->sae = sae;
-    ms->cap_rows = max_len;
-    ms->max_active = sae->arch == SAE_TOPK ? SF_MIN(sae->k, sae->n) : SF_MIN(sae->n, (size_t)256);
-    ms->c = model_ctx_new(m, 1, max_len);
-    ms->x = malloc(max_len * sae->d_in * sizeof *ms->x);
-    ms->lp = malloc(max_len * sizeof *ms->lp);
-    ms->idx = malloc(max_len * ms->max_active * sizeof *ms->idx);
-    ms->val = malloc(max_len * ms->max_active * sizeof *ms->val);
-    ms->cnt = malloc(max_len * sizeof *ms->cnt);
-    if (!ms->c || !ms->x || !ms->lp || !ms->idx || !ms->val || !ms->cnt) return SF_ENOMEM;
-    return model_ctx_add_hook(ms->c, hook, measure_hook, ms);
-}
-
-static void measure_fini(struct measure *ms)
-{
-    model_ctx_destroy(&ms->c);
-    free(ms->x);
-    free(ms->lp);
-    free(ms->idx);
-    free(ms->val);
-    free(ms->cnt);
-}
-
-struct measured {
-    double ppl, fire, act;
-};
-
-static int measure_sample(struct measure *ms, const int32_t *prompt, size_t np, const int32_t *gen,
-                          size_t ng, const struct steer_spec *specs, size_t ns, int32_t skip,
-                          struct measured *out)
-{
-    memset(out, 0, sizeof *out);
-    size_t n = np + ng;
-    if (ng < 2 || n > ms->cap_rows) return SF_NOTFOUND; /* too short to say anything */
-    int32_t *seq = malloc(n * sizeof *seq);
-    if (!seq) return SF_ENOMEM;
-    memcpy(seq, prompt, np * sizeof *seq);
-    memcpy(seq + np, gen, ng * sizeof *seq);
-    model_ctx_reset(ms->c, 0);
-    ms->rows = 0;
-    struct model_seq s = {.slot = 0, .tokens = seq, .n = n};
-    int rc = model_forward_logprobs(ms->c, &s, 1, ms->lp);
-    if (rc == 0) rc = sae_encode(ms->sae, ms->x, n, ms->max_active, ms->idx, ms->val, ms->cnt);
-    if (rc == 0) {
-        double nll = 0, act = 0;
-        size_t fired = 0, counted = 0;
-        for (size_t p = np; p < n; p++) {
-            nll -= ms->lp[p - 1]; /* log p(seq[p] | seq[..p-1]) */
-            if (seq[p] == skip) continue;
-            counted++;
-            bool any = false;
-            for (uint32_t q = 0; q < ms->cnt[p]; q++) {
-                uint32_t f = ms->idx[p * ms->max_active + q];
-                for (size_t k = 0; k < ns; k++) {
-                    if (specs[k].mode == STEER_ABLATE || specs[k].feature != f) continue;
-                    any = true;
-                    act += ms->val[p * ms->max_active + q];
-                }
-            }
-            fired += any;
+    *n = 0;
+    while (*s) {
+        char *end = NULL;
+        double v = strtod(s, &end);
+        if (end == s || !isfinite(v) || (*end && *end != ',') || *n == cap) {
+            fprintf(stderr,
+                    "saeflow generate: bad --sweep '%s' (want up to %zu comma-separated "
+                    "numbers, e.g. 1,2,4,8)\n",
+                    s, cap);
+            return SF_EINVAL;
         }
-        out->ppl = exp(nll / (double)ng);
-        out->fire = counted ? (double)fired / (double)counted : 0;
-        out->act = counted ? act / (double)counted : 0;
+        out[(*n)++] = v;
+        s = *end ? end + 1 : end;
     }
-    free(seq);
-    return rc;
+    if (*n == 0) fprintf(stderr, "saeflow generate: --sweep needs at least one strength\n");
+    return *n ? 0 : SF_EINVAL;
+}
+
+static void print_measured(const struct steer_measured *r, bool concept)
+{
+    printf("# measure (unsteered model reads it back): perplexity %.3f, steered features fire on "
+           "%.1f%% of generated tokens, mean act %.4f",
+           r->ppl, 100 * r->fire, r->act);
+    if (concept) printf(", concept %s", r->concept ? "present" : "absent");
+    printf("\n");
+}
+
+static void print_sweep(const struct steer_sweep_row *rows, size_t n, const char *concept,
+                        bool relative, double max_ppl)
+{
+    printf("# dose response: each row's samples use the same seeds; all judged by the unsteered "
+           "model reading the text back\n");
+    printf("%10s %8s %10s %12s %10s %11s\n", relative ? "strength_x" : "strength", "samples",
+           *concept ? "concept" : "-", "feature_fire", "mean_act", "perplexity");
+    for (size_t i = 0; i < n; i++) {
+        char cr[32] = "-";
+        if (*concept)
+            snprintf(cr, sizeof cr, "%.0f/%zu", rows[i].concept_rate * (double)rows[i].samples,
+                     rows[i].samples);
+        printf("%10.3g %8zu %10s %11.1f%% %10.4f %11.3f%s\n", rows[i].strength, rows[i].samples, cr,
+               100 * rows[i].fire, rows[i].act, rows[i].ppl, i ? "" : "   (unsteered)");
+    }
+    int pick = steer_sweep_pick(rows, n, max_ppl);
+    if (pick < 0)
+        printf("# pick: none (every strength raises perplexity above %.3g x the unsteered %.3f)\n",
+               max_ppl, rows[0].ppl);
+    else
+        printf("# pick: strength %g%s (concept in %.0f of %zu samples, perplexity %.3f <= %.3g x "
+               "%.3f)\n",
+               rows[pick].strength, relative ? "x" : "",
+               rows[pick].concept_rate * (double)rows[pick].samples, rows[pick].samples,
+               rows[pick].ppl, max_ppl, rows[0].ppl);
 }
 
 int cmd_generate_steer(int argc, char **argv)
 {
     char *model_path = NULL, *tok_path = NULL, *prompt = NULL, *sae_path = NULL, *hook = NULL;
-    char *steer_last = NULL, *store = NULL, *sae_id = NULL;
+    char *steer_last = NULL, *store = NULL, *sae_id = NULL, *sweep = NULL, *concept = NULL;
     int64_t n = 0, top_k = 0, seed = 0, threads = 0, samples = 0;
-    double temperature = 0, top_p = 0;
+    double temperature = 0, top_p = 0, max_ppl = 0;
     bool no_bos = false, no_eos_stop = false, steer_bos = false, steered_only = false;
     bool measure = false;
     const struct config_opt opts[] = {
@@ -257,7 +215,16 @@ int cmd_generate_steer(int argc, char **argv)
         {"steer-bos", CFG_BOOL, &steer_bos, "false", 0, -1, "steer the BOS position too"},
         {"steered-only", CFG_BOOL, &steered_only, "false", 0, -1, "skip the unsteered runs"},
         {"measure", CFG_BOOL, &measure, "false", 0, -1,
-         "per sample: perplexity under the unsteered model, steered features re-encoded"},
+         "per sample, judged by the unsteered model reading the text back: its perplexity, how "
+         "often the steered features fire, whether --concept appears"},
+        {"concept", CFG_STRING, &concept, NULL, 0, -1,
+         "text whose presence in a continuation counts as the concept (e.g. ' dog')"},
+        {"sweep", CFG_STRING, &sweep, NULL, 0, -1,
+         "dose response: comma-separated strengths (same unit as --steer) replacing the add/clamp "
+         "specs' strengths; prints concept rate and perplexity per strength and picks one"},
+        {"max-ppl-ratio", CFG_DOUBLE, &max_ppl, "2", 1, 1e6,
+         "--sweep picks the strongest concept rate whose perplexity stays within this multiple "
+         "of the unsteered one"},
         {"store", CFG_STRING, &store, NULL, 0, -1, "feature store (for 'x' strengths)"},
         {"sae-id", CFG_STRING, &sae_id, NULL, 0, -1, "the SAE's id in the store"},
     };
@@ -283,8 +250,7 @@ int cmd_generate_steer(int argc, char **argv)
     size_t *plens = NULL;
     struct buf text;
     buf_init(&text, 1u << 24);
-    struct measure ms;
-    memset(&ms, 0, sizeof ms);
+    struct steer_measure *ms = NULL;
     if (rc == SF_EXIT) {
         ret = 0;
         goto done;
@@ -296,6 +262,11 @@ int cmd_generate_steer(int argc, char **argv)
         goto done;
     }
     if (collect_specs(argc, av, specs, &n_specs) != 0) goto done;
+    struct steer_spec given[GEN_MAX_SPECS]; /* as typed: --sweep re-resolves from these */
+    memcpy(given, specs, n_specs * sizeof *specs);
+    double strengths[64];
+    size_t n_str = 0;
+    if (*sweep && parse_strengths(sweep, strengths, 64, &n_str) != 0) goto done;
     if (n_specs == 0) {
         fprintf(stderr, "saeflow generate: --sae given without --steer\n");
         goto done;
@@ -368,7 +339,7 @@ int cmd_generate_steer(int argc, char **argv)
         if (model_generate(c, prompts, plens, K, &go, out_u, len_u) != 0) goto done;
     }
     steer_set_enabled(st, true);
-    if (model_generate(c, prompts, plens, K, &go, out_s, len_s) != 0) goto done;
+    if (!n_str && model_generate(c, prompts, plens, K, &go, out_s, len_s) != 0) goto done;
     double dt = time_now_s() - t0;
 
     char desc[GEN_MAX_SPECS * 40] = "";
@@ -381,49 +352,81 @@ int cmd_generate_steer(int argc, char **argv)
     printf("# steering %s of %s with %s; %zu sample(s), %zu new tokens, seeds %lld..%lld\n",
            *hook ? hook : sae->meta.hook_name, sae_path, desc, K, n_new, (long long)seed,
            (long long)seed + (long long)K - 1);
-    if (measure && measure_init(&ms, m, sae, *hook ? hook : sae->meta.hook_name, max_len) != 0) {
+    if ((measure || n_str) &&
+        steer_measure_new(m, sae, *hook ? hook : sae->meta.hook_name, max_len, &ms) != 0) {
         fprintf(stderr, "saeflow generate: cannot set up --measure\n");
         goto done;
     }
-    struct measured sum[2] = {{0}};
-    size_t n_meas[2] = {0};
+    if (ms && steer_measure_set_concept(ms, concept) != 0) goto done;
+    const int32_t skip = steer_bos ? -1 : tokenizer_bos(tok);
+    struct steer_sweep_row sum[2] = {{0}};
     for (size_t i = 0; i < K; i++) {
-        for (int run = steered_only ? 1 : 0; run < 2; run++) {
+        for (int run = steered_only ? 1 : 0; run < (n_str ? 1 : 2); run++) {
             const int32_t *gen = run ? out_s + i * n_new : out_u + i * n_new;
             size_t ng = run ? len_s[i] : len_u[i];
-            if (run)
-                printf("=== seed %lld steered (%s) ===\n", (long long)seed + (long long)i, desc);
-            else
-                printf("=== seed %lld unsteered ===\n", (long long)seed + (long long)i);
-            print_sample(tok, ids, n_ids, gen, ng, &text);
-            if (!measure) continue;
-            struct measured r;
-            int mr = measure_sample(&ms, ids, n_ids, gen, ng, specs, n_specs,
-                                    steer_bos ? -1 : tokenizer_bos(tok), &r);
+            if (!n_str) {
+                if (run)
+                    printf("=== seed %lld steered (%s) ===\n", (long long)seed + (long long)i,
+                           desc);
+                else
+                    printf("=== seed %lld unsteered ===\n", (long long)seed + (long long)i);
+                print_sample(tok, ids, n_ids, gen, ng, &text);
+            }
+            if (!ms) continue;
+            struct steer_measured r;
+            int mr = steer_measure_sample(ms, ids, n_ids, gen, ng, specs, n_specs, skip, &r);
+            if (mr == SF_NOTFOUND) continue;
             if (mr < 0) goto done;
-            if (mr > 0) continue;
-            printf("# measure: ppl %.3f  steered features active on %.1f%% of generated tokens, "
-                   "mean act %.4f\n",
-                   r.ppl, 100 * r.fire, r.act);
-            sum[run].ppl += r.ppl;
-            sum[run].fire += r.fire;
-            sum[run].act += r.act;
-            n_meas[run]++;
+            if (!n_str) print_measured(&r, *concept != 0);
+            steer_sweep_add(&sum[run], &r);
         }
     }
-    for (int run = 0; measure && run < 2; run++) {
-        if (!n_meas[run]) continue;
-        double k = (double)n_meas[run];
-        printf("# summary %s: %zu samples, mean ppl %.3f, features active on %.1f%% of generated "
-               "tokens, mean act %.4f\n",
-               run ? "steered" : "unsteered", n_meas[run], sum[run].ppl / k,
-               100 * sum[run].fire / k, sum[run].act / k);
+    for (int run = 0; run < 2; run++) steer_sweep_finish(&sum[run]);
+    for (int run = 0; measure && !n_str && run < 2; run++) {
+        if (!sum[run].samples) continue;
+        printf("# summary %s: %zu samples; read back by the unsteered model: mean perplexity "
+               "%.3f, steered features fire on %.1f%% of generated tokens (mean act %.4f)",
+               run ? "steered" : "unsteered", sum[run].samples, sum[run].ppl, 100 * sum[run].fire,
+               sum[run].act);
+        if (*concept) printf(", '%s' in %.0f%% of samples", concept, 100 * sum[run].concept_rate);
+        printf("\n");
+    }
+    if (n_str) {
+        struct steer_sweep_row rows[65];
+        rows[0] = sum[0];
+        rows[0].strength = 0;
+        size_t nr = 1;
+        for (size_t j = 0; j < n_str; j++, nr++) {
+            memset(&rows[nr], 0, sizeof rows[nr]);
+            rows[nr].strength = strengths[j];
+            memcpy(specs, given, n_specs * sizeof *specs);
+            for (size_t q = 0; q < n_specs; q++)
+                if (specs[q].mode != STEER_ABLATE) specs[q].value = (float)strengths[j];
+            if (resolve_relative(specs, n_specs, store, sae_id) != 0) goto done;
+            model_ctx_clear_hooks(c);
+            steer_destroy(&st);
+            st = steer_new(sae, specs, n_specs);
+            if (!st) goto done;
+            if (!steer_bos) steer_set_skip_token(st, tokenizer_bos(tok));
+            if (steer_install(st, c, *hook ? hook : NULL) != 0) goto done;
+            if (model_generate(c, prompts, plens, K, &go, out_s, len_s) != 0) goto done;
+            for (size_t i = 0; i < K; i++) {
+                struct steer_measured r;
+                int mr = steer_measure_sample(ms, ids, n_ids, out_s + i * n_new, len_s[i], specs,
+                                              n_specs, skip, &r);
+                if (mr == SF_NOTFOUND) continue;
+                if (mr < 0) goto done;
+                steer_sweep_add(&rows[nr], &r);
+            }
+            steer_sweep_finish(&rows[nr]);
+        }
+        print_sweep(rows, nr, concept, given[0].relative, max_ppl);
     }
     log_info("generate_steered", "samples=%zu new_tokens=%zu specs=%s seconds=%.3f seed=%lld", K,
              n_new, desc, dt, (long long)seed);
     ret = 0;
 done:
-    measure_fini(&ms);
+    steer_measure_destroy(&ms);
     buf_fini(&text);
     model_ctx_destroy(&c);
     steer_destroy(&st);

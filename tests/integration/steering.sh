@@ -74,7 +74,7 @@ samples=$(grep -c '^=== seed [0-9]* steered' "$T/gen.txt")
 echo "RESULT steering samples=$samples unsteered_with_dog=$UNSTEERED steered_with_dog=$STEERED"
 sed -n '1,7p' "$T/gen.txt"
 grep '^# summary' "$T/gen.txt" | sed 's/^# summary/RESULT steering measure/'
-fire() { grep "^# summary $1:" "$T/gen.txt" | sed -n 's/.*active on \([0-9.]*\)%.*/\1/p'; }
+fire() { grep "^# summary $1:" "$T/gen.txt" | sed -n 's/.*fire on \([0-9.]*\)%.*/\1/p'; }
 FU=$(fire unsteered); FS=$(fire steered)
 [ -n "$FU" ] && [ -n "$FS" ] || fail "no --measure summary"
 awk -v u="$FU" -v s="$FS" 'BEGIN { exit !(s > u) }' ||
@@ -82,6 +82,19 @@ awk -v u="$FU" -v s="$FS" 'BEGIN { exit !(s > u) }' ||
 [ "$samples" = 16 ] || fail "expected 16 steered samples, got $samples"
 [ "$STEERED" -ge $((UNSTEERED + 8)) ] || { cat "$T/gen.txt"; fail "steering did not add the concept ($STEERED vs $UNSTEERED)"; }
 [ "$STEERED" -ge 10 ] || { cat "$T/gen.txt"; fail "only $STEERED of 16 steered samples mention a dog"; }
+
+# dose response: the concept rate rises with the strength, and a strength is picked within
+# a fluency bound (loose here: this strength costs fluency on stories260K)
+"$BIN/saeflow" generate --model "$MODEL" --sae "$SAE" --steer "$F=1" --sweep "1,$S" \
+    --concept dog --max-ppl-ratio 1000 --samples 8 --seed 1 -n 100 --prompt "$PROMPT" \
+    >"$T/sweep.txt" 2>"$T/sweep.log" || { cat "$T/sweep.log"; fail "generate --sweep"; }
+cat "$T/sweep.txt" | sed 's/^/RESULT steering sweep /'
+rows=$(grep -cE '^ +[0-9.e+-]+ +[0-9]+ +[0-9]+/[0-9]+ ' "$T/sweep.txt")
+[ "$rows" = 3 ] || fail "sweep: expected 3 rows (unsteered, 1, $S), got $rows"
+c0=$(awk '/\(unsteered\)/ { split($3, a, "/"); print a[1]; exit }' "$T/sweep.txt")
+cs=$(grep -E '^ +[0-9.e+-]+ +[0-9]+ +[0-9]+/[0-9]+ ' "$T/sweep.txt" | tail -n 1 | awk '{ split($3, a, "/"); print a[1] }')
+[ "$cs" -gt "$c0" ] || fail "sweep: the concept is not more frequent at strength $S ($cs vs $c0 of 8)"
+grep -q '^# pick: strength ' "$T/sweep.txt" || fail "sweep: no strength picked"
 
 # bad specs are usage errors (exit 2), not crashes
 for bad in "x=1" "$F=1:mul" "$F=" "99999=1" ; do

@@ -11,6 +11,7 @@
 #include "model/model.h"
 #include "sae/sae.h"
 #include "steer/steer.h"
+#include "steer/steer_measure.h"
 
 static void test_parse_good(void)
 {
@@ -480,6 +481,89 @@ static void test_hook_on_model(void)
     model_destroy(&m);
 }
 
+/* ---- steer_measure and the sweep's pick ------------------------------------------- */
+
+static void test_sweep_pick(void)
+{
+    /* unsteered ppl 2; bound 2x = 4 */
+    struct steer_sweep_row r[5] = {
+        {.strength = 0, .samples = 8, .concept_rate = 0.1, .ppl = 2},
+        {.strength = 1, .samples = 8, .concept_rate = 0.25, .ppl = 2.5},
+        {.strength = 2, .samples = 8, .concept_rate = 0.5, .fire = 0.1, .ppl = 3.9},
+        {.strength = 3, .samples = 8, .concept_rate = 0.5, .fire = 0.2, .ppl = 4.0},
+        {.strength = 8, .samples = 8, .concept_rate = 1.0, .ppl = 40},
+    };
+    CHECK_EQ_INT(steer_sweep_pick(r, 5, 2.0), 3); /* same rate: more firing wins; 8 too costly */
+    r[3].fire = 0.1;
+    CHECK_EQ_INT(steer_sweep_pick(r, 5, 2.0), 2); /* all equal: the lower strength */
+    CHECK_EQ_INT(steer_sweep_pick(r, 5, 100.0), 4);
+    CHECK_EQ_INT(steer_sweep_pick(r, 5, 1.1), -1);
+    CHECK_EQ_INT(steer_sweep_pick(r, 1, 2.0), -1);
+    r[4].ppl = NAN;
+    CHECK_EQ_INT(steer_sweep_pick(r, 5, 100.0), 2);
+    struct steer_sweep_row acc = {0};
+    struct steer_measured a = {.ppl = 2, .fire = 0.5, .act = 1, .concept = true};
+    struct steer_measured b = {.ppl = 4, .fire = 0, .act = 0, .concept = false};
+    steer_sweep_add(&acc, &a);
+    steer_sweep_add(&acc, &b);
+    steer_sweep_finish(&acc);
+    CHECK(acc.samples == 2 && acc.ppl == 3 && acc.fire == 0.25 && acc.act == 0.5 &&
+          acc.concept_rate == 0.5);
+}
+
+/* The measure's perplexity is the unsteered model's, computed here with a plain loop over
+ * model_forward_logprobs; a feature read back on every token fires on 100%. */
+static void test_measure(void)
+{
+    struct model_config cfg = {.arch = MODEL_ARCH_LLAMA,
+                               .dim = 16,
+                               .hidden_dim = 32,
+                               .n_layers = 2,
+                               .n_heads = 2,
+                               .n_kv_heads = 2,
+                               .head_dim = 8,
+                               .vocab_size = 32,
+                               .max_seq_len = 64,
+                               .norm_eps = 1e-5f,
+                               .rope_theta = 10000.0f,
+                               .rope_dim = 8,
+                               .rope_layout = ROPE_INTERLEAVED,
+                               .bos_id = 1,
+                               .eos_id = 2};
+    struct model *m = NULL;
+    CHECK(model_new_random(&cfg, 7, 0.5f, &m) == 0);
+    if (!m) return;
+    struct sae *sae = random_sae(SAE_TOPK, 16, 48, 48, 1.0f, 5); /* k = n: every latent kept */
+    struct steer_measure *ms = NULL;
+    CHECK(steer_measure_new(m, sae, "blocks.0.hook_resid_post", 0, &ms) == SF_EINVAL && !ms);
+    CHECK(steer_measure_new(m, sae, "blocks.0.hook_resid_post", 32, &ms) == 0 && ms);
+    if (!ms) goto out;
+    int32_t prompt[3] = {1, 4, 9}, gen[5] = {3, 3, 17, 8, 2};
+    struct steer_spec sp;
+    CHECK(steer_spec_parse("0=2", &sp) == 0);
+    struct steer_measured r;
+    CHECK(steer_measure_sample(ms, prompt, 3, gen, 1, &sp, 1, 1, &r) == SF_NOTFOUND);
+    CHECK(steer_measure_sample(ms, prompt, 3, gen, 5, &sp, 1, 1, &r) == 0);
+    /* reference perplexity */
+    struct model_ctx *c = model_ctx_new(m, 1, 32);
+    int32_t seq[8] = {1, 4, 9, 3, 3, 17, 8, 2};
+    float lp[8];
+    struct model_seq s = {.slot = 0, .tokens = seq, .n = 8};
+    CHECK(c && model_forward_logprobs(c, &s, 1, lp) == 0);
+    double nll = 0;
+    for (size_t p = 3; p < 8; p++) nll -= lp[p - 1];
+    CHECK_NEAR(r.ppl, exp(nll / 5), 1e-9, 1e-6);
+    CHECK(r.ppl > 1 && !r.concept); /* no tokenizer: no concept */
+    /* fire: share of generated tokens where latent 0 is among the active (positive) ones */
+    CHECK(r.fire >= 0 && r.fire <= 1);
+    model_ctx_destroy(&c);
+    steer_measure_destroy(&ms);
+    CHECK(ms == NULL);
+out:
+    sae_destroy(&sae);
+    model_destroy(&m);
+}
+
 int main(void)
 {
     log_init("test_steer", LOG_LOGFMT, LOG_INFO);
@@ -490,5 +574,7 @@ int main(void)
     test_clamp_keeps_error();
     test_new_invalid();
     test_hook_on_model();
+    test_sweep_pick();
+    test_measure();
     return check_exit();
 }
