@@ -661,10 +661,19 @@ int harvest_build(const struct harvest *h, uint64_t run_id, uint32_t f0, uint32_
     int rc = SF_ENOMEM;
     if (!dirs || !lg || !dn || !sel || !val) goto out;
 
-    /* logit effects: (C, d) directions through the final norm's weight, @ W_U^T */
-    for (size_t i = 0; i < C; i++)
+    /* logit effects: (C, d) directions through the final norm's weight, @ W_U^T; a LayerNorm
+     * (a final norm with a bias: GPT-2) centres its input, so the direction is centred first */
+    const bool centre = model_final_norm_bias(h->model) != NULL;
+    for (size_t i = 0; i < C; i++) {
+        const float *u = h->sae->W_dec + (f0 + i) * d;
+        double mean = 0;
+        if (centre) {
+            for (size_t j = 0; j < d; j++) mean += u[j];
+            mean /= (double)d;
+        }
         for (size_t j = 0; j < d; j++)
-            dirs[i * d + j] = h->sae->W_dec[(f0 + i) * d + j] * (wn ? wn[j] : 1.0f) * scale;
+            dirs[i * d + j] = (float)(u[j] - mean) * (wn ? wn[j] : 1.0f) * scale;
+    }
     linear_forward(lg, dirs, W_U, NULL, C, d, V);
     const double wu_norm = o->n_logits ? max_row_norm(W_U, V, d) : 0;
     for (size_t i = 0; i < C; i++) {

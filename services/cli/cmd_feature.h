@@ -101,5 +101,8 @@ void tty_sparkline(struct buf *out, const uint64_t *counts, size_t n);
  * weight; top / bottom n ids and values (largest first / smallest first). */
 int feature_logit_effects(const struct model *m, const struct sae *sae, uint32_t f, size_t n,
                           int32_t *top, float *top_v, int32_t *bot, float *bot_v);
+/* Rank (1 = the most promoted) of `token` among latent f's logit effects. */
+int feature_logit_rank(const struct model *m, const struct sae *sae, uint32_t f, int32_t token,
+                       size_t *rank);
 
 #endif

@@ -252,15 +252,34 @@ static int run_word_search(struct fscan *fs, const struct text_list *texts, cons
     printf("features firing on >= %.0f%% of the word's tokens, ranked by mean activation there "
            "%s mean activation elsewhere:\n",
            100 * min_on, by_diff ? "minus" : "over");
-    printf("%4s %7s %9s %9s %9s %9s %9s %9s\n", "rank", "feature", "score", "mean_on", "max_on",
-           "mean_off", "fires_on", "fires_off");
+    /* does the feature, added to the residual stream, promote the word? the rank of the word's
+     * first token among the feature's logit effects (1 = promoted most) */
+    int32_t first = -1;
+    int32_t *wids = NULL;
+    size_t nw = 0;
+    if (tokenizer_encode_alloc(fs->tok, word, strlen(word), false, &wids, &nw) == 0 && nw)
+        first = wids[0];
+    free(wids);
+    if (first >= 0) {
+        struct buf piece;
+        buf_init(&piece, 256);
+        tokenizer_decode_piece(fs->tok, -1, first, &piece);
+        printf("logit_rank: rank of the word's first token \"%.*s\" among the feature's logit "
+               "effects (of %zu; 1 = promoted most)\n",
+               (int)piece.len, piece.data ? piece.data : "", fs->vocab);
+        buf_fini(&piece);
+    }
+    printf("%4s %7s %9s %9s %9s %9s %9s %9s %10s\n", "rank", "feature", "score", "mean_on",
+           "max_on", "mean_off", "fires_on", "fires_off", "logit_rank");
     for (size_t q = 0; q < top && q < m; q++) {
         uint32_t f = r[q].f;
-        printf("%4zu %7u %9.4g %9.4f %9.4f %9.4f %8.1f%% %8.3f%%\n", q + 1, f, r[q].score,
+        size_t lr = 0;
+        if (first < 0 || feature_logit_rank(fs->m, fs->sae, f, first, &lr) != 0) lr = 0;
+        printf("%4zu %7u %9.4g %9.4f %9.4f %9.4f %8.1f%% %8.3f%% %10zu\n", q + 1, f, r[q].score,
                s.sum_on[f] / (double)s.n_on, (double)s.max_on[f],
                s.n_off ? s.sum_off[f] / (double)s.n_off : 0.0,
                100.0 * (double)s.fire_on[f] / (double)s.n_on,
-               s.n_off ? 100.0 * (double)s.fire_off[f] / (double)s.n_off : 0.0);
+               s.n_off ? 100.0 * (double)s.fire_off[f] / (double)s.n_off : 0.0, lr);
     }
     ret = 0;
 out:

@@ -366,12 +366,13 @@ void tty_sparkline(struct buf *out, const uint64_t *counts, size_t n)
 
 /* ---- logit effects ------------------------------------------------------------------- */
 
-int feature_logit_effects(const struct model *m, const struct sae *sae, uint32_t f, size_t n,
-                          int32_t *top, float *top_v, int32_t *bot, float *bot_v)
+/* lg (V) = W_U (g ⊙ (W_dec[f] - mean)), the mean taken only before a LayerNorm. */
+static int logit_row(const struct model *m, const struct sae *sae, uint32_t f, float **out)
 {
     const struct model_config *mc = model_config(m);
     const size_t d = mc->dim, V = mc->vocab_size;
     const float *WU = model_unembed(m), *g = model_final_norm_weight(m);
+    *out = NULL;
     if (f >= sae->n || d != sae->d_in || !WU) return SF_EINVAL;
     float *v = malloc(d * sizeof *v), *lg = malloc(V * sizeof *lg);
     if (!v || !lg) {
@@ -391,6 +392,33 @@ int feature_logit_effects(const struct model *m, const struct sae *sae, uint32_t
         for (size_t j = 0; j < d; j++) acc += (double)WU[t * d + j] * v[j];
         lg[t] = (float)acc;
     }
+    free(v);
+    *out = lg;
+    return 0;
+}
+
+int feature_logit_rank(const struct model *m, const struct sae *sae, uint32_t f, int32_t token,
+                       size_t *rank)
+{
+    const size_t V = model_config(m)->vocab_size;
+    if (token < 0 || (size_t)token >= V) return SF_EINVAL;
+    float *lg = NULL;
+    int rc = logit_row(m, sae, f, &lg);
+    if (rc) return rc;
+    size_t above = 0;
+    for (size_t t = 0; t < V; t++) above += lg[t] > lg[token];
+    *rank = above + 1;
+    free(lg);
+    return 0;
+}
+
+int feature_logit_effects(const struct model *m, const struct sae *sae, uint32_t f, size_t n,
+                          int32_t *top, float *top_v, int32_t *bot, float *bot_v)
+{
+    const size_t V = model_config(m)->vocab_size;
+    float *lg = NULL;
+    int rc = logit_row(m, sae, f, &lg);
+    if (rc) return rc;
     for (size_t q = 0; q < n; q++) {
         top[q] = bot[q] = -1;
         top_v[q] = -INFINITY;
@@ -420,7 +448,6 @@ int feature_logit_effects(const struct model *m, const struct sae *sae, uint32_t
             bot[q] = (int32_t)t;
         }
     }
-    free(v);
     free(lg);
     return 0;
 }
