@@ -52,18 +52,37 @@ echo; echo "== 3. saeflow feature search --text"
 "$SF" feature search --model "$MODEL" --sae "$SAE" --top 3 --summary 5 \
     --text "Tim had a little dog. The dog liked to play in the park."
 
-# 4. the feature most selective for " dog", and its dashboard from the store
-echo; echo "== 4. saeflow feature search --word \" dog\", then feature show"
+# 4. the feature to steer with: among the features most selective for " dog", the first whose
+#    logit effects promote the word (logit_rank: where " dog"'s first token ranks among what the
+#    feature, added to the residual stream, makes more likely), then its dashboard from the store
+echo; echo "== 4. saeflow feature search --word \" dog\": selective features and what they promote"
 "$SF" feature search --model "$MODEL" --sae "$SAE" --input "$TEXTS" --word " dog" \
-    --max-texts 1000 --context 128 --top 5 | tee "$RUN_DIR/dog.txt"
-row=$(awk '$1 == "1" { print; exit }' "$RUN_DIR/dog.txt")
-F=$(echo "$row" | awk '{ print $2 }')
-MAX_ON=$(echo "$row" | awk '{ print $5 }')
+    --max-texts 1000 --context 128 --top 10 | tee "$RUN_DIR/dog.txt"
+F=$(awk '$1 ~ /^[0-9]+$/ && NF == 10 && $10 >= 1 && $10 <= 10 { print $2; exit }' "$RUN_DIR/dog.txt")
+if [ -z "$F" ]; then
+    F=$(awk '$1 == "1" { print $2; exit }' "$RUN_DIR/dog.txt")
+    echo "demo: no selective feature has \" dog\" among its 10 most promoted tokens; using the most selective, $F"
+else
+    echo "demo: steering with feature $F: selective for \" dog\" and promotes it"
+fi
 "$SF" feature show --store "$RUN_DIR/features" --examples 5 "$SAE_ID" "$F"
 
-# 5. steer with it: the same seeds with and without the feature added at every position
-S=$(awk -v m="$MAX_ON" 'BEGIN { printf "%.3f", 4.5 * m }')
-echo; echo "== 5. saeflow generate --sae $SAE --steer $F=$S (add, every position)"
-"$SF" generate --model "$MODEL" --sae "$SAE" --steer "$F=$S" --samples 2 --seed 7 -n 80 \
-    --prompt "Once upon a time" --measure
+# 5. how strong: a dose-response sweep in multiples of the feature's max activation, each
+#    strength on the same seeds; the concept rate (" dog" in the text) against the perplexity
+#    the unsteered model gives the text; the pick keeps perplexity within 2x of unsteered
+echo; echo "== 5. saeflow generate --steer $F=1x --sweep ...: dose response"
+"$SF" generate --model "$MODEL" --sae "$SAE" --store "$RUN_DIR/features" --sae-id "$SAE_ID" \
+    --steer "$F=1x" --sweep 0.5,1,2,3,4,6 --concept " dog" --max-ppl-ratio 2 --samples 8 \
+    --seed 100 -n 80 --prompt "Once upon a time" | tee "$RUN_DIR/sweep.txt"
+S=$(sed -n 's/^# pick: strength \([0-9.e+-]*\)x.*/\1/p' "$RUN_DIR/sweep.txt")
+if [ -z "$S" ]; then
+    S=1
+    echo "demo: no strength kept the text fluent; showing ${S}x"
+fi
+
+# 6. steer with the picked strength: the same seeds with and without the feature
+echo; echo "== 6. saeflow generate --steer $F=${S}x (add, every position)"
+"$SF" generate --model "$MODEL" --sae "$SAE" --store "$RUN_DIR/features" --sae-id "$SAE_ID" \
+    --steer "$F=${S}x" --samples 2 --seed 7 -n 80 --prompt "Once upon a time" --measure \
+    --concept " dog"
 echo; echo "demo: done. SAE (SAELens format): $SAE; feature store: $RUN_DIR/features"

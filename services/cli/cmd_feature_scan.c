@@ -165,8 +165,9 @@ struct word_search {
     float *max_on;
     uint64_t n_on, n_off, n_tok, max_tokens;
     struct buf text;
-    size_t *ends; /* (context) byte end of each token's piece in text */
-    bool *on;     /* (context) */
+    size_t *ends;    /* (context) byte end of each token's piece in text */
+    bool *on;        /* (context) */
+    uint64_t *first; /* (vocab) how often each token holds an occurrence's first byte */
 };
 
 static int word_search_cb(void *ud, const struct fscan_text *t)
@@ -187,7 +188,9 @@ static int word_search_cb(void *ud, const struct fscan_text *t)
     for (const char *p = hay;
          s->wlen && (p = memmem(p, s->text.len - (size_t)(p - hay), s->word, s->wlen)) != NULL;
          p++) {
-        size_t last = (size_t)(p - hay) + s->wlen - 1;
+        size_t at = (size_t)(p - hay), last = at + s->wlen - 1, j = i;
+        while (j < t->n && s->ends[j] <= at) j++;
+        if (j < t->n) s->first[t->tokens[j]]++;
         while (i < t->n && s->ends[i] <= last) i++;
         if (i < t->n) s->on[i] = true;
     }
@@ -226,10 +229,12 @@ static int run_word_search(struct fscan *fs, const struct text_list *texts, cons
     s.max_on = calloc(n, sizeof *s.max_on);
     s.ends = calloc(fs->context, sizeof *s.ends);
     s.on = calloc(fs->context, sizeof *s.on);
+    s.first = calloc(fs->vocab, sizeof *s.first);
     struct rank *r = calloc(n, sizeof *r);
     buf_init(&s.text, 1u << 24);
     int ret = 1;
-    if (!s.sum_on || !s.sum_off || !s.fire_on || !s.fire_off || !s.max_on || !s.ends || !s.on || !r)
+    if (!s.sum_on || !s.sum_off || !s.fire_on || !s.fire_off || !s.max_on || !s.ends || !s.on ||
+        !s.first || !r)
         goto out;
     int rc = fscan_run(fs, texts, word_search_cb, &s);
     if (rc < 0) goto out;
@@ -253,17 +258,15 @@ static int run_word_search(struct fscan *fs, const struct text_list *texts, cons
            "%s mean activation elsewhere:\n",
            100 * min_on, by_diff ? "minus" : "over");
     /* does the feature, added to the residual stream, promote the word? the rank of the word's
-     * first token among the feature's logit effects (1 = promoted most) */
+     * first token (the token most often holding an occurrence's first byte in the texts) among
+     * the feature's logit effects (1 = promoted most) */
     int32_t first = -1;
-    int32_t *wids = NULL;
-    size_t nw = 0;
-    if (tokenizer_encode_alloc(fs->tok, word, strlen(word), false, &wids, &nw) == 0 && nw)
-        first = wids[0];
-    free(wids);
+    for (size_t v = 0; v < fs->vocab; v++)
+        if (s.first[v] && (first < 0 || s.first[v] > s.first[first])) first = (int32_t)v;
     if (first >= 0) {
         struct buf piece;
         buf_init(&piece, 256);
-        tokenizer_decode_piece(fs->tok, -1, first, &piece);
+        tokenizer_decode_piece(fs->tok, first, first, &piece); /* as mid-text */
         printf("logit_rank: rank of the word's first token \"%.*s\" among the feature's logit "
                "effects (of %zu; 1 = promoted most)\n",
                (int)piece.len, piece.data ? piece.data : "", fs->vocab);
@@ -291,6 +294,7 @@ out:
     free(s.max_on);
     free(s.ends);
     free(s.on);
+    free(s.first);
     free(r);
     return ret;
 }
