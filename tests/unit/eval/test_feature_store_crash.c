@@ -106,6 +106,7 @@ static void fixture_free(struct fixture *fx)
 struct wstate {
     int fd;
     int64_t sleep_ms;
+    int go_fd; /* >= 0: after each acknowledgement wait for a byte here (EOF: run freely) */
 };
 
 static int on_progress(void *ud, uint32_t done, uint32_t n)
@@ -114,16 +115,23 @@ static int on_progress(void *ud, uint32_t done, uint32_t n)
     (void)n;
     if (write(w->fd, &done, sizeof done) != (ssize_t)sizeof done) return SF_EIO; /* parent gone */
     if (w->sleep_ms) time_sleep_ms(w->sleep_ms);
+    if (w->go_fd >= 0) {
+        char b;
+        ssize_t r;
+        do r = read(w->go_fd, &b, 1);
+        while (r < 0 && errno == EINTR);
+        if (r != 1) w->go_fd = -1;
+    }
     return 0;
 }
 
-static int writer_main(const char *path, int fd, int64_t sleep_ms)
+static int writer_main(const char *path, int fd, int64_t sleep_ms, int go_fd)
 {
     struct fixture fx = {0};
     if (fixture_make(&fx) != 0) return 3;
     struct feature_store *fs;
     if (feature_store_open(&fs, path) != 0) return 4;
-    struct wstate w = {.fd = fd, .sleep_ms = sleep_ms};
+    struct wstate w = {.fd = fd, .sleep_ms = sleep_ms, .go_fd = go_fd};
     struct harvest_store_info si = {
         .sae_id = SAE_ID, .model = "random", .dataset = "docs", .metrics_json = "{\"fvu\":0.5}"};
     for (int run = 0; run < 1000; run++)
@@ -281,15 +289,16 @@ static bool read_acks(int fd, uint32_t *max_done, size_t *n_acks, int64_t deadli
     }
 }
 
-static pid_t spawn_writer(const char *path, int fd, int64_t sleep_ms)
+static pid_t spawn_writer(const char *path, int fd, int64_t sleep_ms, int go_fd)
 {
     pid_t pid = fork();
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        char s_fd[16], s_sleep[16];
+        char s_fd[16], s_sleep[16], s_go[16];
         snprintf(s_fd, sizeof s_fd, "%d", fd);
         snprintf(s_sleep, sizeof s_sleep, "%lld", (long long)sleep_ms);
-        execl("/proc/self/exe", "test_feature_store_crash", "--writer", path, s_fd, s_sleep,
+        snprintf(s_go, sizeof s_go, "%d", go_fd);
+        execl("/proc/self/exe", "test_feature_store_crash", "--writer", path, s_fd, s_sleep, s_go,
               (char *)NULL);
         _exit(126);
     }
@@ -306,10 +315,11 @@ static int count_stats(void *ud, const struct feature_stats *s)
 int main(int argc, char **argv)
 {
     log_init("test_feature_store_crash", LOG_LOGFMT, LOG_ERROR);
-    if (argc == 5 && strcmp(argv[1], "--writer") == 0) {
-        int64_t fd, sleep_ms;
-        if (parse_i64(argv[3], &fd) || parse_i64(argv[4], &sleep_ms)) return 2;
-        return writer_main(argv[2], (int)fd, sleep_ms);
+    if (argc == 6 && strcmp(argv[1], "--writer") == 0) {
+        int64_t fd, sleep_ms, go_fd;
+        if (parse_i64(argv[3], &fd) || parse_i64(argv[4], &sleep_ms) || parse_i64(argv[5], &go_fd))
+            return 2;
+        return writer_main(argv[2], (int)fd, sleep_ms, (int)go_fd);
     }
     uint64_t seed = 20261125;
     const char *env_seed = getenv("SAEFLOW_TEST_SEED");
@@ -354,8 +364,16 @@ int main(int argc, char **argv)
             perror("pipe");
             return 1;
         }
-        pid_t pid = spawn_writer(path, fds[1], round == 0 ? 5 : 0);
+        /* round 0: the writer waits for the reader after each acknowledged chunk (in lock
+         * step, whatever the machine's load), so the reader sees the store between chunks */
+        int go[2] = {-1, -1};
+        if (round == 0 && pipe(go) != 0) {
+            perror("pipe");
+            return 1;
+        }
+        pid_t pid = spawn_writer(path, fds[1], 0, go[0]);
         close(fds[1]);
+        if (go[0] >= 0) close(go[0]);
         size_t n_acks = 0;
         uint32_t round_max = 0;
         last_done = 0;
@@ -366,16 +384,20 @@ int main(int argc, char **argv)
             struct feature_store *rd = NULL;
             CHECK_EQ_INT(feature_store_open_reader(&rd, path, sec), 0);
             uint32_t first = UINT32_MAX, last = 0;
-            for (int i = 0; i < 200 && rd && open_pipe; i++) {
+            for (int i = 0; i < 4 && rd && open_pipe; i++) {
                 uint32_t cnt = 0;
                 if (feature_store_catch_up(rd) == 0 &&
                     feature_store_scan_stats(rd, SAE_ID, 0, count_stats, &cnt) == 0) {
                     if (first == UINT32_MAX) first = cnt;
                     last = cnt;
-                    if (last > first && last < N_FEATURES) break;
                 }
-                open_pipe = read_acks(fds[0], &round_max, &n_acks, time_now_ns() + 10000000, 0);
+                /* let the writer commit one more chunk, and wait for its acknowledgement */
+                if (write(go[1], "g", 1) != 1) break;
+                open_pipe =
+                    read_acks(fds[0], &round_max, &n_acks, time_now_ns() + 60000000000LL, 1);
             }
+            close(go[1]); /* the writer runs freely from here */
+            go[1] = -1;
             printf("  reader: %u features at first look, %u later (writer still running)\n", first,
                    last);
             reader_saw_growth = first != UINT32_MAX && last > first;
