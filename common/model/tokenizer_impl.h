@@ -39,14 +39,15 @@ struct tokenizer {
     size_t pair_cap, n_pairs, n_merges;
     int32_t bos, eos, unk;
     bool add_bos;
-    bool add_space_prefix; /* SPM: prepend a space (dummy prefix) */
-    bool escape_spaces;    /* SPM: spaces are U+2581 in the vocabulary */
-    bool spm_split;        /* SPM: words may be merged separately (see tokenizer_finish) */
-    bool ignore_merges;    /* BPE: a pre-tokenized word that is a token is taken whole */
-    int32_t byte_tok[256]; /* SPM: id of <0xXX>, -1 if none */
-    uint32_t byte_cp[256]; /* BPE: GPT-2 byte -> printable code point */
-    int16_t cp_byte[512];  /* BPE: code point -> byte, -1 if none */
-    int32_t *udt;          /* user-defined token ids, longest first */
+    const char *add_bos_from; /* static text: which metadata set add_bos */
+    bool add_space_prefix;    /* SPM: prepend a space (dummy prefix) */
+    bool escape_spaces;       /* SPM: spaces are U+2581 in the vocabulary */
+    bool spm_split;           /* SPM: words may be merged separately (see tokenizer_finish) */
+    bool ignore_merges;       /* BPE: a pre-tokenized word that is a token is taken whole */
+    int32_t byte_tok[256];    /* SPM: id of <0xXX>, -1 if none */
+    uint32_t byte_cp[256];    /* BPE: GPT-2 byte -> printable code point */
+    int16_t cp_byte[512];     /* BPE: code point -> byte, -1 if none */
+    int32_t *udt;             /* user-defined token ids, longest first */
     size_t n_udt;
 };
 
