@@ -9,7 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <rocksdb/c.h>
 
@@ -286,8 +289,9 @@ static int store_check_files(const char *path, char *why, size_t cap)
 {
     struct buf p;
     buf_init(&p, 8192);
-    char *cur = NULL, *man = NULL;
+    char *cur = NULL;
     size_t cur_len = 0, man_len = 0;
+    int fd = -1;
     int rc = SF_ENOMEM;
     if (buf_printf(&p, "%s/CURRENT", path) != 0) goto out;
     rc = file_read_all(p.data, 4096, &cur, &cur_len);
@@ -309,16 +313,31 @@ static int store_check_files(const char *path, char *why, size_t cap)
     buf_reset(&p);
     rc = SF_ENOMEM;
     if (buf_printf(&p, "%s/%s", path, cur) != 0) goto out;
-    rc = file_read_all(p.data, (size_t)1 << 30, &man, &man_len);
-    if (rc) {
-        snprintf(why, cap, "%s named by CURRENT cannot be read (%s)", cur, sf_strerror(rc));
+    /* mapped, not read: a MANIFEST may grow to max_manifest_file_size (1 GiB) */
+    fd = open(p.data, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        snprintf(why, cap, "%s named by CURRENT cannot be read (%s)", cur, strerror(errno));
         rc = SF_EFORMAT;
         goto out;
     }
-    rc = manifest_check((const uint8_t *)man, man_len, why, cap);
+    man_len = (size_t)st.st_size;
+    if (man_len == 0) {
+        snprintf(why, cap, "%s named by CURRENT is empty", cur);
+        rc = SF_EFORMAT;
+        goto out;
+    }
+    void *map = mmap(NULL, man_len, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (map == MAP_FAILED) {
+        snprintf(why, cap, "%s named by CURRENT cannot be mapped (%s)", cur, strerror(errno));
+        rc = SF_EFORMAT;
+        goto out;
+    }
+    rc = manifest_check(map, man_len, why, cap);
+    munmap(map, man_len);
 out:
+    if (fd >= 0) close(fd);
     free(cur);
-    free(man);
     buf_fini(&p);
     return rc;
 }
