@@ -38,16 +38,17 @@ struct tokenizer {
     uint32_t *pair_val; /* rank + 1; 0 = empty */
     size_t pair_cap, n_pairs, n_merges;
     int32_t bos, eos, unk;
+    /* which metadata set add_bos (static text) */
+    const char *add_bos_from;
     bool add_bos;
-    const char *add_bos_from; /* static text: which metadata set add_bos */
-    bool add_space_prefix;    /* SPM: prepend a space (dummy prefix) */
-    bool escape_spaces;       /* SPM: spaces are U+2581 in the vocabulary */
-    bool spm_split;           /* SPM: words may be merged separately (see tokenizer_finish) */
-    bool ignore_merges;       /* BPE: a pre-tokenized word that is a token is taken whole */
-    int32_t byte_tok[256];    /* SPM: id of <0xXX>, -1 if none */
-    uint32_t byte_cp[256];    /* BPE: GPT-2 byte -> printable code point */
-    int16_t cp_byte[512];     /* BPE: code point -> byte, -1 if none */
-    int32_t *udt;             /* user-defined token ids, longest first */
+    bool add_space_prefix; /* SPM: prepend a space (dummy prefix) */
+    bool escape_spaces;    /* SPM: spaces are U+2581 in the vocabulary */
+    bool spm_split;        /* SPM: words may be merged separately (see tokenizer_finish) */
+    bool ignore_merges;    /* BPE: a pre-tokenized word that is a token is taken whole */
+    int32_t byte_tok[256]; /* SPM: id of <0xXX>, -1 if none */
+    uint32_t byte_cp[256]; /* BPE: GPT-2 byte -> printable code point */
+    int16_t cp_byte[512];  /* BPE: code point -> byte, -1 if none */
+    int32_t *udt;          /* user-defined token ids, longest first */
     size_t n_udt;
 };
 

@@ -164,11 +164,14 @@ int cmd_eval(int argc, char **argv)
     buf_init(&out, (size_t)1 << 26);
 
     /* The store's lock first: a second writer fails now, not after the evaluation. */
-    if (store_dir && feature_store_open(&fs, store_dir) < 0) {
-        fprintf(stderr,
-                "saeflow eval: cannot open the feature store %s as its writer (another "
-                "process may own it; see the log line above)\n",
-                store_dir);
+    int orc = store_dir ? feature_store_open(&fs, store_dir) : 0;
+    if (orc < 0) {
+        fprintf(stderr, "saeflow eval: cannot open the feature store %s as its writer: %s\n",
+                store_dir,
+                orc == SF_ESTATE    ? "another process holds it (see the log line above)"
+                : orc == SF_EFORMAT ? "it is damaged and was left untouched (see the log line "
+                                      "above)"
+                                    : "see the log line above");
         goto out;
     }
     struct model_load_opts lo = {.tokenizer_path = tok_path};

@@ -8,7 +8,9 @@
 #     the same SAE under its id is allowed;
 #   - `generate --steer F=2x --store S --sae-id ID` refuses when ID holds another SAE;
 #   - a second `saeflow eval` on a store another one holds fails at once (before any
-#     evaluation), naming the lock.
+#     evaluation), naming the lock;
+#   - `saeflow eval --store` on a store whose MANIFEST lost its tail exits 1 saying the
+#     store is damaged, and every file of the store is left as it was.
 cd "$(dirname "$0")/../.."
 . tests/integration/pipeline_common.inc
 [ -x "$BIN/saeflow" ] || skip "saeflow not built in $BIN"
@@ -89,5 +91,21 @@ grep -q 'event=eval_done\|event=sae_imported' "$T/second.log" && fail "the secon
 [ -s "$T/second.txt" ] && fail "the second writer printed a report"
 kill "$LONG" 2>/dev/null
 wait "$LONG" 2>/dev/null
+
+# ---- a damaged store is refused for writing and left as it was
+cp -r "$T/store" "$T/damaged"
+m=$(ls "$T/damaged"/MANIFEST-* | head -n 1)
+truncate -s -20 "$m"
+snap() { (cd "$T/damaged" && for f in $(ls | grep -v '^LOG'); do echo "$f $(md5sum <"$f")"; done); }
+snap >"$T/before.txt"
+"$BIN/saeflow" eval --sae "$T/sae2" --model "$MODEL" --data "$CORPUS" --first-line 3000 \
+    --tokens 3000 --store "$T/damaged" --sae-id fresh >"$T/d.txt" 2>"$T/d.log"
+rc=$?
+grep -v '^ts=' "$T/d.log" | head -n 2
+[ $rc = 1 ] || fail "eval into a store with a truncated MANIFEST: want exit 1, got $rc"
+grep -q 'event=store_damaged.*MANIFEST' "$T/d.log" || fail "no store_damaged line naming the MANIFEST"
+grep -q 'damaged' "$T/d.log" || fail "no 'damaged' message"
+snap >"$T/after.txt"
+cmp -s "$T/before.txt" "$T/after.txt" || { diff "$T/before.txt" "$T/after.txt"; fail "the refused open changed the store's files"; }
 echo "RESULT identity checks pass; a second writer failed after ${took}s"
 exit 0
