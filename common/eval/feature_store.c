@@ -195,6 +195,7 @@ int feature_sae_encode(const struct feature_sae *s, struct buf *out)
     rc |= record_put_u64(out, s->step);
     rc |= record_put_u8(out, (uint8_t)s->state);
     rc |= put_str_or_empty(out, s->metrics_json);
+    rc |= record_put_u64(out, s->fingerprint);
     if (rc) return SF_ENOMEM;
     return record_finish(out, st);
 }
@@ -221,6 +222,7 @@ int feature_sae_decode(const void *data, size_t len, struct feature_sae *out)
     if (!r.err && st > FEATURE_STATE_FAILED) record_reader_fail(&r, "unknown state");
     out->state = (enum feature_state)st;
     out->metrics_json = get_heap_str(&r, METRICS_JSON_MAX);
+    if (!r.err && r.left) out->fingerprint = record_get_u64(&r); /* absent in older records */
     if (!r.err && feature_store_check_id(out->sae_id) < 0) record_reader_fail(&r, "bad sae id");
     if (record_reader_finish(&r, "feature_sae") < 0) {
         feature_sae_fini(out);
@@ -924,6 +926,42 @@ int feature_store_get_sae(struct feature_store *fs, const char *sae_id, struct f
         feature_sae_fini(out);
         return key_mismatch("sae", sae_id, 0);
     }
+    return rc;
+}
+
+int feature_store_check_sae(struct feature_store *fs, const char *sae_id,
+                            const struct feature_sae *want, char *why, size_t cap)
+{
+    struct feature_sae have;
+    int rc = feature_store_get_sae(fs, sae_id, &have);
+    if (rc == SF_NOTFOUND) {
+        snprintf(why, cap, "no SAE with id %s in the store", sae_id);
+        return SF_NOTFOUND;
+    }
+    if (rc < 0) return rc;
+    bool shape = have.d_in == want->d_in && have.d_sae == want->d_sae && have.k == want->k &&
+                 !strcmp(have.arch, want->arch) && !strcmp(have.hook, want->hook);
+    if (have.fingerprint && have.fingerprint == want->fingerprint)
+        rc = 0;
+    else if (have.fingerprint || !shape)
+        rc = FEATURE_SAE_OTHER;
+    else
+        rc = FEATURE_SAE_UNVERIFIED;
+    if (rc == FEATURE_SAE_OTHER)
+        snprintf(why, cap,
+                 "id %s holds a different SAE (%s %s d_in=%u d_sae=%u k=%u fingerprint "
+                 "%016llx, from %s) than this one (%s %s d_in=%u d_sae=%u k=%u fingerprint "
+                 "%016llx)",
+                 sae_id, have.arch, have.hook, have.d_in, have.d_sae, have.k,
+                 (unsigned long long)have.fingerprint, have.source[0] ? have.source : "?",
+                 want->arch, want->hook, want->d_in, want->d_sae, want->k,
+                 (unsigned long long)want->fingerprint);
+    else if (rc == FEATURE_SAE_UNVERIFIED)
+        snprintf(why, cap,
+                 "id %s was stored without a fingerprint (by an older saeflow); its shape and "
+                 "hook match but its weights cannot be checked",
+                 sae_id);
+    feature_sae_fini(&have);
     return rc;
 }
 

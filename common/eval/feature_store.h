@@ -29,7 +29,9 @@
  * Payloads (v1; "str" = u32 length + bytes; arrays are a count then items):
  *   SAE:        str sae_id, str model, str hook, str arch, u32 d_in, u32 d_sae, u32 k,
  *               str source (SAE directory), str dataset, i64 created_ms, i64 updated_ms,
- *               u64 latest_run, u64 step, u8 state, str metrics_json
+ *               u64 latest_run, u64 step, u8 state, str metrics_json,
+ *               [u64 fingerprint] (sae_fingerprint of the SAE last evaluated under
+ *               this id; absent in records written before it existed = 0, unknown)
  *   RUN:        str sae_id, u64 run_id, i64 started_ms, i64 finished_ms, u8 state,
  *               u64 tokens, u32 features_done, u32 n_features, str dataset,
  *               str metrics_json
@@ -122,6 +124,7 @@ struct feature_sae {
     uint64_t step; /* trainer step of the evaluated checkpoint (0 = unknown) */
     enum feature_state state;
     char *metrics_json;
+    uint64_t fingerprint; /* sae_fingerprint() of the SAE; 0 = unknown (older record) */
 };
 void feature_sae_fini(struct feature_sae *s);
 
@@ -292,6 +295,16 @@ int feature_store_get_neighbours(struct feature_store *fs, const char *sae_id, u
  * whose stats exist but another part is missing is torn: SF_EFORMAT. */
 int feature_store_get_feature(struct feature_store *fs, const char *sae_id, uint32_t feature,
                               struct feature_record *out);
+
+/* Is sae_id in the store the SAE described by `want` (its fingerprint, arch, d_in,
+ * d_sae, k and hook)? Returns 0 when it is (same fingerprint), SF_NOTFOUND when
+ * sae_id is not stored, FEATURE_SAE_OTHER when the stored SAE is a different one,
+ * FEATURE_SAE_UNVERIFIED when the stored record predates fingerprints and its shape
+ * and hook match (it may or may not be the same weights), or a negative read error.
+ * `why` receives one line for the user in every positive case. */
+enum { FEATURE_SAE_OTHER = 2, FEATURE_SAE_UNVERIFIED = 3 };
+int feature_store_check_sae(struct feature_store *fs, const char *sae_id,
+                            const struct feature_sae *want, char *why, size_t cap);
 
 /* Iteration, in key order, over one consistent snapshot. The callback returns 0 to
  * go on, non-zero to stop (returned). Records that fail to decode end the walk with

@@ -818,6 +818,7 @@ int harvest_store(const struct harvest *h, struct feature_store *fs,
     copy_str(sae.dataset, sizeof sae.dataset, info->dataset);
     sae.updated_ms = now;
     sae.step = info->step;
+    sae.fingerprint = info->fingerprint ? info->fingerprint : sae_fingerprint(h->sae);
     sae.state = FEATURE_STATE_EVALUATING;
 
     struct feature_run_info run = {0};

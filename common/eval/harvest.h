@@ -84,6 +84,7 @@ struct harvest_store_info {
     const char *dataset;      /* the held-out text */
     const char *metrics_json; /* eval_metrics_json output, or NULL */
     uint64_t step;            /* trainer step of the checkpoint (0 = unknown) */
+    uint64_t fingerprint;     /* sae_fingerprint of the SAE (0: computed here) */
 };
 /* Called after each committed (synced) batch: features [0, done) are stored. A
  * non-zero return stops the write (returned). */

@@ -452,6 +452,31 @@ int model_load_safetensors_mem(const void *buf, size_t len, struct model **out)
     return rc;
 }
 
+/* tokenizer_config.json's add_bos_token, when it has one, decides BOS as it does in
+ * transformers (which rebuilds the fast tokenizer's post-processor from it). An
+ * unreadable or odd file is left alone with a warning: tokenizer.json still holds. */
+static void apply_tokenizer_config(struct tokenizer *t, const char *path)
+{
+    char *text = NULL;
+    size_t len = 0;
+    if (file_read_all(path, (size_t)16 << 20, &text, &len) != 0) {
+        log_warn("tokenizer_config", "path=%s reason=unreadable", path);
+        return;
+    }
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    free(text);
+    const cJSON *v =
+        cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "add_bos_token") : NULL;
+    if (!root) log_warn("tokenizer_config", "path=%s reason=not_json", path);
+    if (cJSON_IsBool(v)) {
+        if (cJSON_IsTrue(v) && tokenizer_bos(t) < 0)
+            log_warn("tokenizer_config", "path=%s reason=\"add_bos_token true but no BOS token\"",
+                     path);
+        tokenizer_set_add_bos(t, cJSON_IsTrue(v), "tokenizer_config.json add_bos_token");
+    }
+    cJSON_Delete(root);
+}
+
 int model_load_hf(const char *path, struct model **out)
 {
     *out = NULL;
@@ -497,6 +522,8 @@ int model_load_hf(const char *path, struct model **out)
     if (dir) {
         snprintf(p, sizeof p, "%s/tokenizer.json", path);
         if (is_file(p) && (rc = tokenizer_load_hf_json(p, &(*out)->tok))) model_destroy(out);
+        snprintf(p, sizeof p, "%s/tokenizer_config.json", path);
+        if (!rc && (*out)->tok && is_file(p)) apply_tokenizer_config((*out)->tok, p);
     }
 out:
     if (rc) log_error("model_load_failed", "path=%s format=hf rc=%d", path, rc);

@@ -1268,6 +1268,18 @@ bool tokenizer_add_bos_default(const struct tokenizer *t)
     return t->add_bos && t->bos >= 0;
 }
 
+const char *tokenizer_add_bos_source(const struct tokenizer *t)
+{
+    if (t->bos < 0) return "the tokenizer has no BOS token";
+    return t->add_bos_from ? t->add_bos_from : "default";
+}
+
+void tokenizer_set_add_bos(struct tokenizer *t, bool add, const char *source)
+{
+    t->add_bos = add;
+    t->add_bos_from = source;
+}
+
 const char *tokenizer_token_str(const struct tokenizer *t, int32_t id, size_t *len)
 {
     if (id < 0 || (size_t)id >= t->n_vocab) return NULL;
@@ -1354,6 +1366,7 @@ int tokenizer_load_llama2c_mem(const void *data, size_t len, struct tokenizer **
     t->bos = 1;
     t->eos = 2;
     t->add_bos = true;
+    t->add_bos_from = "llama2.c (always)";
     t->add_space_prefix = true;
     t->escape_spaces = false;
     if (!rc) rc = tokenizer_finish(t);
@@ -1461,6 +1474,10 @@ int tokenizer_from_gguf(const struct gguf *g, struct tokenizer **out)
     t->bos = gguf_id(g, "tokenizer.ggml.bos_token_id");
     t->eos = gguf_id(g, "tokenizer.ggml.eos_token_id");
     t->unk = gguf_id(g, "tokenizer.ggml.unknown_token_id");
+    bool has_flag = gguf_find(g, "tokenizer.ggml.add_bos_token") != NULL;
+    t->add_bos_from = has_flag                ? "GGUF tokenizer.ggml.add_bos_token"
+                      : kind == TOKENIZER_SPM ? "GGUF default for a llama tokenizer (yes)"
+                                              : "GGUF default for a gpt2 tokenizer (no)";
     if (kind == TOKENIZER_SPM) {
         t->add_bos = gguf_flag(g, "tokenizer.ggml.add_bos_token", true);
         t->add_space_prefix = gguf_flag(g, "tokenizer.ggml.add_space_prefix", true);

@@ -22,7 +22,11 @@
  *     tokenizer.ggml.add_bos_token (default true for llama, false for gpt2).
  *   tokenizer.json: bos/eos are taken from added_tokens by well-known content
  *     (<s>, </s>, <|endoftext|>, <|begin_of_text|>, <|end_of_text|>, <|im_end|>, ...);
- *     add_bos true when the post_processor prepends one, else false.
+ *     add_bos true when the post_processor prepends one, else false (GPT-2's own
+ *     tokenizer.json adds none, as transformers does); a Hugging Face directory's
+ *     tokenizer_config.json add_bos_token overrides it (model_hf.c).
+ * Every caller that tokenizes for the model (generate, capture, eval, feature
+ * search) starts from tokenizer_add_bos_default; tokenizer_add_bos_source says why.
  * tokenizer_encode adds BOS only when asked (add_bos) and the tokenizer has one; it
  * never adds EOS. Control tokens written in the text (e.g. "<s>", "<|endoftext|>")
  * are not parsed: they tokenise as plain text. User-defined tokens (GGUF token type
@@ -109,6 +113,12 @@ int32_t tokenizer_bos(const struct tokenizer *t);          /* -1 when none */
 int32_t tokenizer_eos(const struct tokenizer *t);          /* -1 when none */
 int32_t tokenizer_unk(const struct tokenizer *t);          /* -1 when none */
 bool tokenizer_add_bos_default(const struct tokenizer *t); /* what the model expects */
+/* Which metadata decided tokenizer_add_bos_default (static text, e.g. "tokenizer.json
+ * post_processor", "GGUF tokenizer.ggml.add_bos_token", "llama2.c (always)"). */
+const char *tokenizer_add_bos_source(const struct tokenizer *t);
+/* Overrides the default (e.g. from tokenizer_config.json add_bos_token); `source` is
+ * static text kept by pointer. */
+void tokenizer_set_add_bos(struct tokenizer *t, bool add, const char *source);
 /* The vocabulary entry as stored (with U+2581 or GPT-2 byte letters); NULL if out of
  * range. *len may be NULL. Borrowed from the tokenizer. */
 const char *tokenizer_token_str(const struct tokenizer *t, int32_t id, size_t *len);

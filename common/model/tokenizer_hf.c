@@ -267,11 +267,13 @@ static int load(const cJSON *root, struct tokenizer **out)
     const cJSON *first = cJSON_IsArray(single) ? cJSON_GetArrayItem(single, 0) : NULL;
     const cJSON *st = first ? cJSON_GetObjectItemCaseSensitive(first, "SpecialToken") : NULL;
     const cJSON *sid = st ? cJSON_GetObjectItemCaseSensitive(st, "id") : NULL;
+    t->add_bos_from = "tokenizer.json post_processor (adds none)";
     if (cJSON_IsString(sid)) {
         int32_t id = tokenizer_find(t, sid->valuestring, strlen(sid->valuestring));
         if (id >= 0) {
             t->bos = id;
             t->add_bos = true;
+            t->add_bos_from = "tokenizer.json post_processor";
         }
     }
     *out = t;

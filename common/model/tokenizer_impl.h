@@ -38,6 +38,8 @@ struct tokenizer {
     uint32_t *pair_val; /* rank + 1; 0 = empty */
     size_t pair_cap, n_pairs, n_merges;
     int32_t bos, eos, unk;
+    /* which metadata set add_bos (static text) */
+    const char *add_bos_from;
     bool add_bos;
     bool add_space_prefix; /* SPM: prepend a space (dummy prefix) */
     bool escape_spaces;    /* SPM: spaces are U+2581 in the vocabulary */

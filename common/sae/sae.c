@@ -391,6 +391,43 @@ struct sae *sae_clone(const struct sae *src)
     return c;
 }
 
+/* 64-bit mix of 32-bit words (splitmix-style finaliser per word): identity, not
+ * security. */
+static uint64_t fp_mix(uint64_t h, uint32_t w)
+{
+    h ^= w + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
+    h ^= h >> 31;
+    h *= 0xBF58476D1CE4E5B9ull;
+    return h ^ (h >> 29);
+}
+
+static uint64_t fp_floats(uint64_t h, const float *v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++) {
+        uint32_t w;
+        memcpy(&w, &v[i], sizeof w);
+        h = fp_mix(h, w);
+    }
+    return fp_mix(h, (uint32_t)n);
+}
+
+uint64_t sae_fingerprint(const struct sae *sae)
+{
+    uint64_t h = 0x5AEF10F1A9E12345ull;
+    h = fp_mix(h, (uint32_t)sae->arch);
+    h = fp_mix(fp_mix(h, (uint32_t)sae->d_in), (uint32_t)(sae->d_in >> 32));
+    h = fp_mix(fp_mix(h, (uint32_t)sae->n), (uint32_t)(sae->n >> 32));
+    h = fp_mix(h, (uint32_t)sae->k);
+    for (const char *c = sae->meta.hook_name; *c; c++) h = fp_mix(h, (uint8_t)*c);
+    h = fp_floats(h, &sae->norm_scale, 1);
+    h = fp_floats(h, sae->W_enc, sae->n * sae->d_in);
+    h = fp_floats(h, sae->b_enc, sae->n);
+    h = fp_floats(h, sae->W_dec, sae->n * sae->d_in);
+    h = fp_floats(h, sae->b_dec, sae->d_in);
+    h = fp_floats(h, sae->threshold, sae->threshold ? sae->n : 0);
+    return h ? h : 1; /* 0 means "unknown" where fingerprints are stored */
+}
+
 void sae_normalize_decoder(struct sae *sae)
 {
     const size_t d = sae->d_in;

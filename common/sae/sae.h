@@ -89,6 +89,11 @@ int sae_forward(const struct sae *sae, const float *x, size_t B, float *x_hat);
 void sae_fold_norm(struct sae *sae);
 /* Deep copy (NULL on OOM). Free with sae_destroy(). */
 struct sae *sae_clone(const struct sae *sae);
+/* A 64-bit fingerprint of what the SAE computes: arch, shapes, k, hook name,
+ * norm_scale and every weight's bits. Equal SAEs (as loaded from one directory) give
+ * equal fingerprints; any changed weight or shape changes it. Never 0. Not
+ * cryptographic: it tells SAEs apart, it does not authenticate them. */
+uint64_t sae_fingerprint(const struct sae *sae);
 /* Rescales every decoder row to unit L2 norm (rows of norm 0 are left alone). */
 void sae_normalize_decoder(struct sae *sae);
 

@@ -832,8 +832,16 @@ static bool is_sparsify_hook_dir(const char *dir)
            path_join(b, sizeof b, dir, SAE_IO_SPARSIFY_WEIGHTS) && is_file(b);
 }
 
-/* The only hookpoint directory under `dir`: 0 (name in `hook`), SF_NOTFOUND, or
- * SF_EINVAL when there are several. */
+static bool is_saelens_dir(const char *dir)
+{
+    char a[PATH_MAX], b[PATH_MAX];
+    return path_join(a, sizeof a, dir, SAE_IO_SAELENS_CFG) && is_file(a) &&
+           path_join(b, sizeof b, dir, SAE_IO_SAELENS_WEIGHTS) && is_file(b);
+}
+
+/* The only hookpoint directory under `dir` (sparsify's, or a SAELens directory per
+ * hook as saeflow-train's --export_dir and `saeflow up` write): 0 (name in `hook`),
+ * SF_NOTFOUND, or SF_EINVAL when there are several. */
 static int find_single_hook(const char *dir, char *hook, size_t cap, size_t *count)
 {
     *count = 0;
@@ -845,7 +853,7 @@ static int find_single_hook(const char *dir, char *hook, size_t cap, size_t *cou
         if (e->d_name[0] == '.' || strstr(e->d_name, ".tmp-")) continue;
         char sub[PATH_MAX];
         if (!path_join(sub, sizeof sub, dir, e->d_name) || !is_dir(sub)) continue;
-        if (!is_sparsify_hook_dir(sub)) continue;
+        if (!is_sparsify_hook_dir(sub) && !is_saelens_dir(sub)) continue;
         if (++*count == 1) snprintf(hook, cap, "%s", e->d_name);
     }
     closedir(dp);
@@ -929,7 +937,17 @@ int sae_io_load_info(const char *path, struct sae **out, struct sae_io_info *inf
     if (has_cfg && !is_sparsify_hook_dir(path))
         return fail(SF_EFORMAT, path, "cfg.json but neither %s nor %s", SAE_IO_SAELENS_WEIGHTS,
                     SAE_IO_SPARSIFY_WEIGHTS);
-    return import_sparsify(path, out, info);
+    if (has_cfg) return import_sparsify(path, out, info);
+    /* a folder of hook directories (sparsify root, or an export folder with one
+     * SAELens directory per hook): the one below, whichever its layout */
+    char hook[256];
+    size_t count;
+    int rc = find_single_hook(path, hook, sizeof hook, &count);
+    if (rc == SF_NOTFOUND)
+        return fail(SF_EFORMAT, path, "no cfg.json here and no hookpoint directory below");
+    if (rc) return fail(SF_EINVAL, path, "%zu hookpoint directories: name one", count);
+    if (!path_join(a, sizeof a, path, hook)) return fail(SF_EINVAL, path, "path too long");
+    return sae_io_load_info(a, out, info);
 }
 
 int sae_io_load(const char *path, struct sae **out)

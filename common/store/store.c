@@ -4,10 +4,15 @@
  * turns that into one log line and an SF_* code. */
 #include "store/store.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <rocksdb/c.h>
 
@@ -89,6 +94,11 @@ static int store_fail(const char *op, const char *path, char *err)
                       ? "store is already open for writing in this process"
                       : "store is owned by another process",
                   msg);
+    else if (rc == SF_EFORMAT && strcmp(op, "open") == 0)
+        log_error("store_damaged",
+                  "op=%s path=\"%s\" reason=\"RocksDB refused the store as corrupt (a table "
+                  "file missing or damaged?); nothing was repaired\" msg=\"%s\"",
+                  op, path, msg);
     else
         log_error("store_error", "op=%s path=\"%s\" rc=%s msg=\"%s\"", op, path, sf_strerror(rc),
                   msg);
@@ -124,15 +134,212 @@ static char *str_dup(const char *s)
     return d;
 }
 
-static bool db_exists(const char *path)
+/* ---- what is at the path: new, a store, or something to refuse ----
+ *
+ * RocksDB opened with create_if_missing on a directory whose CURRENT is missing
+ * writes a fresh, empty database over the old files and deletes the old tables as
+ * obsolete; one whose MANIFEST lost its tail recovers an older version and deletes
+ * the newer tables. So a writer creates only where nothing is stored yet, and opens
+ * an existing store only after checking CURRENT and the MANIFEST's record framing,
+ * before RocksDB touches a file. */
+
+enum dir_kind {
+    DIR_NEW,     /* absent, empty, or an interrupted creation (no data files) */
+    DIR_STORE,   /* has CURRENT */
+    DIR_DAMAGED, /* data files but no CURRENT */
+    DIR_FOREIGN, /* files that are not RocksDB's */
+    DIR_ERROR,   /* not a directory, unreadable */
+};
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+/* Files RocksDB writes that hold no data (what an interrupted creation leaves). */
+static bool is_bookkeeping(const char *name)
+{
+    return !strcmp(name, "LOCK") || !strcmp(name, "IDENTITY") || starts_with(name, "LOG") ||
+           starts_with(name, "OPTIONS-") || ends_with(name, ".dbtmp") ||
+           !strcmp(name, "MANIFEST-000001");
+}
+
+static bool is_data_file(const char *name)
+{
+    return ends_with(name, ".sst") || ends_with(name, ".ldb") || ends_with(name, ".log") ||
+           ends_with(name, ".blob") || starts_with(name, "MANIFEST-");
+}
+
+static enum dir_kind dir_classify(const char *path, char *why, size_t cap)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        if (errno == ENOENT) return DIR_NEW;
+        snprintf(why, cap, "cannot stat the directory: %s", strerror(errno));
+        return DIR_ERROR;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        snprintf(why, cap, "not a directory");
+        return DIR_ERROR;
+    }
+    DIR *d = opendir(path);
+    if (!d) {
+        snprintf(why, cap, "cannot read the directory: %s", strerror(errno));
+        return DIR_ERROR;
+    }
+    bool current = false;
+    size_t data = 0, foreign = 0;
+    char first_foreign[256] = "";
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *n = e->d_name;
+        if (!strcmp(n, ".") || !strcmp(n, "..")) continue;
+        if (!strcmp(n, "CURRENT"))
+            current = true;
+        else if (is_data_file(n) && strcmp(n, "MANIFEST-000001") != 0)
+            data++;
+        else if (!is_bookkeeping(n) && foreign++ == 0)
+            snprintf(first_foreign, sizeof first_foreign, "%s", n);
+    }
+    closedir(d);
+    if (current) return DIR_STORE;
+    if (data) {
+        snprintf(why, cap,
+                 "CURRENT is missing but %zu table/log/MANIFEST files are there: the store "
+                 "is damaged",
+                 data);
+        return DIR_DAMAGED;
+    }
+    if (foreign) {
+        snprintf(why, cap, "the directory is not empty (%s) and is not a store", first_foreign);
+        return DIR_FOREIGN;
+    }
+    return DIR_NEW;
+}
+
+/* RocksDB's log format (the MANIFEST is one): 32 KiB blocks of records, each a 7-byte
+ * header (crc32c, u16 length, u8 type; 11 bytes for the recyclable types 5..8) and
+ * its payload; a block's last < 7 bytes are zero padding; an edit spans FIRST, MIDDLE*,
+ * LAST fragments or is one FULL record. A file that ends inside a header, a payload or
+ * a fragmented edit lost its tail. */
+enum { LOG_BLOCK = 32768, LOG_HEADER = 7, LOG_RECYCLE_HEADER = 11 };
+
+static int manifest_check(const uint8_t *p, size_t n, char *why, size_t cap)
+{
+    size_t pos = 0, records = 0;
+    bool in_edit = false;
+    while (pos < n) {
+        size_t left = LOG_BLOCK - pos % LOG_BLOCK;
+        if (left < LOG_HEADER) { /* trailer padding */
+            pos += left;
+            continue;
+        }
+        if (n - pos < LOG_HEADER) {
+            snprintf(why, cap, "MANIFEST ends inside a record header at byte %zu (truncated)", pos);
+            return SF_EFORMAT;
+        }
+        size_t len = (size_t)p[pos + 4] | (size_t)p[pos + 5] << 8;
+        uint8_t type = p[pos + 6];
+        if (type == 0 && len == 0) { /* preallocated zeros: the rest of the block */
+            pos += left;
+            continue;
+        }
+        if (type == 0 || type > 8) {
+            snprintf(why, cap, "MANIFEST has an unknown record type %u at byte %zu", type, pos);
+            return SF_EFORMAT;
+        }
+        size_t hsize = type >= 5 ? LOG_RECYCLE_HEADER : LOG_HEADER;
+        if (pos + hsize + len > n) {
+            snprintf(why, cap,
+                     "MANIFEST ends inside a record at byte %zu of %zu (truncated: edits lost)",
+                     pos, n);
+            return SF_EFORMAT;
+        }
+        if (hsize + len > left) {
+            snprintf(why, cap, "MANIFEST record at byte %zu crosses a block boundary", pos);
+            return SF_EFORMAT;
+        }
+        uint8_t t = type >= 5 ? (uint8_t)(type - 4) : type; /* 1 FULL 2 FIRST 3 MIDDLE 4 LAST */
+        if ((t == 1 || t == 2) && in_edit) {
+            snprintf(why, cap, "MANIFEST has an unfinished edit before byte %zu", pos);
+            return SF_EFORMAT;
+        }
+        if ((t == 3 || t == 4) && !in_edit) {
+            snprintf(why, cap, "MANIFEST has a stray edit fragment at byte %zu", pos);
+            return SF_EFORMAT;
+        }
+        in_edit = t == 2 || t == 3;
+        if (t == 1 || t == 4) records++;
+        pos += hsize + len;
+    }
+    if (in_edit) {
+        snprintf(why, cap, "MANIFEST ends inside an edit (truncated: edits lost)");
+        return SF_EFORMAT;
+    }
+    if (records == 0) {
+        snprintf(why, cap, "MANIFEST is empty");
+        return SF_EFORMAT;
+    }
+    return 0;
+}
+
+/* CURRENT names the live MANIFEST ("MANIFEST-000123\n"); checks both. */
+static int store_check_files(const char *path, char *why, size_t cap)
 {
     struct buf p;
     buf_init(&p, 8192);
-    bool ok = buf_printf(&p, "%s/CURRENT", path) == 0;
+    char *cur = NULL;
+    size_t cur_len = 0, man_len = 0;
+    int fd = -1;
+    int rc = SF_ENOMEM;
+    if (buf_printf(&p, "%s/CURRENT", path) != 0) goto out;
+    rc = file_read_all(p.data, 4096, &cur, &cur_len);
+    if (rc) {
+        snprintf(why, cap, "CURRENT cannot be read (%s)", sf_strerror(rc));
+        rc = SF_EFORMAT;
+        goto out;
+    }
+    size_t name_len = cur_len && cur[cur_len - 1] == '\n' ? cur_len - 1 : 0;
+    bool ok = name_len > 9 && starts_with(cur, "MANIFEST-");
+    for (size_t i = 9; ok && i < name_len; i++) ok = cur[i] >= '0' && cur[i] <= '9';
+    if (!ok) {
+        snprintf(why, cap, "CURRENT is truncated or damaged (%zu bytes, want MANIFEST-<number>)",
+                 cur_len);
+        rc = SF_EFORMAT;
+        goto out;
+    }
+    cur[name_len] = '\0';
+    buf_reset(&p);
+    rc = SF_ENOMEM;
+    if (buf_printf(&p, "%s/%s", path, cur) != 0) goto out;
+    /* mapped, not read: a MANIFEST may grow to max_manifest_file_size (1 GiB) */
+    fd = open(p.data, O_RDONLY | O_CLOEXEC);
     struct stat st;
-    ok = ok && stat(p.data, &st) == 0 && S_ISREG(st.st_mode);
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        snprintf(why, cap, "%s named by CURRENT cannot be read (%s)", cur, strerror(errno));
+        rc = SF_EFORMAT;
+        goto out;
+    }
+    man_len = (size_t)st.st_size;
+    if (man_len == 0) {
+        snprintf(why, cap, "%s named by CURRENT is empty", cur);
+        rc = SF_EFORMAT;
+        goto out;
+    }
+    void *map = mmap(NULL, man_len, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (map == MAP_FAILED) {
+        snprintf(why, cap, "%s named by CURRENT cannot be mapped (%s)", cur, strerror(errno));
+        rc = SF_EFORMAT;
+        goto out;
+    }
+    rc = manifest_check(map, man_len, why, cap);
+    munmap(map, man_len);
+out:
+    if (fd >= 0) close(fd);
+    free(cur);
     buf_fini(&p);
-    return ok;
+    return rc;
 }
 
 static void store_free_fields(struct store *s)
@@ -202,11 +409,30 @@ static int store_open_mode(struct store **out, const char *path, const char *sec
             }
     }
     bool create = (flags & STORE_CREATE) && mode == MODE_PRIMARY;
-    bool exists = db_exists(path);
-    if (!exists && !create) {
+    char why[512] = "";
+    enum dir_kind kind = dir_classify(path, why, sizeof why);
+    bool exists = kind == DIR_STORE;
+    if (kind == DIR_NEW && !create) {
         log_warn("store_missing", "path=\"%s\" mode=%s reason=\"no database at path\"", path,
                  mode_names[mode]);
         return SF_NOTFOUND;
+    }
+    if (kind == DIR_ERROR || kind == DIR_FOREIGN || kind == DIR_DAMAGED) {
+        log_error("store_open_failed", "path=\"%s\" mode=%s reason=\"%s\"", path, mode_names[mode],
+                  why);
+        return kind == DIR_ERROR ? SF_EIO : kind == DIR_FOREIGN ? SF_EINVAL : SF_EFORMAT;
+    }
+    /* A writer never creates or repairs over an existing store: refuse a damaged one
+     * before RocksDB can delete what it cannot see. */
+    if (exists && mode == MODE_PRIMARY) {
+        int crc = store_check_files(path, why, sizeof why);
+        if (crc) {
+            log_error("store_damaged",
+                      "path=\"%s\" reason=\"%s\" hint=\"nothing was changed; copy the "
+                      "directory aside before any repair\"",
+                      path, why);
+            return crc == SF_ENOMEM ? SF_ENOMEM : SF_EFORMAT;
+        }
     }
     if (!exists && file_mkdirs(path, 0755) != 0) {
         log_error("store_open_failed", "path=\"%s\" reason=\"cannot create directory\"", path);
@@ -223,8 +449,12 @@ static int store_open_mode(struct store **out, const char *path, const char *sec
     s->mode = mode;
 
     s->opts = rocksdb_options_create();
-    rocksdb_options_set_create_if_missing(s->opts, create);
+    /* Only a new store is created; an existing one must open as it is (paranoid:
+     * a missing or damaged table file fails the open instead of being skipped).
+     * Adding a column family the caller asks for is not a repair. */
+    rocksdb_options_set_create_if_missing(s->opts, create && !exists);
     rocksdb_options_set_create_missing_column_families(s->opts, create);
+    rocksdb_options_set_paranoid_checks(s->opts, 1);
     rocksdb_options_set_keep_log_file_num(s->opts, 4);
     rocksdb_options_set_max_log_file_size(s->opts, 4u << 20);
     if (write_buffer_size) rocksdb_options_set_write_buffer_size(s->opts, write_buffer_size);

@@ -65,7 +65,16 @@ struct store_opts {
  * Returns 0 and *out, SF_NOTFOUND (*out NULL) when there is no database at `path`
  * and STORE_CREATE is not set, SF_ESTATE when another owner holds the LOCK,
  * or another negative code. Without STORE_CREATE a listed column family must exist
- * (else SF_EINVAL). A missing database is logged as a warning, not an error. */
+ * (else SF_EINVAL). A missing database is logged as a warning, not an error.
+ *
+ * STORE_CREATE creates only a new store: `path` absent, empty, or holding just what
+ * an interrupted creation leaves (no CURRENT, MANIFEST, table or log file). An
+ * existing store is opened as it is, never created over or repaired: a writer's open
+ * refuses, with SF_EFORMAT and a logged reason (event store_damaged), a store whose
+ * CURRENT is missing, truncated or names no readable MANIFEST, whose MANIFEST ends
+ * inside a record (lost its tail), or which lacks a table file the MANIFEST lists;
+ * its files are left as they were (only RocksDB's info LOG may rotate). A non-empty
+ * directory that is not a store gives SF_EINVAL. */
 int store_open(struct store **out, const char *path, const char *const *cfs, size_t n_cfs,
                int flags);
 int store_open_opts(struct store **out, const char *path, const char *const *cfs, size_t n_cfs,

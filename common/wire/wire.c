@@ -17,6 +17,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 #include <zmq.h>
 
 /* ---- names ---------------------------------------------------------------------- */
@@ -212,6 +216,8 @@ struct producer {
     uint64_t touch;
 };
 
+enum { WIRE_MAX_IPC_BINDS = 8 };
+
 struct wire_sock {
     void *zs;
     struct send_pool *pool;
@@ -224,6 +230,12 @@ struct wire_sock {
     struct producer *prod;
     size_t n_prod, cap_prod;
     uint64_t touch;
+    struct ipc_bound {  /* socket files this socket created, removed at destroy */
+        char path[108]; /* sizeof sun_path */
+        dev_t dev;
+        ino_t ino;
+    } ipc[WIRE_MAX_IPC_BINDS];
+    size_t n_ipc;
 };
 
 void wire_opts_default(struct wire_opts *o)
@@ -316,13 +328,72 @@ static void remember_endpoint(struct wire_sock *s, const char *fallback)
         snprintf(s->endpoint, sizeof s->endpoint, "%s", fallback);
 }
 
+/* The file path of an ipc:// endpoint that names one (not the abstract namespace,
+ * not a wildcard), or NULL. */
+static const char *ipc_path(const char *endpoint)
+{
+    if (strncmp(endpoint, "ipc://", 6) != 0) return NULL;
+    const char *p = endpoint + 6;
+    if (!*p || *p == '@' || !strcmp(p, "*")) return NULL;
+    return p;
+}
+
+/* ZeroMQ's ipc bind unlinks whatever is at the path, so a second binder would quietly
+ * take the socket over from a live first one. Probe the path first: a connect that
+ * succeeds means someone listens (refuse, SF_ESTATE); a refused connect means the
+ * file was left by a process that is gone (remove it). */
+static int ipc_claim(const char *endpoint, const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0) return 0; /* nothing there (or ZeroMQ will say why) */
+    if (!S_ISSOCK(st.st_mode)) {
+        log_error("wire_bind_failed",
+                  "endpoint=%s reason=\"the path exists and is not a socket; not replacing it\"",
+                  endpoint);
+        return SF_ESTATE;
+    }
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof a.sun_path) return 0; /* ZeroMQ refuses it with its own error */
+    memcpy(a.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return 0;
+    int rc = connect(fd, (const struct sockaddr *)&a, sizeof a);
+    int err = errno;
+    close(fd);
+    if (rc == 0 || err == EAGAIN) {
+        log_error("wire_bind_failed",
+                  "endpoint=%s reason=\"another process is listening on this ipc socket; stop "
+                  "it or bind another path\"",
+                  endpoint);
+        return SF_ESTATE;
+    }
+    if (err == ECONNREFUSED && unlink(path) == 0)
+        log_warn("wire_stale_socket",
+                 "endpoint=%s reason=\"removed a socket file left by a process that is gone\"",
+                 endpoint);
+    return 0;
+}
+
 int wire_sock_bind(struct wire_sock *s, const char *endpoint)
 {
     if (!s || !endpoint) return SF_EINVAL;
+    const char *path = ipc_path(endpoint);
+    if (path) {
+        int rc = ipc_claim(endpoint, path);
+        if (rc) return rc;
+    }
     if (zmq_bind(s->zs, endpoint) != 0) {
         log_error("wire_bind_failed", "endpoint=%s type=%s err=\"%s\"", endpoint,
                   type_name(s->type), zmq_strerror(zmq_errno()));
         return SF_EIO;
+    }
+    struct stat st;
+    if (path && s->n_ipc < WIRE_MAX_IPC_BINDS && strlen(path) < sizeof s->ipc[0].path &&
+        lstat(path, &st) == 0) {
+        struct ipc_bound *b = &s->ipc[s->n_ipc++];
+        memcpy(b->path, path, strlen(path) + 1);
+        b->dev = st.st_dev;
+        b->ino = st.st_ino;
     }
     remember_endpoint(s, endpoint);
     return 0;
@@ -413,6 +484,13 @@ void wire_sock_destroy(struct wire_sock **sp)
     if (!sp || !*sp) return;
     struct wire_sock *s = *sp;
     if (s->zs) zmq_close(s->zs);
+    /* Remove the socket files this socket created (when still ours: same inode). */
+    for (size_t i = 0; i < s->n_ipc; i++) {
+        struct stat st;
+        if (lstat(s->ipc[i].path, &st) == 0 && st.st_dev == s->ipc[i].dev &&
+            st.st_ino == s->ipc[i].ino)
+            unlink(s->ipc[i].path);
+    }
     pool_release(s->pool); /* lingering payloads keep it alive until ZeroMQ frees them */
     if (s->zs) ctx_release();
     pthread_mutex_destroy(&s->mu);

@@ -158,7 +158,10 @@ void wire_set_io_threads(int n);
 struct wire_sock *wire_sock_new(enum wire_type type, const char *endpoint, enum wire_mode mode,
                                 const struct wire_opts *opts);
 void wire_sock_destroy(struct wire_sock **s);
-/* More endpoints on the same socket (fan-in / fan-out). */
+/* More endpoints on the same socket (fan-in / fan-out).
+ * ipc:// paths: a bind refuses (SF_ESTATE, logged) a path where another process
+ * listens or that is not a socket, removes a socket file left by a process that is
+ * gone, and wire_sock_destroy removes the socket files the socket created. */
 int wire_sock_bind(struct wire_sock *s, const char *endpoint);
 int wire_sock_connect(struct wire_sock *s, const char *endpoint);
 /* The endpoint actually bound last (resolves tcp://127.0.0.1:* to a port). Borrowed. */

@@ -33,6 +33,7 @@ static void usage(FILE *f)
             "  --hook NAME        hook point (default: the SAE's metadata)\n"
             "  --store DIR        also harvest features into this feature store (created)\n"
             "  --sae-id ID        SAE id in the store (default: the SAE directory's name)\n"
+            "  --replace          let a different SAE replace the one stored under the id\n"
             "  --json             print only the JSON report\n");
 }
 
@@ -76,7 +77,7 @@ int cmd_eval(int argc, char **argv)
     const char *sae_dir = NULL, *model_path = NULL, *tok_path = NULL, *data_path = NULL;
     const char *hook = NULL, *store_dir = NULL, *sae_id_arg = NULL, *field = "text";
     size_t first_line = 1, tokens = 65536, context = 128, batch = 8;
-    bool json_only = false;
+    bool json_only = false, replace = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -85,6 +86,10 @@ int cmd_eval(int argc, char **argv)
         }
         if (!strcmp(a, "--json")) {
             json_only = true;
+            continue;
+        }
+        if (!strcmp(a, "--replace")) {
+            replace = true;
             continue;
         }
         if (a[0] != '-' || need_arg(argc, argv, i) < 0) {
@@ -158,6 +163,17 @@ int cmd_eval(int argc, char **argv)
     struct buf out;
     buf_init(&out, (size_t)1 << 26);
 
+    /* The store's lock first: a second writer fails now, not after the evaluation. */
+    int orc = store_dir ? feature_store_open(&fs, store_dir) : 0;
+    if (orc < 0) {
+        fprintf(stderr, "saeflow eval: cannot open the feature store %s as its writer: %s\n",
+                store_dir,
+                orc == SF_ESTATE    ? "another process holds it (see the log line above)"
+                : orc == SF_EFORMAT ? "it is damaged and was left untouched (see the log line "
+                                      "above)"
+                                    : "see the log line above");
+        goto out;
+    }
     struct model_load_opts lo = {.tokenizer_path = tok_path};
     if (model_load(model_path, &lo, &m) < 0) {
         fprintf(stderr, "saeflow eval: cannot load the model %s (see the log line above)\n",
@@ -183,6 +199,31 @@ int cmd_eval(int argc, char **argv)
                 hook ? hook : (sae->meta.hook_name[0] ? sae->meta.hook_name : "(none)"));
         ret = 2;
         goto out;
+    }
+    if (fs) {
+        struct feature_sae want = {.d_in = (uint32_t)sae->d_in,
+                                   .d_sae = (uint32_t)sae->n,
+                                   .k = (uint32_t)sae->k,
+                                   .fingerprint = sae_fingerprint(sae)};
+        snprintf(want.arch, sizeof want.arch, "%s", sae_arch_name(sae->arch));
+        model_hook_name(layer, point, want.hook, sizeof want.hook);
+        char why[1024];
+        int crc = feature_store_check_sae(fs, sae_id, &want, why, sizeof why);
+        if (crc < 0) {
+            fprintf(stderr, "saeflow eval: cannot read the SAE record %s in %s\n", sae_id,
+                    store_dir);
+            goto out;
+        }
+        if (crc == FEATURE_SAE_OTHER && !replace) {
+            fprintf(stderr,
+                    "saeflow eval: %s: %s.\n  Give another --sae-id, or --replace to overwrite "
+                    "its features.\n",
+                    store_dir, why);
+            ret = 2;
+            goto out;
+        }
+        if (crc == FEATURE_SAE_OTHER || crc == FEATURE_SAE_UNVERIFIED)
+            fprintf(stderr, "saeflow eval: %s: %s; replacing it\n", store_dir, why);
     }
     struct eval_data_opts dopts;
     eval_data_opts_default(&dopts);
@@ -222,11 +263,6 @@ int cmd_eval(int argc, char **argv)
         ho.batch_seqs = batch;
         if (harvest_run(m, sae, data, &ho, &hv) < 0) {
             fprintf(stderr, "saeflow eval: harvesting failed (see the log line above)\n");
-            goto out;
-        }
-        if (feature_store_open(&fs, store_dir) < 0) {
-            fprintf(stderr, "saeflow eval: cannot open the feature store %s as its writer\n",
-                    store_dir);
             goto out;
         }
         struct feature_run_info run = {0};

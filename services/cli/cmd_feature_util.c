@@ -182,7 +182,7 @@ int fscan_open(struct fscan *fs, const struct fscan_opts *o)
     fs->context = SF_MIN(o->context ? o->context : 256, mc->max_seq_len);
     fs->max_active = fs->sae->arch == SAE_TOPK ? SF_MIN(fs->sae->k, fs->sae->n)
                                                : SF_MIN(fs->sae->n, (size_t)256);
-    fs->add_bos = !o->no_bos && tokenizer_bos(fs->tok) >= 0;
+    fs->add_bos = !o->no_bos && tokenizer_add_bos_default(fs->tok); /* as eval harvests */
     fs->vocab = tokenizer_vocab_size(fs->tok);
     fs->special = calloc(fs->vocab, sizeof *fs->special);
     size_t rows = fs->batch * fs->context;

@@ -58,7 +58,8 @@ int cmd_generate(int argc, char **argv)
         {"top-k", CFG_INT, &top_k, "0", 0, 1e9, "keep the k most likely (0 = off)"},
         {"seed", CFG_INT, &seed, "0", 0, 9.2e18, "sampling seed (0 = from the clock)"},
         {"threads", CFG_INT, &threads, "0", 0, 1024, "CPU threads (0 = default)"},
-        {"no-bos", CFG_BOOL, &no_bos, "false", 0, -1, "do not prepend BOS"},
+        {"no-bos", CFG_BOOL, &no_bos, "false", 0, -1,
+         "do not prepend BOS (default: as the tokenizer's metadata says)"},
         {"ignore-eos", CFG_BOOL, &no_eos_stop, "false", 0, -1, "keep going past EOS/BOS"},
     };
     struct config cfg = {.service = "generate",
@@ -97,7 +98,9 @@ int cmd_generate(int argc, char **argv)
         goto done;
     }
     size_t n_ids = 0;
-    bool bos = !no_bos && tokenizer_bos(tok) >= 0;
+    /* BOS as the model's tokenizer metadata says (tokenizer_add_bos_default); an empty
+     * prompt starts from BOS when there is one */
+    bool bos = !no_bos && (tokenizer_add_bos_default(tok) || (!*prompt && tokenizer_bos(tok) >= 0));
     if (tokenizer_encode_alloc(tok, prompt, strlen(prompt), bos, &ids, &n_ids) != 0) goto done;
     if (n_ids == 0) {
         fprintf(stderr, "saeflow generate: empty prompt and no BOS token to start from\n");

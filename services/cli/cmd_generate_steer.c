@@ -16,6 +16,7 @@
 
 #include "cli.h"
 #include "core/core.h"
+#include "eval/eval.h"
 #include "eval/feature_store.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
@@ -70,8 +71,11 @@ static int collect_specs(int argc, char **argv, struct steer_spec *specs, size_t
     return 0;
 }
 
-/* Resolves `x` strengths from the feature store's max activations. */
-static int resolve_relative(struct steer_spec *specs, size_t n, const char *store, const char *id)
+/* Resolves `x` strengths from the feature store's max activations, after checking
+ * that the store's SAE `id` is the SAE being steered (its maxima mean nothing for
+ * another one). */
+static int resolve_relative(struct steer_spec *specs, size_t n, const char *store, const char *id,
+                            const struct model *m, const struct sae *sae, const char *hook)
 {
     bool any = false;
     for (size_t i = 0; i < n; i++) any |= specs[i].relative;
@@ -87,6 +91,31 @@ static int resolve_relative(struct steer_spec *specs, size_t n, const char *stor
         fprintf(stderr, "saeflow generate: cannot open the feature store %s (%s)\n", store,
                 sf_strerror(rc));
         return rc < 0 ? rc : SF_EINVAL;
+    }
+    struct feature_sae want = {.d_in = (uint32_t)sae->d_in,
+                               .d_sae = (uint32_t)sae->n,
+                               .k = (uint32_t)sae->k,
+                               .fingerprint = sae_fingerprint(sae)};
+    snprintf(want.arch, sizeof want.arch, "%s", sae_arch_name(sae->arch));
+    size_t layer;
+    enum model_hook_point point;
+    if (eval_resolve_hook(m, sae, *hook ? hook : NULL, &layer, &point) != 0 ||
+        model_hook_name(layer, point, want.hook, sizeof want.hook) != 0)
+        snprintf(want.hook, sizeof want.hook, "%s", sae->meta.hook_name);
+    char why[1024];
+    int crc = feature_store_check_sae(fs, id, &want, why, sizeof why);
+    if (crc == FEATURE_SAE_UNVERIFIED) {
+        fprintf(stderr, "saeflow generate: warning: %s in %s: %s\n", id, store, why);
+    } else if (crc != 0) {
+        if (crc < 0)
+            fprintf(stderr, "saeflow generate: cannot read SAE %s in %s (%s)\n", id, store,
+                    sf_strerror(crc));
+        else
+            fprintf(stderr,
+                    "saeflow generate: %s: %s; its max activations do not apply to --sae "
+                    "(give the --sae-id that `saeflow eval` stored this SAE under)\n",
+                    store, why);
+        rc = SF_EINVAL;
     }
     for (size_t i = 0; i < n && !rc; i++) {
         if (!specs[i].relative) continue;
@@ -205,7 +234,8 @@ int cmd_generate_steer(int argc, char **argv)
         {"top-k", CFG_INT, &top_k, "0", 0, 1e9, "keep the k most likely (0 = off)"},
         {"seed", CFG_INT, &seed, "0", 0, 9.2e18, "sampling seed (0 = from the clock)"},
         {"threads", CFG_INT, &threads, "0", 0, 1024, "CPU threads (0 = default)"},
-        {"no-bos", CFG_BOOL, &no_bos, "false", 0, -1, "do not prepend BOS"},
+        {"no-bos", CFG_BOOL, &no_bos, "false", 0, -1,
+         "do not prepend BOS (default: as the tokenizer's metadata says)"},
         {"ignore-eos", CFG_BOOL, &no_eos_stop, "false", 0, -1, "keep going past EOS/BOS"},
         {"sae", CFG_STRING, &sae_path, NULL, 0, -1, "SAE directory whose features steer"},
         {"hook", CFG_STRING, &hook, NULL, 0, -1, "hook point (default: the SAE's)"},
@@ -272,7 +302,6 @@ int cmd_generate_steer(int argc, char **argv)
         goto done;
     }
     ret = 1;
-    if (resolve_relative(specs, n_specs, store, sae_id) != 0) goto done;
     if (threads > 0) tensor_set_threads((int)threads);
     struct model_load_opts lo = {.tokenizer_path = *tok_path ? tok_path : NULL};
     if (model_load(model_path, &lo, &m) != 0) goto done;
@@ -285,6 +314,7 @@ int cmd_generate_steer(int argc, char **argv)
         fprintf(stderr, "saeflow generate: cannot load SAE %s (%s)\n", sae_path, sf_strerror(rc));
         goto done;
     }
+    if (resolve_relative(specs, n_specs, store, sae_id, m, sae, hook ? hook : "") != 0) goto done;
     st = steer_new(sae, specs, n_specs);
     if (!st) {
         fprintf(stderr, "saeflow generate: steering specs do not fit the SAE (%zu latents)\n",
@@ -292,7 +322,9 @@ int cmd_generate_steer(int argc, char **argv)
         goto done;
     }
     size_t n_ids = 0;
-    bool bos = !no_bos && tokenizer_bos(tok) >= 0;
+    /* BOS as the model's tokenizer metadata says (tokenizer_add_bos_default); an empty
+     * prompt starts from BOS when there is one */
+    bool bos = !no_bos && (tokenizer_add_bos_default(tok) || (!*prompt && tokenizer_bos(tok) >= 0));
     if (tokenizer_encode_alloc(tok, prompt, strlen(prompt), bos, &ids, &n_ids) != 0) goto done;
     if (n_ids == 0) {
         fprintf(stderr, "saeflow generate: empty prompt and no BOS token to start from\n");

@@ -65,6 +65,8 @@ int cmd_model_info(int argc, char **argv)
                : k == TOKENIZER_SPM ? "SentencePiece (scores)"
                                     : "SentencePiece (merges)",
                tokenizer_vocab_size(t), (int)tokenizer_bos(t), (int)tokenizer_eos(t));
+        printf("prepend BOS:   %s (%s)\n", tokenizer_add_bos_default(t) ? "yes" : "no",
+               tokenizer_add_bos_source(t));
     } else {
         printf("tokenizer:     none\n");
     }

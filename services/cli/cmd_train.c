@@ -1,9 +1,10 @@
 /* `saeflow train --activations FILE...`: trains an SAE on activation shards in one
  * process. Each shard is a safetensors file with a tensor "activations" [tokens, d_in]
  * (F32, F16 or BF16) and, optionally, __metadata__ hook_name / model_name /
- * hook_layer / context_size. Batches are drawn without replacement from a seeded
- * permutation of all tokens (a new one each epoch), so a run resumed from a checkpoint
- * sees exactly the batches the uninterrupted run would have seen.
+ * hook_layer / context_size / prepend_bos / exclude_special_tokens / dataset_path
+ * (what saeflow-capture writes), which the exported cfg.json carries. Batches are drawn without
+ * replacement from a seeded permutation of all tokens (a new one each epoch), so a run resumed from
+ * a checkpoint sees exactly the batches the uninterrupted run would have seen.
  *
  * --checkpoint DIR keeps DIR/trainer.safetensors (every --checkpoint-tokens, at the
  * end, and on Ctrl-C); --resume continues from it. --out DIR exports a SAELens v6
@@ -115,6 +116,15 @@ static int open_shards(struct data *dt, char **files, size_t nf, struct sae_meta
             meta->hook_layer = iv;
         if ((v = safetensors_metadata(s->st, "context_size")) && parse_i64(v, &iv) == 0)
             meta->context_size = iv;
+        /* what capture recorded about its input, carried into cfg.json (first shard's) */
+        if (i == 0) {
+            if ((v = safetensors_metadata(s->st, "prepend_bos")))
+                meta->prepend_bos = !strcmp(v, "true");
+            if ((v = safetensors_metadata(s->st, "exclude_special_tokens")))
+                meta->exclude_special_tokens = !strcmp(v, "true");
+            if ((v = safetensors_metadata(s->st, "dataset_path")))
+                snprintf(meta->dataset_path, sizeof meta->dataset_path, "%s", v);
+        }
     }
     dt->total = dt->start[dt->n_sh];
     if (dt->total >= UINT32_MAX) {

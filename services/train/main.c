@@ -40,7 +40,7 @@ struct opts {
     int64_t n, k, batch_tokens, buffer_tokens, ckpt_every_tokens, keep, metrics_port;
     int64_t credit_window, dead_tokens, seed, total_tokens, max_msg_mb, d_in, context_size;
     double lr, refill, ckpt_every_s, drain_s, metrics_every_s;
-    bool exit_when_done, auxk;
+    bool exit_when_done, auxk, prepend_bos;
 };
 
 struct slot {
@@ -141,7 +141,7 @@ static int slot_init(struct trainer *T, struct slot *s, size_t d)
     meta.context_size = T->o.context_size;
     snprintf(meta.dataset_path, sizeof meta.dataset_path, "%s",
              T->o.dataset_path ? T->o.dataset_path : "");
-    meta.prepend_bos = true;
+    meta.prepend_bos = T->o.prepend_bos;
     meta.exclude_special_tokens = true;
     sae_trainer_set_meta(s->t, &meta);
     int rc = slot_backend(T, s);
@@ -618,6 +618,8 @@ int main(int argc, char **argv)
          "capture's context length, for the SAE metadata"},
         {"dataset_path", CFG_STRING, &o->dataset_path, NULL, 0, -1,
          "text source, for the SAE metadata"},
+        {"prepend_bos", CFG_BOOL, &o->prepend_bos, "true", 0, -1,
+         "whether capture prepended BOS (its prepend_bos), for the SAE metadata"},
         {"d_in", CFG_INT, &o->d_in, "0", 0, 65536,
          "expected activation width (0 = the first batch's)"},
         {"n", CFG_INT, &o->n, "1024", 1, 1 << 26, "latents per SAE"},

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `saeflow sae info` on SAE directories exported by saeflow's own C exporter (via the
 # test_sae_export_check binary): SAELens topk with sparsity, jumprelu, a sparsify root,
+# an export folder with a SAELens directory per hook (what `saeflow up` writes),
 # and the error paths (missing directory, corrupt cfg.json, usage) with their exit codes.
 set -u
 BIN=${SAEFLOW_BIN:-build/bin}
@@ -58,8 +59,22 @@ printf '{"architecture": "standard", "d_in": 32}' >"$tmp/broken/cfg.json"
 [ $rc -eq 1 ] || { echo "FAIL: broken cfg rc=$rc (want 1)"; fail=1; }
 expect "$tmp/out" 'cfg.json has no d_sae'
 
+# an export folder as saeflow-train --export_dir / `saeflow up` write it: one SAELens
+# directory per hook below the folder given
+mkdir -p "$tmp/up_export"
+cp -r "$tmp/exports/topk/sae" "$tmp/up_export/blocks.2.hook_resid_post"
+mkdir -p "$tmp/up_export/.staging.tmp-1"
+"$BIN/saeflow" sae info "$tmp/up_export" >"$tmp/out" 2>&1; rc=$?
+[ $rc -eq 0 ] || { echo "FAIL: export folder rc=$rc"; cat "$tmp/out"; fail=1; }
+expect "$tmp/out" '^layout +saelens$'
+expect "$tmp/out" '^hook +blocks\.2\.hook_resid_post \(layer 2\)$'
+cp -r "$tmp/exports/jumprelu/sae" "$tmp/up_export/blocks.3.hook_resid_post"
+"$BIN/saeflow" sae info "$tmp/up_export" >"$tmp/out" 2>&1; rc=$?
+[ $rc -eq 1 ] || { echo "FAIL: two hook directories rc=$rc (want 1)"; fail=1; }
+expect "$tmp/out" '2 hookpoint directories'
+
 "$BIN/saeflow" sae info >"$tmp/out" 2>&1; rc=$?
 [ $rc -eq 2 ] || { echo "FAIL: usage rc=$rc (want 2)"; fail=1; }
 
-[ $fail -eq 0 ] && echo "RESULT sae_info: saelens topk/jumprelu/batchtopk, sparsify and 3 error paths ok"
+[ $fail -eq 0 ] && echo "RESULT sae_info: saelens topk/jumprelu/batchtopk, sparsify, an export folder and 4 error paths ok"
 exit $fail

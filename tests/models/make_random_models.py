@@ -317,6 +317,23 @@ def make_gpt2(out, rng):
                    "n_ctx": c["n_pos"], "vocab_size": c["vocab"], "n_inner": None,
                    "layer_norm_epsilon": c["eps"], "activation_function": "gelu_new",
                    "bos_token_id": 100, "eos_token_id": 100}, f, indent=1)
+    # the shape of GPT-2's own tokenizer.json (ByteLevel pre-tokenizer, decoder and
+    # post-processor: no BOS added) over a vocabulary that fits vocab = 101, with
+    # <|endoftext|> at 100 as config.json says; no tokenizer_config.json
+    vocab = {"\u0120": 0}
+    for ch in range(33, 127):
+        vocab[chr(ch)] = len(vocab)
+    merges = ["h e", "\u0120 t", "t h", "\u0120 a", "i n"]
+    for mg in merges:
+        vocab[mg.replace(" ", "")] = len(vocab)
+    vocab["<|endoftext|>"] = 100
+    assert len(vocab) == c["vocab"]
+    bl = {"add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    with open(os.path.join(hf, "tokenizer.json"), "w") as f:
+        json.dump({"version": "1.0", "added_tokens": [{"id": 100, "content": "<|endoftext|>", "special": True}],
+                   "normalizer": None, "pre_tokenizer": dict(type="ByteLevel", **bl),
+                   "post_processor": dict(type="ByteLevel", **bl), "decoder": dict(type="ByteLevel", **bl),
+                   "model": {"type": "BPE", "vocab": vocab, "merges": merges}}, f)
     write_ref(os.path.join(out, "gpt2_hf.ref"), c["vocab"], seqs, lambda s: gpt2_forward(W, c, s))
 
     # GGUF (llama.cpp gpt2 names, [out, in]); F16 for the block matrices

@@ -610,10 +610,54 @@ static void test_store(struct harvest *hv)
     nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* SAE identity: the fingerprint round-trips, and feature_store_check_sae tells the
+ * same SAE, another SAE, an absent id and an older record without a fingerprint
+ * apart. */
+static void test_sae_identity(void)
+{
+    char root[256], path[300];
+    const char *tmp = getenv("TMPDIR");
+    snprintf(root, sizeof root, "%s/sf_fident_XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(root)) return;
+    snprintf(path, sizeof path, "%s/db", root);
+    struct feature_store *fs = NULL;
+    CHECK_EQ_INT(feature_store_open(&fs, path), 0);
+    if (!fs) return;
+    struct feature_sae s = {.d_in = 64, .d_sae = 128, .k = 8, .fingerprint = 0x1234abcdULL};
+    snprintf(s.sae_id, sizeof s.sae_id, "a");
+    snprintf(s.hook, sizeof s.hook, "blocks.2.hook_resid_post");
+    snprintf(s.arch, sizeof s.arch, "topk");
+    CHECK_EQ_INT(feature_store_put_sae(fs, &s), 0);
+    struct feature_sae got;
+    CHECK_EQ_INT(feature_store_get_sae(fs, "a", &got), 0);
+    CHECK(got.fingerprint == 0x1234abcdULL);
+    feature_sae_fini(&got);
+    char why[512];
+    struct feature_sae want = s;
+    CHECK_EQ_INT(feature_store_check_sae(fs, "a", &want, why, sizeof why), 0);
+    want.fingerprint = 0x999;
+    CHECK_EQ_INT(feature_store_check_sae(fs, "a", &want, why, sizeof why), FEATURE_SAE_OTHER);
+    CHECK(strstr(why, "different SAE") != NULL);
+    CHECK_EQ_INT(feature_store_check_sae(fs, "b", &want, why, sizeof why), SF_NOTFOUND);
+    /* a record written before fingerprints: same shape -> unverified, else other */
+    s.fingerprint = 0;
+    snprintf(s.sae_id, sizeof s.sae_id, "old");
+    CHECK_EQ_INT(feature_store_put_sae(fs, &s), 0);
+    CHECK_EQ_INT(feature_store_check_sae(fs, "old", &want, why, sizeof why),
+                 FEATURE_SAE_UNVERIFIED);
+    want.d_sae = 256;
+    CHECK_EQ_INT(feature_store_check_sae(fs, "old", &want, why, sizeof why), FEATURE_SAE_OTHER);
+    feature_store_close(&fs);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", root);
+    CHECK(system(cmd) == 0);
+}
+
 int main(void)
 {
     log_init("test_feature_store", LOG_LOGFMT, LOG_WARN);
     test_codecs();
+    test_sae_identity();
     struct fixture fx = {0};
     fixture_make(&fx);
     struct harvest *hv = NULL;

@@ -16,6 +16,7 @@
 #include "../../support/check.h"
 #include "core/core.h"
 #include "model/model.h"
+#include "model/tokenizer.h"
 
 struct ref {
     int32_t n_seqs, vocab;
@@ -99,6 +100,17 @@ static void check_model(const char *dir, const char *file, const char *refname,
         CHECK_NEAR(cfg->rope_theta, 500000.0, 0, 1e-6);
     } else {
         CHECK(cfg->tied_embeddings);
+    }
+    /* the HF GPT-2 directory has GPT-2's tokenizer.json shape: a BOS token
+     * (<|endoftext|>) that its post-processor does not add, so neither do we */
+    if (!strcmp(file, "gpt2_hf")) {
+        const struct tokenizer *t = model_tokenizer(m);
+        CHECK_MSG(t != NULL, "gpt2_hf: tokenizer.json not loaded");
+        if (t) {
+            CHECK_EQ_INT(tokenizer_bos(t), 100);
+            CHECK_MSG(!tokenizer_add_bos_default(t), "gpt2_hf: BOS on by default (%s)",
+                      tokenizer_add_bos_source(t));
+        }
     }
     size_t V = (size_t)r.vocab, S = (size_t)r.n_seqs;
 

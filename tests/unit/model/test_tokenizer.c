@@ -605,6 +605,10 @@ static void test_hf_spm(void)
     CHECK_EQ_INT(tokenizer_bos(t), 1);
     CHECK_EQ_INT(tokenizer_eos(t), 2);
     CHECK(tokenizer_add_bos_default(t));
+    CHECK(strcmp(tokenizer_add_bos_source(t), "tokenizer.json post_processor") == 0);
+    tokenizer_set_add_bos(t, false, "test");
+    CHECK(!tokenizer_add_bos_default(t) && !strcmp(tokenizer_add_bos_source(t), "test"));
+    tokenizer_set_add_bos(t, true, "tokenizer.json post_processor");
     /* "hi hi!é" -> <s> ▁hi ▁hi <0x21> <0xC3> <0xA9> */
     const char *s = "hi hi!\xc3\xa9";
     int32_t ids[16];

@@ -15,9 +15,18 @@
  * Values are records (record.h) with deterministic filler of varying size, and the
  * memtable is small so flushes and compactions run while the writer is killed.
  *
+ * Then the damaged-store cases: a store whose MANIFEST lost its tail, whose CURRENT is
+ * truncated, empty or missing, or which lost a table file must be refused by a writer's
+ * open (STORE_CREATE) with an error, twice in a row, and every data file must be left
+ * byte for byte as it was (RocksDB would otherwise recover an older version or write a
+ * fresh database over the old one and delete the tables it no longer sees). An
+ * undamaged copy opens with every key.
+ *
  * The writer is this binary re-executed (/proc/self/exe --writer ...), never a bare
  * fork of a process that has RocksDB threads. SAEFLOW_TEST_SEED overrides the seed. */
 #include <errno.h>
+#include <dirent.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <inttypes.h>
 #include <poll.h>
@@ -305,6 +314,162 @@ static struct verdict verify(const char *path, uint8_t *present, size_t cap)
     return vd;
 }
 
+/* ------------------------------------------------------ damaged stores ---- */
+
+enum { DMG_KEYS = 1200 };
+
+/* A closed store with several table files and a MANIFEST holding several edits. */
+static int build_store(const char *path)
+{
+    struct store *s;
+    struct store_opts o = {.flags = STORE_CREATE, .write_buffer_size = 64 << 10};
+    if (store_open_opts(&s, path, CFS, N_CFS, &o) != 0) return -1;
+    uint8_t v[1000];
+    memset(v, 'v', sizeof v);
+    for (uint32_t i = 0; i < DMG_KEYS; i++) {
+        uint8_t k[4];
+        store_be32_put(k, i);
+        if (store_put(s, CF_A, k, 4, v, sizeof v, false) != 0) return -1;
+        if (i % 300 == 299 && store_flush(s) != 0) return -1;
+    }
+    store_close(&s);
+    return 0;
+}
+
+static size_t count_keys(struct store *s)
+{
+    size_t n = 0;
+    struct store_iter *it = store_iter_new(s, CF_A, NULL, 0);
+    for (store_iter_seek_first(it); store_iter_valid(it); store_iter_next(it)) n++;
+    store_iter_destroy(&it);
+    return n;
+}
+
+/* Every file but the info LOGs, as "name size fnv1a\n" lines sorted by name. */
+static void snapshot(const char *path, struct buf *out)
+{
+    buf_reset(out);
+    struct dirent **names;
+    int n = scandir(path, &names, NULL, alphasort);
+    for (int i = 0; i < n; i++) {
+        const char *nm = names[i]->d_name;
+        if (nm[0] != '.' && strncmp(nm, "LOG", 3) != 0) {
+            char fp[600];
+            snprintf(fp, sizeof fp, "%s/%s", path, nm);
+            uint64_t h = 1469598103934665603ull;
+            size_t size = 0;
+            FILE *f = fopen(fp, "rb");
+            int c;
+            while (f && (c = fgetc(f)) != EOF) {
+                h = (h ^ (uint8_t)c) * 1099511628211ull;
+                size++;
+            }
+            if (f) fclose(f);
+            buf_printf(out, "%s %zu %016llx\n", nm, size, (unsigned long long)h);
+        }
+        free(names[i]);
+    }
+    free(names);
+}
+
+static const char *first_with(const char *path, const char *prefix, const char *suffix, char *out,
+                              size_t cap)
+{
+    struct dirent **names;
+    int n = scandir(path, &names, NULL, alphasort);
+    const char *found = NULL;
+    for (int i = 0; i < n; i++) {
+        const char *nm = names[i]->d_name;
+        size_t l = strlen(nm), ls = strlen(suffix);
+        if (!found && !strncmp(nm, prefix, strlen(prefix)) && l >= ls &&
+            !strcmp(nm + l - ls, suffix)) {
+            snprintf(out, cap, "%s/%s", path, nm);
+            found = out;
+        }
+        free(names[i]);
+    }
+    free(names);
+    return found;
+}
+
+enum damage {
+    DMG_NONE,
+    DMG_MANIFEST_TAIL,
+    DMG_MANIFEST_HALF,
+    DMG_CURRENT_TRUNC,
+    DMG_CURRENT_EMPTY,
+    DMG_CURRENT_MISSING,
+    DMG_SST_MISSING,
+    DMG_COUNT
+};
+static const char *const dmg_names[DMG_COUNT] = {
+    "undamaged",     "MANIFEST minus 20 bytes", "MANIFEST cut in half", "CURRENT truncated",
+    "CURRENT empty", "CURRENT missing",         "a table file missing"};
+
+static void damaged_case(const char *root, enum damage d)
+{
+    char path[400], f[600];
+    snprintf(path, sizeof path, "%s/dmg%d", root, (int)d);
+    if (build_store(path) != 0) {
+        CHECK_MSG(0, "%s: cannot build the store", dmg_names[d]);
+        return;
+    }
+    struct stat st;
+    switch (d) {
+    case DMG_NONE:
+        break;
+    case DMG_MANIFEST_TAIL:
+    case DMG_MANIFEST_HALF:
+        CHECK(first_with(path, "MANIFEST-", "", f, sizeof f) && stat(f, &st) == 0);
+        CHECK(truncate(f, d == DMG_MANIFEST_TAIL ? st.st_size - 20 : st.st_size / 2) == 0);
+        break;
+    case DMG_CURRENT_TRUNC:
+    case DMG_CURRENT_EMPTY:
+        snprintf(f, sizeof f, "%s/CURRENT", path);
+        CHECK(truncate(f, d == DMG_CURRENT_TRUNC ? 8 : 0) == 0);
+        break;
+    case DMG_CURRENT_MISSING:
+        snprintf(f, sizeof f, "%s/CURRENT", path);
+        CHECK(unlink(f) == 0);
+        break;
+    case DMG_SST_MISSING:
+        CHECK(first_with(path, "", ".sst", f, sizeof f) && unlink(f) == 0);
+        break;
+    case DMG_COUNT:
+        break;
+    }
+    struct buf before, after;
+    buf_init(&before, 1 << 20);
+    buf_init(&after, 1 << 20);
+    snapshot(path, &before);
+    bool refused = true;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        struct store *s = NULL;
+        int rc = store_open(&s, path, CFS, N_CFS, STORE_CREATE);
+        if (d == DMG_NONE) {
+            CHECK_MSG(rc == 0, "undamaged store: open failed (%s)", sf_strerror(rc));
+            if (rc == 0) CHECK_EQ_INT(count_keys(s), DMG_KEYS);
+        } else {
+            CHECK_MSG(rc < 0 && !s, "%s: a writer's open %d returned %s instead of an error",
+                      dmg_names[d], attempt + 1, rc ? sf_strerror(rc) : "success");
+            if (s)
+                printf("  %s: opened with %zu of %d keys\n", dmg_names[d], count_keys(s), DMG_KEYS);
+        }
+        store_close(&s);
+        if (d == DMG_NONE) break;
+        snapshot(path, &after);
+        CHECK_MSG(before.len == after.len && !memcmp(before.data, after.data, before.len),
+                  "%s: files changed by a refused open:\n--- before\n%.*s--- after\n%.*s",
+                  dmg_names[d], (int)before.len, before.data, (int)after.len, after.data);
+    }
+    printf("damaged store: %-24s %s\n", dmg_names[d],
+           d == DMG_NONE ? "opens"
+           : refused     ? "refused"
+                         : "OPENED");
+    buf_fini(&before);
+    buf_fini(&after);
+}
+
 /* ---------------------------------------------------------------- parent ---- */
 
 static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw)
@@ -436,6 +601,8 @@ int main(int argc, char **argv)
            total_acked, ROUNDS, unacked_present, kills_mid_batch);
     free(present);
     free(acks);
+    /* The damaged-store cases log their refusals (the errors a user would see). */
+    for (int d = 0; d < DMG_COUNT; d++) damaged_case(root, (enum damage)d);
     nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     return check_exit();
 }

@@ -13,6 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "wire/wire.h"
@@ -1127,6 +1130,64 @@ static void write_corpus(const char *dir)
     buf_fini(&enc);
 }
 
+/* ipc:// ownership: a second binder is refused while the first listens (which keeps
+ * working), a socket file left by a dead process is replaced, a file that is not a
+ * socket is left alone, and destroy removes the socket file. */
+static void test_ipc_ownership(const char *dir)
+{
+    char ep[600], path[100];
+    snprintf(path, sizeof path, "%.80s/own.sock", dir);
+    snprintf(ep, sizeof ep, "ipc://%s", path);
+    struct stat st;
+    struct wire_sock *first = wire_sock_new(WIRE_ROUTER, ep, WIRE_BIND, NULL);
+    CHECK(first != NULL);
+    CHECK(stat(path, &st) == 0 && S_ISSOCK(st.st_mode));
+    log_set_level(LOG_OFF); /* the refusals below log errors on purpose */
+    struct wire_sock *second = wire_sock_new(WIRE_ROUTER, ep, WIRE_BIND, NULL);
+    CHECK_MSG(second == NULL, "a second bind took over a live ipc socket");
+    CHECK(wire_sock_bind(first, ep) == SF_ESTATE); /* also from the same socket */
+    log_set_level(LOG_ERROR);
+    wire_sock_destroy(&second);
+    /* the first still receives */
+    struct wire_sock *dealer = wire_sock_new(WIRE_DEALER, ep, WIRE_CONNECT, NULL);
+    CHECK(dealer != NULL);
+    if (first && dealer) {
+        Saeflow__Heartbeat h = heartbeat_make(3);
+        CHECK(wire_send_heartbeat(dealer, &h) == 0);
+        struct wire_msg m = {0};
+        CHECK(recv_wait(first, &m) == 0 && m.kind == WIRE_HEARTBEAT);
+        wire_msg_fini(&m);
+    }
+    wire_sock_destroy(&dealer);
+    wire_sock_destroy(&first);
+    CHECK_MSG(stat(path, &st) != 0, "the socket file is left behind after destroy");
+
+    /* a stale socket file: bound by a process that is gone (nobody listens) */
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    memcpy(a.sun_path, path, strlen(path) + 1);
+    CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    close(fd);
+    CHECK(stat(path, &st) == 0 && S_ISSOCK(st.st_mode));
+    log_set_level(LOG_OFF);
+    struct wire_sock *again = wire_sock_new(WIRE_ROUTER, ep, WIRE_BIND, NULL);
+    log_set_level(LOG_ERROR);
+    CHECK_MSG(again != NULL, "a stale socket file blocked the bind");
+    wire_sock_destroy(&again);
+    CHECK(stat(path, &st) != 0);
+
+    /* a regular file at the path is not replaced */
+    FILE *f = fopen(path, "w");
+    if (f) fclose(f);
+    log_set_level(LOG_OFF);
+    struct wire_sock *over = wire_sock_new(WIRE_ROUTER, ep, WIRE_BIND, NULL);
+    log_set_level(LOG_ERROR);
+    CHECK(over == NULL);
+    wire_sock_destroy(&over);
+    CHECK(stat(path, &st) == 0 && S_ISREG(st.st_mode));
+    unlink(path);
+}
+
 int main(void)
 {
     log_init("test_wire", LOG_LOGFMT, LOG_ERROR);
@@ -1158,6 +1219,7 @@ int main(void)
     test_oversized_ipc(dir);
     test_seq_accounting();
     test_router_dealer(dir);
+    test_ipc_ownership(dir);
     test_pub_sub();
     test_poll();
     test_misc();
