@@ -434,7 +434,8 @@ int cmd_generate_steer(int argc, char **argv)
             memcpy(specs, given, n_specs * sizeof *specs);
             for (size_t q = 0; q < n_specs; q++)
                 if (specs[q].mode != STEER_ABLATE) specs[q].value = (float)strengths[j];
-            if (resolve_relative(specs, n_specs, store, sae_id) != 0) goto done;
+            if (resolve_relative(specs, n_specs, store, sae_id, m, sae, hook ? hook : "") != 0)
+                goto done;
             model_ctx_clear_hooks(c);
             steer_destroy(&st);
             st = steer_new(sae, specs, n_specs);
