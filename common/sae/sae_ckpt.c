@@ -121,6 +121,7 @@ int sae_trainer_save(const struct sae_trainer *t, const char *path)
     /* derived values, for people reading the file (not read back) */
     rc |= set_u(w, "current_k", sae_train_k_at(c, t->tokens));
     rc |= set_d(w, "current_lr", sae_train_lr_at(c, t->tokens));
+    rc |= set_d(w, "effective_lr", sae_train_config_lr(c)); /* the rule's value when lr = 0 */
     const struct sae_meta *m = &s->meta;
     rc |= st_writer_set_metadata(w, "meta.model_name", m->model_name);
     rc |= st_writer_set_metadata(w, "meta.hook_name", m->hook_name);

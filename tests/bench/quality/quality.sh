@@ -80,7 +80,7 @@ one() {
             --tokens "$TOKENS" --threads "$THREADS" --out "$out" "${EXTRA[@]}" \
             2>"$out.train.log") || { tail -n 3 "$out.train.log" >&2; continue; }
         t1=$(date +%s.%N)
-        json=$("$BIN/saeflow" eval --sae "$out/$hook" --model "$model" --data "$CORPUS" \
+        json=$("$BIN/saeflow" eval --sae "$out" --model "$model" --data "$CORPUS" \
             --first-line 2317 --tokens 65536 2>"$out.eval.log" | grep '^{')
         echo "$name $hook $n $k $seed $TOKENS $t0 $t1 $line $json" >>"$ROWS"
         echo "  $name $hook n=$n k=$k seed=$seed: $line" >&2

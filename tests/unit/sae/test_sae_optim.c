@@ -306,6 +306,10 @@ static void test_sf_resume(const char *dir)
         CHECK_MSG(ba && bb && la == lb && memcmp(ba, bb, la) == 0,
                   "signsgd_sf: the resumed run differs");
         CHECK(ba && memmem(ba, la, "sf.x.W_dec", 10) != NULL);
+        /* the schedule is readable from the file: the rule's rate, the resolved window */
+        CHECK(ba && memmem(ba, la, "\"effective_lr\"", 14) != NULL);
+        CHECK(ba && memmem(ba, la, "\"lr_decay_start\"", 16) != NULL);
+        CHECK(ba && memmem(ba, la, "\"dead_tokens\":\"128\"", 19) != NULL);
         free(ba);
         free(bb);
         /* the export is x: not the weights the step reads (y) */
