@@ -14,7 +14,9 @@
 #   tests/bench/quality/quality.sh [--tokens T] [--seeds S] [--models stories260K,stories15M]
 #                                  [--only SUBSTRING] [--work DIR] [-- extra train flags]
 #
-# Environment: SAEFLOW_BIN (build/bin), SAEFLOW_MODELS, SAEFLOW_CORPUS, THREADS.
+# Environment: SAEFLOW_BIN (build/bin), SAEFLOW_MODELS, SAEFLOW_CORPUS, THREADS,
+# EVAL_TOKENS (CE loss recovered on this many held-out tokens, default 65536: four
+# forward passes each, minutes for stories15M on a small CPU).
 set -u
 cd "$(dirname "$0")/../../.."
 BIN=${SAEFLOW_BIN:-$PWD/build/bin}
@@ -81,7 +83,7 @@ one() {
             2>"$out.train.log") || { tail -n 3 "$out.train.log" >&2; continue; }
         t1=$(date +%s.%N)
         json=$("$BIN/saeflow" eval --sae "$out" --model "$model" --data "$CORPUS" \
-            --first-line 2317 --tokens 65536 2>"$out.eval.log" | grep '^{')
+            --first-line 2317 --tokens "${EVAL_TOKENS:-65536}" 2>"$out.eval.log" | grep '^{')
         echo "$name $hook $n $k $seed $TOKENS $t0 $t1 $line $json" >>"$ROWS"
         echo "  $name $hook n=$n k=$k seed=$seed: $line" >&2
     done
