@@ -527,6 +527,8 @@ int cmd_train(int argc, char **argv)
         }
         fprintf(stderr, "saeflow train: resuming from %s at %lld tokens\n", ckpath,
                 (long long)sae_trainer_tokens(t));
+        if (n_sweep)
+            fprintf(stderr, "saeflow train: --sweep ignored: the checkpoint's settings continue\n");
     } else {
         struct sae_train_config cfg;
         size_t nn = n > 0 ? (size_t)n : (size_t)llround(expansion * (double)dt.d_in);
