@@ -239,7 +239,7 @@ static int config_from_meta(const struct safetensors *st, struct sae_train_confi
     /* added later: optional, with the values that older files were trained with */
     c->optimizer = SAE_OPT_ADAM;
     c->sf_momentum = 0.95;
-    c->dead_run_fraction = 0.01;
+    c->dead_run_fraction = 0.05;
     c->init_scale_encoder = false;
     const char *ov = safetensors_metadata(st, "optimizer");
     if (ov && sae_optimizer_parse(ov, &c->optimizer) != 0) FAIL("reason=bad_optimizer");

@@ -94,7 +94,7 @@ void sae_train_config_default(struct sae_train_config *c, enum sae_arch arch, si
     c->l1_coeff = 5.0;
     c->optimizer = SAE_OPT_ADAM;
     c->sf_momentum = 0.95;
-    c->dead_run_fraction = 0.01;
+    c->dead_run_fraction = 0.05;
     c->init_scale_encoder = true;
 }
 

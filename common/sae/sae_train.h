@@ -105,7 +105,7 @@ struct sae_train_config {
 
     enum sae_optimizer optimizer; /* adam (default) | signsgd_sf */
     double sf_momentum;           /* signsgd_sf: beta of y = (1-beta) z + beta x (0.95) */
-    double dead_run_fraction;     /* dead_tokens = 0: this fraction of the run (0.01) */
+    double dead_run_fraction;     /* dead_tokens = 0: this fraction of the run (0.05) */
     bool init_scale_encoder;      /* scale W_enc = a W_dec^T with the least-squares a on
                                      the first batch (true) */
 };

@@ -66,7 +66,7 @@ static void usage(FILE *f)
                "  --auxk-alpha A          AuxK weight (default 1/32; 0 = off)\n"
                "  --dead-tokens T         silent this long = dead (default: min(10M,\n"
                "                          dead-run-fraction x tokens))\n"
-               "  --dead-run-fraction F   see --dead-tokens (default 0.01)\n"
+               "  --dead-run-fraction F   see --dead-tokens (default 0.05)\n"
                "  --multi-topk            loss L(k) + L(4k)/8 (topk)\n"
                "  --l1 L                  L1 coefficient (standard, default 5)\n"
                "  --ghost-grads           ghost grads on dead latents (standard)\n"
@@ -339,7 +339,7 @@ int cmd_train(int argc, char **argv)
     char **hfiles = calloc((size_t)argc + 1, sizeof *hfiles);
     size_t nf = 0, nhf = 0;
     const char *opt_s = "adam", *sweep_s = NULL;
-    double sf_mom = 0.95, decay_start = 0.8, dead_frac = 0.01;
+    double sf_mom = 0.95, decay_start = 0.8, dead_frac = 0.05;
     int64_t sweep_tokens = 262144;
     const char *arch_s = "topk", *sched_s = "linear", *out = NULL, *ckdir = NULL;
     const char *backend = "cpu", *cmath_s = "fp32";

@@ -643,7 +643,7 @@ int main(int argc, char **argv)
          "fp32 | tf32 | bf16 GEMM precision on CUDA (ignored on the CPU)"},
         {"auxk", CFG_BOOL, &o->auxk, "true", 0, -1, "AuxK loss on dead latents"},
         {"dead_tokens", CFG_INT, &o->dead_tokens, "0", 0, 1e15,
-         "a latent silent this long is dead (0 = min(10M, 0.01 * total_tokens); 10M without)"},
+         "a latent silent this long is dead (0 = min(10M, 0.05 * total_tokens); 10M without)"},
         {"total_tokens", CFG_INT, &o->total_tokens, "0", 0, 1e15,
          "planned tokens: the lr rule's budget, the lr decay, the dead window (0 = none)"},
         {"batch_tokens", CFG_INT, &o->batch_tokens, "4096", 1, 1 << 20, "tokens per training step"},

@@ -65,7 +65,7 @@ static void test_dead_window(void)
     CHECK(c.dead_tokens == 0);
     CHECK(sae_train_config_dead_tokens(&c) == 10000000); /* unknown length: openai's 10M */
     c.total_tokens = 2000000;
-    CHECK(sae_train_config_dead_tokens(&c) == 20000); /* 1% of a 2M-token run */
+    CHECK(sae_train_config_dead_tokens(&c) == 100000); /* 5% of a 2M-token run */
     c.total_tokens = (int64_t)1 << 40;
     CHECK(sae_train_config_dead_tokens(&c) == 10000000); /* capped at 10M */
     c.total_tokens = 10;
@@ -74,19 +74,19 @@ static void test_dead_window(void)
     CHECK(sae_train_config_dead_tokens(&c) == 777);
     /* the trainer holds the concrete value (checkpoints and exports show it) */
     c.dead_tokens = 0;
-    c.total_tokens = 20000;
+    c.total_tokens = 4000;
     struct sae_trainer *t = sae_trainer_new(&c);
     CHECK(t && sae_trainer_config(t)->dead_tokens == 200);
     c.dead_run_fraction = 0;
     CHECK(sae_train_config_validate(&c) == SF_EINVAL);
-    c.dead_run_fraction = 0.01;
+    c.dead_run_fraction = 0.05;
     c.sf_momentum = 1.0;
     CHECK(sae_train_config_validate(&c) == SF_EINVAL);
     c.sf_momentum = 0.95;
     c.optimizer = (enum sae_optimizer)7;
     CHECK(sae_train_config_validate(&c) == SF_EINVAL);
-    /* AuxK acts within a short run: latents silent for 200 tokens are dead after
-     * 2000 tokens of 40-token steps, where the old 10M window never would */
+    /* AuxK acts within a short run: a 2000-token run with 40-token steps flags
+     * latents silent for 100 tokens, where the old 10M window never would */
     if (t) {
         struct rng r;
         rng_seed(&r, 4);
