@@ -45,7 +45,7 @@
  * learning rate (sae_train_config_lr), the dead-latent window (dead_tokens = 0: a
  * fraction of the planned tokens, capped at 10M), and the initialisation scales the
  * tied encoder so that the first batch's reconstruction is the least-squares one
- * (FVU at step 0 below 1 by construction).
+ * (at step 0 never worse than b_dec alone, so FVU starts near or below 1).
  *
  * sae_step_ref() is the oracle: the same step in double precision with dense loops.
  * Tests assert the fast step matches it. */
