@@ -3,8 +3,10 @@
  * Tensors (row-major, little-endian):
  *   W_enc, W_dec [n, d_in] F32; b_enc [n] F32; b_dec [d_in] F32; threshold [n] F32
  *   (batchtopk only); adam.m.<name> / adam.v.<name> for each of the four weights (F32,
- *   same shapes); since_fire [n] I64; state.i64 [4] I64 = (step, tokens, initialized,
- *   theta_set); state.f64 [2] F64 = (theta, norm_scale); rng [4] U64 (xoshiro state).
+ *   same shapes), or with optimizer = signsgd_sf sf.z.<name> / sf.x.<name> (the
+ *   schedule-free sequences) and sf.wsum [1] F64; since_fire [n] I64; state.i64 [4] I64 = (step,
+ * tokens, initialized, theta_set); state.f64 [2] F64 = (theta, norm_scale); rng [4] U64 (xoshiro
+ * state).
  * __metadata__: format = "saeflow.sae_checkpoint", version = "1", every config field
  *   under its struct name (doubles with 17 significant digits, so they read back
  *   exactly), and the provenance (meta.model_name, meta.hook_name, ...).
@@ -42,6 +44,13 @@ static int set_d(struct st_writer *w, const char *key, double v)
     return st_writer_set_metadata(w, key, buf);
 }
 
+/* optimiser state tensors: m/v of Adam, or z/x of schedule-free SignSGD */
+static const char *const adam_names[8] = {"adam.m.W_enc", "adam.v.W_enc", "adam.m.W_dec",
+                                          "adam.v.W_dec", "adam.m.b_enc", "adam.v.b_enc",
+                                          "adam.m.b_dec", "adam.v.b_dec"};
+static const char *const sf_names[8] = {"sf.z.W_enc", "sf.x.W_enc", "sf.z.W_dec", "sf.x.W_dec",
+                                        "sf.z.b_enc", "sf.x.b_enc", "sf.z.b_dec", "sf.x.b_dec"};
+
 int sae_trainer_save(const struct sae_trainer *t, const char *path)
 {
     if (!t || !path) return SF_EINVAL;
@@ -59,14 +68,18 @@ int sae_trainer_save(const struct sae_trainer *t, const char *path)
     rc |= st_writer_add(w, "b_enc", ST_F32, n1, 1, s->b_enc);
     rc |= st_writer_add(w, "b_dec", ST_F32, d1, 1, s->b_dec);
     if (s->threshold) rc |= st_writer_add(w, "threshold", ST_F32, n1, 1, s->threshold);
-    rc |= st_writer_add(w, "adam.m.W_enc", ST_F32, nd, 2, t->m_W_enc);
-    rc |= st_writer_add(w, "adam.v.W_enc", ST_F32, nd, 2, t->v_W_enc);
-    rc |= st_writer_add(w, "adam.m.W_dec", ST_F32, nd, 2, t->m_W_dec);
-    rc |= st_writer_add(w, "adam.v.W_dec", ST_F32, nd, 2, t->v_W_dec);
-    rc |= st_writer_add(w, "adam.m.b_enc", ST_F32, n1, 1, t->m_b_enc);
-    rc |= st_writer_add(w, "adam.v.b_enc", ST_F32, n1, 1, t->v_b_enc);
-    rc |= st_writer_add(w, "adam.m.b_dec", ST_F32, d1, 1, t->m_b_dec);
-    rc |= st_writer_add(w, "adam.v.b_dec", ST_F32, d1, 1, t->v_b_dec);
+    const char *const *on = c->optimizer == SAE_OPT_SIGNSGD_SF ? sf_names : adam_names;
+    rc |= st_writer_add(w, on[0], ST_F32, nd, 2, t->m_W_enc);
+    rc |= st_writer_add(w, on[1], ST_F32, nd, 2, t->v_W_enc);
+    rc |= st_writer_add(w, on[2], ST_F32, nd, 2, t->m_W_dec);
+    rc |= st_writer_add(w, on[3], ST_F32, nd, 2, t->v_W_dec);
+    rc |= st_writer_add(w, on[4], ST_F32, n1, 1, t->m_b_enc);
+    rc |= st_writer_add(w, on[5], ST_F32, n1, 1, t->v_b_enc);
+    rc |= st_writer_add(w, on[6], ST_F32, d1, 1, t->m_b_dec);
+    rc |= st_writer_add(w, on[7], ST_F32, d1, 1, t->v_b_dec);
+    const int64_t one[1] = {1};
+    if (c->optimizer == SAE_OPT_SIGNSGD_SF)
+        rc |= st_writer_add(w, "sf.wsum", ST_F64, one, 1, &t->sf_wsum);
     rc |= st_writer_add(w, "since_fire", ST_I64, n1, 1, t->since_fire);
     rc |= st_writer_add(w, "state.i64", ST_I64, four, 1, si);
     rc |= st_writer_add(w, "state.f64", ST_F64, two, 1, sf);
@@ -101,9 +114,14 @@ int sae_trainer_save(const struct sae_trainer *t, const char *path)
     rc |= set_d(w, "threshold_decay", c->threshold_decay);
     rc |= set_d(w, "l1_coeff", c->l1_coeff);
     rc |= set_i(w, "ghost_grads", c->ghost_grads);
+    rc |= st_writer_set_metadata(w, "optimizer", sae_optimizer_name(c->optimizer));
+    rc |= set_d(w, "sf_momentum", c->sf_momentum);
+    rc |= set_d(w, "dead_run_fraction", c->dead_run_fraction);
+    rc |= set_i(w, "init_scale_encoder", c->init_scale_encoder);
     /* derived values, for people reading the file (not read back) */
     rc |= set_u(w, "current_k", sae_train_k_at(c, t->tokens));
     rc |= set_d(w, "current_lr", sae_train_lr_at(c, t->tokens));
+    rc |= set_d(w, "effective_lr", sae_train_config_lr(c)); /* the rule's value when lr = 0 */
     const struct sae_meta *m = &s->meta;
     rc |= st_writer_set_metadata(w, "meta.model_name", m->model_name);
     rc |= st_writer_set_metadata(w, "meta.hook_name", m->hook_name);
@@ -218,6 +236,20 @@ static int config_from_meta(const struct safetensors *st, struct sae_train_confi
         (rc = meta_f64(st, "l1_coeff", &c->l1_coeff)) ||
         (rc = meta_bool(st, "ghost_grads", &c->ghost_grads)))
         return rc;
+    /* added later: optional, with the values that older files were trained with */
+    c->optimizer = SAE_OPT_ADAM;
+    c->sf_momentum = 0.95;
+    c->dead_run_fraction = 0.05;
+    c->init_scale_encoder = false;
+    const char *ov = safetensors_metadata(st, "optimizer");
+    if (ov && sae_optimizer_parse(ov, &c->optimizer) != 0) FAIL("reason=bad_optimizer");
+    if ((safetensors_metadata(st, "sf_momentum") &&
+         (rc = meta_f64(st, "sf_momentum", &c->sf_momentum))) ||
+        (safetensors_metadata(st, "dead_run_fraction") &&
+         (rc = meta_f64(st, "dead_run_fraction", &c->dead_run_fraction))) ||
+        (safetensors_metadata(st, "init_scale_encoder") &&
+         (rc = meta_bool(st, "init_scale_encoder", &c->init_scale_encoder))))
+        return rc;
     if ((rc = meta_str(st, "meta.model_name", m->model_name, sizeof m->model_name)) ||
         (rc = meta_str(st, "meta.hook_name", m->hook_name, sizeof m->hook_name)) ||
         (rc = meta_i64(st, "meta.hook_layer", INT64_MIN, INT64_MAX, &m->hook_layer)) ||
@@ -262,6 +294,8 @@ static int load_from(const struct safetensors *st, struct sae_trainer **out)
     struct sae *s = t->sae;
     s->meta = m;
     const size_t n = c.n, d = c.d_in;
+    const bool is_sf = c.optimizer == SAE_OPT_SIGNSGD_SF;
+    const char *const *on = is_sf ? sf_names : adam_names;
     int64_t si[4];
     double sf[2];
     if ((rc = take(st, "W_enc", ST_F32, n, d, s->W_enc)) ||
@@ -269,14 +303,15 @@ static int load_from(const struct safetensors *st, struct sae_trainer **out)
         (rc = take(st, "b_enc", ST_F32, n, 0, s->b_enc)) ||
         (rc = take(st, "b_dec", ST_F32, d, 0, s->b_dec)) ||
         (s->threshold && (rc = take(st, "threshold", ST_F32, n, 0, s->threshold))) ||
-        (rc = take(st, "adam.m.W_enc", ST_F32, n, d, t->m_W_enc)) ||
-        (rc = take(st, "adam.v.W_enc", ST_F32, n, d, t->v_W_enc)) ||
-        (rc = take(st, "adam.m.W_dec", ST_F32, n, d, t->m_W_dec)) ||
-        (rc = take(st, "adam.v.W_dec", ST_F32, n, d, t->v_W_dec)) ||
-        (rc = take(st, "adam.m.b_enc", ST_F32, n, 0, t->m_b_enc)) ||
-        (rc = take(st, "adam.v.b_enc", ST_F32, n, 0, t->v_b_enc)) ||
-        (rc = take(st, "adam.m.b_dec", ST_F32, d, 0, t->m_b_dec)) ||
-        (rc = take(st, "adam.v.b_dec", ST_F32, d, 0, t->v_b_dec)) ||
+        (rc = take(st, on[0], ST_F32, n, d, t->m_W_enc)) ||
+        (rc = take(st, on[1], ST_F32, n, d, t->v_W_enc)) ||
+        (rc = take(st, on[2], ST_F32, n, d, t->m_W_dec)) ||
+        (rc = take(st, on[3], ST_F32, n, d, t->v_W_dec)) ||
+        (rc = take(st, on[4], ST_F32, n, 0, t->m_b_enc)) ||
+        (rc = take(st, on[5], ST_F32, n, 0, t->v_b_enc)) ||
+        (rc = take(st, on[6], ST_F32, d, 0, t->m_b_dec)) ||
+        (rc = take(st, on[7], ST_F32, d, 0, t->v_b_dec)) ||
+        (is_sf && (rc = take(st, "sf.wsum", ST_F64, 1, 0, &t->sf_wsum))) ||
         (rc = take(st, "since_fire", ST_I64, n, 0, t->since_fire)) ||
         (rc = take(st, "state.i64", ST_I64, 4, 0, si)) ||
         (rc = take(st, "state.f64", ST_F64, 2, 0, sf)) ||
@@ -290,11 +325,13 @@ static int load_from(const struct safetensors *st, struct sae_trainer **out)
         bad = "weights";
     else if (s->threshold && !all_finite(s->threshold, n, false))
         bad = "threshold";
-    else if (!all_finite(t->m_W_enc, n * d, false) || !all_finite(t->v_W_enc, n * d, true) ||
-             !all_finite(t->m_W_dec, n * d, false) || !all_finite(t->v_W_dec, n * d, true) ||
-             !all_finite(t->m_b_enc, n, false) || !all_finite(t->v_b_enc, n, true) ||
-             !all_finite(t->m_b_dec, d, false) || !all_finite(t->v_b_dec, d, true))
+    else if (!all_finite(t->m_W_enc, n * d, false) || !all_finite(t->v_W_enc, n * d, !is_sf) ||
+             !all_finite(t->m_W_dec, n * d, false) || !all_finite(t->v_W_dec, n * d, !is_sf) ||
+             !all_finite(t->m_b_enc, n, false) || !all_finite(t->v_b_enc, n, !is_sf) ||
+             !all_finite(t->m_b_dec, d, false) || !all_finite(t->v_b_dec, d, !is_sf))
         bad = "adam_state";
+    else if (is_sf && !(isfinite(t->sf_wsum) && t->sf_wsum >= 0))
+        bad = "sf.wsum";
     else if (si[0] < 0 || si[1] < 0 || (si[2] != 0 && si[2] != 1) || (si[3] != 0 && si[3] != 1))
         bad = "state.i64";
     else if (!isfinite(sf[0]) || !isfinite(sf[1]) || !(sf[1] > 0) || sf[1] > 3.4e38)

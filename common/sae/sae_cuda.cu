@@ -284,6 +284,11 @@ extern "C" int sae_cuda_trainer_new(struct sae_trainer *t, struct cuda_ctx *ctx,
         log_error("sae_cuda_unsupported", "arch=%s supported=topk", sae_arch_name(c->arch));
         return SF_EUNSUP;
     }
+    if (c->optimizer != SAE_OPT_ADAM) {
+        log_error("sae_cuda_unsupported", "optimizer=%s supported=adam",
+                  sae_optimizer_name(c->optimizer));
+        return SF_EUNSUP;
+    }
     size_t kmax = c->k > c->k0 ? c->k : c->k0;
     size_t kk = kk_for(c, kmax), ka = sae_train_config_k_aux(c);
     if (kk > SAE_CUDA_TOPK_MAX || (c->auxk_alpha > 0 && ka > SAE_CUDA_TOPK_MAX) ||
@@ -462,12 +467,16 @@ static int forward_backward(struct sae_cuda_trainer *g, const float *x_dev, size
     return 0;
 }
 
-// b_dec is set on the host by the data initialisation (sae_trainer_init_data), which may
-// run after this trainer was made: bring the device copy up to date once.
+// b_dec and the encoder scale are set on the host by the data initialisation
+// (sae_trainer_init_data), which may run after this trainer was made: bring the device
+// copies up to date once.
 static int sync_bdec(struct sae_cuda_trainer *g)
 {
     if (g->bdec_synced || !g->t->initialized) return 0;
     int rc = cuda_buf_upload(g->ctx, &g->mem[M_BDEC], 0, g->t->sae->b_dec, g->d * sizeof(float));
+    if (rc == 0)
+        rc = cuda_buf_upload(g->ctx, &g->mem[M_WENC], 0, g->t->sae->W_enc,
+                             g->n * g->d * sizeof(float));
     if (rc == 0) g->bdec_synced = true;
     return rc;
 }

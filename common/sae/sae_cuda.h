@@ -18,7 +18,7 @@
  * the decoder renormalisation. The only transfers are the batch going up and a few
  * dozen bytes of metrics coming back at the end of the step.
  *
- * Supported: arch topk, with AuxK, Multi-TopK, k scheduling, warm-up/decay and grad
+ * Supported: arch topk with Adam, with AuxK, Multi-TopK, k scheduling, warm-up/decay and grad
  * clipping. batchtopk and standard (L1, ghost grads) return SF_EUNSUP from _new.
  * Limits: kk = k (4k with Multi-TopK) and k_aux at most SAE_CUDA_TOPK_MAX; B*(kk +
  * k_aux) < 2^31.

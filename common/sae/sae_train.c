@@ -49,6 +49,25 @@ int sae_k_schedule_parse(const char *s, enum sae_k_schedule *out)
     return SF_EINVAL;
 }
 
+static const char *const opt_names[] = {"adam", "signsgd_sf"};
+
+const char *sae_optimizer_name(enum sae_optimizer o)
+{
+    return (unsigned)o < SF_ARRAY_LEN(opt_names) ? opt_names[o] : "unknown";
+}
+
+int sae_optimizer_parse(const char *s, enum sae_optimizer *out)
+{
+    if (!s) return SF_EINVAL;
+    for (size_t i = 0; i < SF_ARRAY_LEN(opt_names); i++) {
+        if (!strcmp(s, opt_names[i])) {
+            *out = (enum sae_optimizer)i;
+            return 0;
+        }
+    }
+    return SF_EINVAL;
+}
+
 void sae_train_config_default(struct sae_train_config *c, enum sae_arch arch, size_t d_in, size_t n,
                               size_t k)
 {
@@ -67,18 +86,46 @@ void sae_train_config_default(struct sae_train_config *c, enum sae_arch arch, si
     c->normalize_input = true;
     c->init_b_dec = true;
     c->init_max_tokens = 8192;
-    c->dead_tokens = 10000000;
+    c->dead_tokens = 0;
     c->fire_threshold = 1e-3;
     c->auxk_alpha = (arch == SAE_TOPK || arch == SAE_BATCHTOPK) ? 1.0 / 32.0 : 0.0;
     c->k_schedule = SAE_KSCHED_LINEAR;
     c->threshold_decay = 0.99;
     c->l1_coeff = 5.0;
+    c->optimizer = SAE_OPT_ADAM;
+    c->sf_momentum = 0.95;
+    c->dead_run_fraction = 0.05;
+    c->init_scale_encoder = true;
 }
+
+#define LR_ADAM           2e-4
+#define LR_SF             5e-3
+#define LR_BUDGET_REF     1073741824.0 /* 2^30 tokens: where the published rules hold */
+#define SAE_LR_BUDGET_MAX 16.0
+#define DEAD_TOKENS_MAX   10000000
 
 double sae_train_config_lr(const struct sae_train_config *c)
 {
     if (c->lr > 0) return c->lr;
-    return 2e-4 / sqrt((double)c->n / 16384.0);
+    const double per_n = 1.0 / sqrt((double)c->n / 16384.0);
+    /* schedule-free averaging adapts to the run length itself: sparsify's rule as is */
+    if (c->optimizer == SAE_OPT_SIGNSGD_SF) return LR_SF * per_n;
+    double budget = 1.0;
+    if (c->total_tokens > 0) {
+        budget = sqrt(LR_BUDGET_REF / (double)c->total_tokens);
+        if (budget < 1) budget = 1;
+        if (budget > SAE_LR_BUDGET_MAX) budget = SAE_LR_BUDGET_MAX;
+    }
+    return LR_ADAM * per_n * budget;
+}
+
+int64_t sae_train_config_dead_tokens(const struct sae_train_config *c)
+{
+    if (c->dead_tokens > 0) return c->dead_tokens;
+    if (c->total_tokens <= 0) return DEAD_TOKENS_MAX;
+    double v = c->dead_run_fraction * (double)c->total_tokens;
+    if (v > DEAD_TOKENS_MAX) v = DEAD_TOKENS_MAX;
+    return v < 1 ? 1 : (int64_t)v;
 }
 
 size_t sae_train_config_k_aux(const struct sae_train_config *c)
@@ -160,7 +207,11 @@ int sae_train_config_validate(const struct sae_train_config *c)
     if (!(c->lr_decay_start >= 0 && c->lr_decay_start <= 1e9)) BAD("lr_decay_start", "");
     if (!(c->grad_clip >= 0 && c->grad_clip < 1e30)) BAD("grad_clip", "v=%g", c->grad_clip);
     if (c->init_max_tokens == 0) BAD("init_max_tokens", "v=0");
-    if (c->dead_tokens <= 0) BAD("dead_tokens", "v=%lld", (long long)c->dead_tokens);
+    if (c->dead_tokens < 0) BAD("dead_tokens", "v=%lld", (long long)c->dead_tokens);
+    if (!(c->dead_run_fraction > 0 && c->dead_run_fraction <= 1))
+        BAD("dead_run_fraction", "v=%g", c->dead_run_fraction);
+    if ((unsigned)c->optimizer > SAE_OPT_SIGNSGD_SF) BAD("optimizer", "v=%d", (int)c->optimizer);
+    if (!(c->sf_momentum >= 0 && c->sf_momentum < 1)) BAD("sf_momentum", "v=%g", c->sf_momentum);
     if (!(c->fire_threshold >= 0 && c->fire_threshold < 1e30)) BAD("fire_threshold", "");
     if (!(c->auxk_alpha >= 0 && c->auxk_alpha < 1e6)) BAD("auxk_alpha", "v=%g", c->auxk_alpha);
     if (c->k_aux > c->n) BAD("k_aux", "k_aux=%zu n=%zu", c->k_aux, c->n);
@@ -180,6 +231,7 @@ struct sae_trainer *sae_trainer_alloc(const struct sae_train_config *cfg)
     struct sae_trainer *t = calloc(1, sizeof *t);
     if (!t) return NULL;
     t->cfg = *cfg;
+    t->cfg.dead_tokens = sae_train_config_dead_tokens(cfg); /* the rule, made concrete */
     const size_t n = cfg->n, d = cfg->d_in, nd = n * d;
     t->sae = sae_new(cfg->arch, d, n, cfg->k);
     t->m_W_enc = sae_alloc_big(nd, sizeof(float));
@@ -279,6 +331,14 @@ struct sae *sae_trainer_export(const struct sae_trainer *t)
 {
     struct sae *c = sae_clone(t->sae);
     if (!c) return NULL;
+    if (t->cfg.optimizer == SAE_OPT_SIGNSGD_SF && t->step > 0) {
+        /* the averaged point x (see sae_train.h) */
+        const size_t n = t->cfg.n, d = t->cfg.d_in;
+        memcpy(c->W_enc, t->v_W_enc, n * d * sizeof(float));
+        memcpy(c->W_dec, t->v_W_dec, n * d * sizeof(float));
+        memcpy(c->b_enc, t->v_b_enc, n * sizeof(float));
+        memcpy(c->b_dec, t->v_b_dec, d * sizeof(float));
+    }
     sae_fold_norm(c);
     if (t->cfg.arch == SAE_BATCHTOPK) {
         struct sae *j = sae_new(SAE_JUMPRELU, c->d_in, c->n, 0);
@@ -367,6 +427,66 @@ static int geometric_median(const float *x, size_t N, size_t d, float scale, dou
     return 0;
 }
 
+/* The least-squares scale of the encoder at init: with b_enc = 0 the selection does
+ * not depend on a > 0 and the reconstruction is b_dec + a v(x), so the a minimising
+ * sum ||b_dec + a v - xs||^2 over the sample is sum <v, xc> / sum ||v||^2. Uses up to
+ * 2048 tokens; W_enc *= a when a is positive and finite. */
+static int init_encoder_scale(struct sae_trainer *t, const float *x, size_t N, float scale,
+                              double *alpha)
+{
+    const struct sae_train_config *c = &t->cfg;
+    struct sae *s = t->sae;
+    const size_t d = c->d_in, n = c->n;
+    if (N > 2048) N = 2048;
+    const size_t k = sae_train_k_at(c, 0);
+    const bool standard = c->arch == SAE_STANDARD;
+    float *xc = malloc(N * d * sizeof *xc), *a = malloc(N * n * sizeof *a);
+    float *sv = malloc((2 * n + sae_topk_scratch(k) + k) * sizeof *sv);
+    uint32_t *si = malloc((2 * n + sae_topk_scratch(k) + k) * sizeof *si);
+    double *v = malloc(d * sizeof *v);
+    int rc = xc && a && sv && si && v ? 0 : SF_ENOMEM;
+    double num = 0, den = 0;
+    if (rc == 0) {
+        for (size_t b = 0; b < N; b++)
+            for (size_t j = 0; j < d; j++) xc[b * d + j] = x[b * d + j] * scale - s->b_dec[j];
+        tensor_sgemm(false, true, N, n, d, 1.0f, xc, d, s->W_enc, d, 0.0f, a, n);
+        uint32_t *idx = si + 2 * n + sae_topk_scratch(k);
+        float *val = sv + 2 * n + sae_topk_scratch(k);
+        for (size_t b = 0; b < N; b++) {
+            const float *ar = a + b * n;
+            for (size_t j = 0; j < d; j++) v[j] = 0;
+            if (standard) {
+                for (size_t i = 0; i < n; i++)
+                    if (ar[i] + s->b_enc[i] > 0)
+                        for (size_t j = 0; j < d; j++)
+                            v[j] += (double)(ar[i] + s->b_enc[i]) * s->W_dec[i * d + j];
+            } else {
+                size_t got = sae_topk_row(ar, s->b_enc, NULL, n, k, idx, val, si, sv);
+                for (size_t q = 0; q < got; q++)
+                    if (val[q] > 0)
+                        for (size_t j = 0; j < d; j++)
+                            v[j] += (double)val[q] * s->W_dec[(size_t)idx[q] * d + j];
+            }
+            for (size_t j = 0; j < d; j++) {
+                num += v[j] * xc[b * d + j];
+                den += v[j] * v[j];
+            }
+        }
+    }
+    free(xc);
+    free(a);
+    free(sv);
+    free(si);
+    free(v);
+    if (rc) return rc;
+    *alpha = 1.0;
+    if (den > 0 && num > 0 && isfinite(num / den)) {
+        *alpha = num / den;
+        for (size_t q = 0; q < n * d; q++) s->W_enc[q] = (float)(s->W_enc[q] * *alpha);
+    }
+    return 0;
+}
+
 int sae_trainer_init_data(struct sae_trainer *t, const float *x, size_t N)
 {
     if (t->step > 0 || t->initialized) return SF_ESTATE;
@@ -395,8 +515,13 @@ int sae_trainer_init_data(struct sae_trainer *t, const float *x, size_t N)
         free(y);
         if (rc) return rc;
     }
+    double alpha = 1.0;
+    if (t->cfg.init_scale_encoder) {
+        int rc = init_encoder_scale(t, x, N, (float)s, &alpha);
+        if (rc) return rc;
+    }
     t->initialized = true;
-    log_info("sae_init", "tokens=%zu norm_scale=%.6g", N, s);
+    log_info("sae_init", "tokens=%zu norm_scale=%.6g encoder_scale=%.6g", N, s, alpha);
     return 0;
 }
 
@@ -418,6 +543,29 @@ int sae_trainer_prepare(struct sae_trainer *t, const float *x, size_t B)
     }
     if (!t->initialized) return sae_trainer_init_data(t, x, B);
     return 0;
+}
+
+void sae_trainer_sf_start(struct sae_trainer *t)
+{
+    if (t->cfg.optimizer != SAE_OPT_SIGNSGD_SF || t->step > 0) return;
+    const struct sae *s = t->sae;
+    const size_t nd = t->cfg.n * t->cfg.d_in;
+    memcpy(t->m_W_enc, s->W_enc, nd * sizeof(float));
+    memcpy(t->v_W_enc, s->W_enc, nd * sizeof(float));
+    memcpy(t->m_W_dec, s->W_dec, nd * sizeof(float));
+    memcpy(t->v_W_dec, s->W_dec, nd * sizeof(float));
+    memcpy(t->m_b_enc, s->b_enc, t->cfg.n * sizeof(float));
+    memcpy(t->v_b_enc, s->b_enc, t->cfg.n * sizeof(float));
+    memcpy(t->m_b_dec, s->b_dec, t->cfg.d_in * sizeof(float));
+    memcpy(t->v_b_dec, s->b_dec, t->cfg.d_in * sizeof(float));
+    t->sf_wsum = 0;
+}
+
+double sae_trainer_sf_coef(struct sae_trainer *t, double lr, bool commit)
+{
+    double w = lr * lr, sum = t->sf_wsum + w;
+    if (commit) t->sf_wsum = sum;
+    return sum > 0 ? w / sum : 0.0;
 }
 
 struct sae_adam_coef sae_trainer_adam_coef(const struct sae_trainer *t, double lr)

@@ -11,9 +11,10 @@
  * The step (REFERENCES.md §1): xc = s*x - b_dec; a = W_enc xc + b_enc (the only dense
  * GEMM); per-token top-k; x_hat = sum z_i W_dec[i] + b_dec; loss = mse + AuxK /
  * Multi-TopK / L1 / ghost terms; gradients only along the selected latents (sparse,
- * O(B*k*d)); decoder-row gradient projection; optional global grad-norm clip; dense
- * Adam over every parameter (exact PyTorch Adam semantics, eps 6.25e-10); decoder
- * rows renormalised. Everything except the GEMM runs on OpenMP threads (small steps,
+ * O(B*k*d)); decoder-row gradient projection; optional global grad-norm clip; then
+ * the optimiser over every parameter: Adam (exact PyTorch Adam semantics, eps
+ * 6.25e-10) or SignSGD with schedule-free averaging (below); decoder rows
+ * renormalised. Everything except the GEMM runs on OpenMP threads (small steps,
  * under ~1e8 encoder FMAs, run serially). Results are deterministic on a machine:
  * every reduction has a fixed order that does not depend on the thread count, so a
  * resumed run continues bit-identically.
@@ -25,6 +26,26 @@
  *   l1    = l1_coeff * sum_b sum_i z_bi ||W_dec[i]|| / B                  (standard)
  *   ghost = mse(ghost, r) * (mse / mse(ghost, r)) detached                (standard)
  *   loss  = mse + auxk_alpha * auxk + l1 + ghost
+ *
+ * Optimisers (cfg.optimizer):
+ *   adam        p -= lr_t * m_hat / (sqrt(v_hat) + eps), PyTorch's Adam.
+ *   signsgd_sf  SignSGD inside schedule-free averaging (Defazio et al. 2024,
+ *               "The Road Less Scheduled"; sparsify's default, ScheduleFreeWrapper):
+ *                 gradient g at y (the weights the step reads),
+ *                 z <- z - lr_t * sign(g)       (decoder rows of z renormalised)
+ *                 w_t = lr_t^2, c = w_t / sum_{s<=t} w_s
+ *                 x <- (1 - c) x + c z           (the running weighted average;
+ *                                                 its decoder rows renormalised)
+ *                 y <- (1 - beta) z + beta x     (beta = sf_momentum, 0.95)
+ *               z and x are the optimiser state (kept where Adam keeps m and v); y
+ *               is the trainer's weights. sae_trainer_export() writes x, the averaged
+ *               point the method's guarantees are about (see sae_trainer_export).
+ *
+ * Defaults are chosen for the run length (total_tokens) as well as the size n: the
+ * learning rate (sae_train_config_lr), the dead-latent window (dead_tokens = 0: a
+ * fraction of the planned tokens, capped at 10M), and the initialisation scales the
+ * tied encoder so that the first batch's reconstruction is the least-squares one
+ * (at step 0 never worse than b_dec alone, so FVU starts near or below 1).
  *
  * sae_step_ref() is the oracle: the same step in double precision with dense loops.
  * Tests assert the fast step matches it. */
@@ -38,6 +59,9 @@
 #include "sae/sae.h"
 
 enum sae_k_schedule { SAE_KSCHED_LINEAR = 0, SAE_KSCHED_COSINE = 1, SAE_KSCHED_EXP = 2 };
+enum sae_optimizer { SAE_OPT_ADAM = 0, SAE_OPT_SIGNSGD_SF = 1 };
+const char *sae_optimizer_name(enum sae_optimizer o);              /* "adam", "signsgd_sf" */
+int sae_optimizer_parse(const char *s, enum sae_optimizer *out);   /* 0 or SF_EINVAL */
 const char *sae_k_schedule_name(enum sae_k_schedule s);            /* "linear", "cosine", "exp" */
 int sae_k_schedule_parse(const char *s, enum sae_k_schedule *out); /* also "exponential" */
 
@@ -47,7 +71,7 @@ struct sae_train_config {
     uint64_t seed;      /* weight init */
 
     /* optimiser */
-    double lr;                               /* 0: 2e-4 / sqrt(n / 2^14) */
+    double lr;                               /* 0: the rule of sae_train_config_lr */
     double adam_beta1, adam_beta2, adam_eps; /* 0.9, 0.999, 6.25e-10 */
     int64_t lr_warmup_tokens;                /* linear warm-up from 0; 0 = none */
     int64_t total_tokens;                    /* planned length; 0 = no decay */
@@ -62,7 +86,9 @@ struct sae_train_config {
     size_t init_max_tokens; /* sample size cap for those estimates (8192) */
 
     /* dead latents */
-    int64_t dead_tokens;   /* a latent silent for this many tokens is dead (10M) */
+    int64_t dead_tokens;   /* a latent silent for this many tokens is dead; 0 (default):
+                              min(10M, dead_run_fraction * total_tokens), 10M without
+                              total_tokens (resolved when the trainer is created) */
     double fire_threshold; /* "fired" means activation > this (1e-3) */
     double auxk_alpha;     /* AuxK weight (1/32); 0 = off. topk / batchtopk */
     size_t k_aux;          /* 0: power of two nearest d_in/2 */
@@ -76,18 +102,33 @@ struct sae_train_config {
     double threshold_decay; /* batchtopk: EMA decay of the inference threshold (0.99) */
     double l1_coeff;        /* standard: lambda (5.0) */
     bool ghost_grads;       /* standard: ghost grads on dead latents */
+
+    enum sae_optimizer optimizer; /* adam (default) | signsgd_sf */
+    double sf_momentum;           /* signsgd_sf: beta of y = (1-beta) z + beta x (0.95) */
+    double dead_run_fraction;     /* dead_tokens = 0: this fraction of the run (0.05) */
+    bool init_scale_encoder;      /* scale W_enc = a W_dec^T with the least-squares a on
+                                     the first batch (true) */
 };
 
 void sae_train_config_default(struct sae_train_config *cfg, enum sae_arch arch, size_t d_in,
                               size_t n, size_t k);
 /* 0, or SF_EINVAL with one log line naming the bad field. */
 int sae_train_config_validate(const struct sae_train_config *cfg);
-/* The effective values of the derived defaults. */
+/* The effective values of the derived defaults. The learning rate, when cfg->lr is 0:
+ *   adam:        2e-4 / sqrt(n / 2^14) * clamp(sqrt(2^30 / total_tokens), 1, 16)
+ *   signsgd_sf:  5e-3 / sqrt(n / 2^14)                       (sparsify's rule)
+ * Adam's rule (sparsify, dictionary_learning) holds at billions of tokens and
+ * underfits short runs: the budget factor raises it for runs under 2^30 tokens (16x,
+ * the cap, at 4M tokens and below; no total_tokens: 1x). Schedule-free averaging
+ * adapts to the run length by itself. Evidence: tests/bench/quality and README. */
 double sae_train_config_lr(const struct sae_train_config *cfg);
+/* dead_tokens as the trainer uses it (the rule above when cfg->dead_tokens is 0). */
+int64_t sae_train_config_dead_tokens(const struct sae_train_config *cfg);
 size_t sae_train_config_k_aux(const struct sae_train_config *cfg);
 /* k after `tokens` tokens of training (the scheduler). */
 size_t sae_train_k_at(const struct sae_train_config *cfg, int64_t tokens);
-/* Learning rate after `tokens` tokens (warm-up, then constant, then linear decay). */
+/* Learning rate after `tokens` tokens (warm-up, then constant, then linear decay over
+ * the tokens after lr_decay_start * total_tokens). */
 double sae_train_lr_at(const struct sae_train_config *cfg, int64_t tokens);
 
 /* What one step measured (the trainer service and the CLI print these). */
@@ -113,14 +154,17 @@ struct sae_train_metrics {
 struct sae_trainer;
 
 /* Validates cfg, allocates weights and optimiser state, initialises W_dec with random
- * unit rows (seeded) and W_enc = W_dec (tied). NULL on invalid config or OOM (logged).
- * Free with sae_trainer_destroy(). */
+ * unit rows (seeded) and W_enc = W_dec (tied; rescaled by the data initialisation when
+ * init_scale_encoder). NULL on invalid config or OOM (logged). Free with
+ * sae_trainer_destroy(). */
 struct sae_trainer *sae_trainer_new(const struct sae_train_config *cfg);
 void sae_trainer_destroy(struct sae_trainer **t);
 
 /* Estimates the input scale and b_dec (geometric median, Weiszfeld) from a sample of
- * N raw tokens (N, d_in). Called automatically on the first step's batch when not
- * called before. SF_ESTATE after training has started. */
+ * N raw tokens (N, d_in), then (init_scale_encoder) scales W_enc by the a that
+ * minimises the sample's reconstruction error at the current weights. Called
+ * automatically on the first step's batch when not called before. SF_ESTATE after
+ * training has started. */
 int sae_trainer_init_data(struct sae_trainer *t, const float *x, size_t N);
 
 /* One optimisation step on a batch x (B, d_in) of raw activations. m may be NULL.
@@ -164,7 +208,9 @@ double sae_trainer_dead_fraction(const struct sae_trainer *t);
 void sae_trainer_set_meta(struct sae_trainer *t, const struct sae_meta *meta);
 
 /* A copy ready to use or export: norm folded into the weights; batchtopk becomes
- * jumprelu with threshold = the EMA threshold for every latent. Caller destroys it. */
+ * jumprelu with threshold = the EMA threshold for every latent. With signsgd_sf the
+ * copy holds the averaged weights x (decoder rows kept at unit norm like z's), not
+ * the gradient point y. Caller destroys it. */
 struct sae *sae_trainer_export(const struct sae_trainer *t);
 
 /* Checkpoints: one safetensors file holding the weights, Adam moments, dead counters,

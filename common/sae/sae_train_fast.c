@@ -800,6 +800,36 @@ SAE_HOT static void adam_vec(float *restrict p, float *restrict m, float *restri
     }
 }
 
+/* signsgd_sf on one vector: z -= lr sign(g); x = (1-c) x + c z; y = (1-beta) z + beta x.
+ * g == NULL: a zero gradient (z stays). The unit-norm decoder rows are handled by the
+ * caller between the phases (sf_row_dec). */
+SAE_HOT static void sf_z(float *restrict z, const float *restrict g, float lr, size_t len)
+{
+    if (!g) return;
+#pragma omp simd
+    for (size_t j = 0; j < len; j++) z[j] -= lr * (float)((g[j] > 0.0f) - (g[j] < 0.0f));
+}
+
+SAE_HOT static void sf_xy(float *restrict y, const float *restrict z, float *restrict x, float c,
+                          float beta, size_t len)
+{
+#pragma omp simd
+    for (size_t j = 0; j < len; j++) {
+        float xj = (1.0f - c) * x[j] + c * z[j];
+        x[j] = xj;
+        y[j] = (1.0f - beta) * z[j] + beta * xj;
+    }
+}
+
+static void unit_row(float *w, size_t d)
+{
+    float nn = sqrtf(dotf(w, w, d));
+    if (nn > 0) {
+        float inv = 1.0f / nn;
+        for (size_t j = 0; j < d; j++) w[j] *= inv;
+    }
+}
+
 /* Projection, clipping, Adam, renormalisation; returns the global grad norm. */
 static double fast_optimize(struct sae_trainer *t, double lr)
 {
@@ -835,6 +865,40 @@ static double fast_optimize(struct sae_trainer *t, double lr)
     if (c->grad_clip > 0) {
         double cc = c->grad_clip / (gnorm + 1e-6);
         if (cc < 1.0) clipf = (float)cc;
+    }
+    if (c->optimizer == SAE_OPT_SIGNSGD_SF) {
+        /* the sign ignores the clipping factor (positive) */
+        const float lrf = (float)lr, beta = (float)c->sf_momentum;
+        const float cf = (float)sae_trainer_sf_coef(t, lr, true);
+#pragma omp parallel for schedule(static) if (f->par)
+        for (size_t i = 0; i < n; i++) {
+            bool tch = f->touched[i];
+            size_t o = i * d;
+            sf_z(t->m_W_enc + o, tch ? f->gW_enc + o : NULL, lrf, d);
+            sf_xy(s->W_enc + o, t->m_W_enc + o, t->v_W_enc + o, cf, beta, d);
+            sf_z(t->m_W_dec + o, tch ? f->gW_dec + o : NULL, lrf, d);
+            if (c->unit_norm_decoder) unit_row(t->m_W_dec + o, d);
+            if (c->unit_norm_decoder) {
+                float *x = t->v_W_dec + o;
+                const float *z = t->m_W_dec + o;
+                for (size_t j = 0; j < d; j++) x[j] = (1.0f - cf) * x[j] + cf * z[j];
+                unit_row(x, d);
+                for (size_t j = 0; j < d; j++) s->W_dec[o + j] = (1.0f - beta) * z[j] + beta * x[j];
+            } else {
+                sf_xy(s->W_dec + o, t->m_W_dec + o, t->v_W_dec + o, cf, beta, d);
+            }
+            if (tch) {
+                memset(f->gW_enc + o, 0, d * sizeof(float));
+                memset(f->gW_dec + o, 0, d * sizeof(float));
+            }
+        }
+        sf_z(t->m_b_enc, f->gb_enc, lrf, n);
+        sf_xy(s->b_enc, t->m_b_enc, t->v_b_enc, cf, beta, n);
+        sf_z(t->m_b_dec, f->gb_dec, lrf, d);
+        sf_xy(s->b_dec, t->m_b_dec, t->v_b_dec, cf, beta, d);
+        memset(f->gb_enc, 0, n * sizeof(float));
+        memset(f->gb_dec, 0, d * sizeof(float));
+        return gnorm;
     }
     struct sae_adam_coef ac = sae_trainer_adam_coef(t, lr);
     struct adam_f af = {(float)ac.b1,       (float)(1 - ac.b1),  (float)ac.b2,
@@ -881,6 +945,7 @@ int sae_trainer_step(struct sae_trainer *t, const float *x, size_t B, struct sae
     }
     const size_t k = sae_train_k_at(&t->cfg, t->tokens);
     const double lr = sae_train_lr_at(&t->cfg, t->tokens);
+    sae_trainer_sf_start(t);
     struct fast_out o;
     rc = fast_grads(t, x, B, k, &o);
     if (rc) {

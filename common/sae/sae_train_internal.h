@@ -12,7 +12,8 @@ struct sae_fast; /* the fast step's scratch (sae_train.c) */
 struct sae_trainer {
     struct sae_train_config cfg;
     struct sae *sae; /* weights; sae->norm_scale = s; threshold (batchtopk) = theta */
-    /* Adam moments, same shapes as the weights */
+    /* Adam moments, same shapes as the weights; with signsgd_sf, m_* holds z and v_*
+     * holds x (the schedule-free sequences) */
     float *m_W_enc, *v_W_enc, *m_b_enc, *v_b_enc;
     float *m_W_dec, *v_W_dec, *m_b_dec, *v_b_dec;
     int64_t *since_fire; /* (n) tokens since each latent last fired */
@@ -20,6 +21,7 @@ struct sae_trainer {
     bool initialized; /* s and b_dec estimated */
     bool theta_set;   /* batchtopk: EMA has a first value */
     double theta;     /* batchtopk: EMA of the smallest kept activation */
+    double sf_wsum;   /* signsgd_sf: sum of lr_t^2 so far */
     struct rng rng;
     struct sae_fast *fast;
 };
@@ -35,6 +37,10 @@ struct sae_adam_coef {
     double lr, b1, b2, eps, step_size, bc2_sqrt;
 };
 struct sae_adam_coef sae_trainer_adam_coef(const struct sae_trainer *t, double lr);
+/* signsgd_sf: before the first step, z = x = the initial weights. */
+void sae_trainer_sf_start(struct sae_trainer *t);
+/* signsgd_sf: the averaging weight c of this step (advances sf_wsum when commit). */
+double sae_trainer_sf_coef(struct sae_trainer *t, double lr, bool commit);
 void sae_trainer_fast_free(struct sae_fast **f);
 
 #endif

@@ -414,6 +414,36 @@ static void ref_adam(float *p, float *m, float *v, const double *g, double clipf
     }
 }
 
+static double sgn(double g)
+{
+    return (double)((g > 0) - (g < 0));
+}
+
+/* signsgd_sf on one tensor of `rows` rows of `len`: z -= lr sign(g); z's rows unit
+ * (unit); x = (1-c) x + c z; x's rows unit (unit); y = (1-beta) z + beta x. */
+static void ref_sf(float *y, float *z, float *x, const double *g, size_t rows, size_t len,
+                   bool unit, double lr, double c, double beta)
+{
+    for (size_t r = 0; r < rows; r++) {
+        double zz = 0, xx = 0;
+        float *zp = z + r * len, *xp = x + r * len, *yp = y + r * len;
+        const double *gp = g + r * len;
+        for (size_t j = 0; j < len; j++) {
+            zp[j] = (float)((double)zp[j] - lr * sgn(gp[j]));
+            zz += (double)zp[j] * zp[j];
+        }
+        if (unit && zz > 0)
+            for (size_t j = 0; j < len; j++) zp[j] = (float)(zp[j] / sqrt(zz));
+        for (size_t j = 0; j < len; j++) {
+            xp[j] = (float)((1 - c) * xp[j] + c * zp[j]);
+            xx += (double)xp[j] * xp[j];
+        }
+        if (unit && xx > 0)
+            for (size_t j = 0; j < len; j++) xp[j] = (float)(xp[j] / sqrt(xx));
+        for (size_t j = 0; j < len; j++) yp[j] = (float)((1 - beta) * zp[j] + beta * xp[j]);
+    }
+}
+
 int sae_step_ref(struct sae_trainer *t, const float *x, size_t B, struct sae_train_metrics *m)
 {
     double t0 = time_now_s();
@@ -424,6 +454,7 @@ int sae_step_ref(struct sae_trainer *t, const float *x, size_t B, struct sae_tra
     const size_t n = c->n, d = c->d_in;
     const size_t k = sae_train_k_at(c, t->tokens);
     const double lr = sae_train_lr_at(c, t->tokens);
+    sae_trainer_sf_start(t);
     struct ref_ws ws;
     struct sae_ref_problem pr;
     rc = ref_setup(t, x, B, k, &ws, &pr);
@@ -451,12 +482,21 @@ int sae_step_ref(struct sae_trainer *t, const float *x, size_t B, struct sae_tra
     double gnorm = sqrt(nrm2), clipf = 1;
     if (c->grad_clip > 0 && c->grad_clip / (gnorm + 1e-6) < 1)
         clipf = c->grad_clip / (gnorm + 1e-6);
-    struct sae_adam_coef ac = sae_trainer_adam_coef(t, lr);
-    ref_adam(s->W_enc, t->m_W_enc, t->v_W_enc, ws.g.W_enc, clipf, n * d, &ac);
-    ref_adam(s->W_dec, t->m_W_dec, t->v_W_dec, ws.g.W_dec, clipf, n * d, &ac);
-    ref_adam(s->b_enc, t->m_b_enc, t->v_b_enc, ws.g.b_enc, clipf, n, &ac);
-    ref_adam(s->b_dec, t->m_b_dec, t->v_b_dec, ws.g.b_dec, clipf, d, &ac);
-    if (c->unit_norm_decoder) {
+    if (c->optimizer == SAE_OPT_SIGNSGD_SF) {
+        double cf = sae_trainer_sf_coef(t, lr, true), beta = c->sf_momentum;
+        bool unit = c->unit_norm_decoder;
+        ref_sf(s->W_enc, t->m_W_enc, t->v_W_enc, ws.g.W_enc, n, d, false, lr, cf, beta);
+        ref_sf(s->W_dec, t->m_W_dec, t->v_W_dec, ws.g.W_dec, n, d, unit, lr, cf, beta);
+        ref_sf(s->b_enc, t->m_b_enc, t->v_b_enc, ws.g.b_enc, 1, n, false, lr, cf, beta);
+        ref_sf(s->b_dec, t->m_b_dec, t->v_b_dec, ws.g.b_dec, 1, d, false, lr, cf, beta);
+    } else {
+        struct sae_adam_coef ac = sae_trainer_adam_coef(t, lr);
+        ref_adam(s->W_enc, t->m_W_enc, t->v_W_enc, ws.g.W_enc, clipf, n * d, &ac);
+        ref_adam(s->W_dec, t->m_W_dec, t->v_W_dec, ws.g.W_dec, clipf, n * d, &ac);
+        ref_adam(s->b_enc, t->m_b_enc, t->v_b_enc, ws.g.b_enc, clipf, n, &ac);
+        ref_adam(s->b_dec, t->m_b_dec, t->v_b_dec, ws.g.b_dec, clipf, d, &ac);
+    }
+    if (c->unit_norm_decoder && c->optimizer == SAE_OPT_ADAM) {
         for (size_t i = 0; i < n; i++) {
             double ss = 0;
             for (size_t j = 0; j < d; j++) ss += (double)s->W_dec[i * d + j] * s->W_dec[i * d + j];

@@ -26,11 +26,14 @@
 #include "sae/sae.h"
 #include "sae/sae_backend.h"
 #include "sae/sae_io.h"
+#include "sae/sae_sweep.h"
 #include "sae/sae_train.h"
 #include "tensor/tensor.h"
 #include "tensor/tensor_cuda.h"
 
 #define MAX_SHARDS 4096
+#define MAX_SWEEP  32
+#define HELD_MAX   65536
 
 static void usage(FILE *f)
 {
@@ -42,12 +45,29 @@ static void usage(FILE *f)
                "  --k0 K0                 kScheduler start (default: off)\n"
                "  --k-anneal-tokens T     tokens over which k goes from k0 to k\n"
                "  --k-schedule S          linear (default) | cosine | exp\n"
-               "  --lr LR                 default 2e-4 / sqrt(n / 2^14)\n"
+               "  --optimizer O           adam (default) | signsgd_sf (SignSGD, schedule-free\n"
+               "                          averaging; exports the averaged weights)\n"
+               "  --lr LR                 default: base / sqrt(n / 2^14) * budget, base 2e-4\n"
+               "                          (adam) or 5e-3 (signsgd_sf), budget =\n"
+               "                          clamp(sqrt(2^30 / tokens), 1, 16)\n"
+               "  --sweep lr=A,B,...      train briefly at each rate on a slice, print the\n"
+               "                          held-out FVU table, then train with the best\n"
+               "  --sweep-tokens T        the sweep's training slice (default 262144)\n"
+               "  --heldout FILE...       held-out shards: the sweep measures on them (default:\n"
+               "                          65536 tokens of the data after the slice) and the\n"
+               "                          trained SAE's FVU, L0, dead and dense are printed\n"
                "  --batch B               tokens per step (default 4096)\n"
                "  --tokens T              tokens to train on (default: one pass over the data)\n"
                "  --warmup-tokens T       linear lr warm-up (default 0)\n"
+               "  --lr-decay-start F      linear lr decay to 0 over the tokens after F * tokens\n"
+               "                          (default 0.8; 1 = none)\n"
+               "  --sf-momentum M         signsgd_sf: y = (1-M) z + M x (default 0.95)\n"
+               "  --no-init-scale         keep the tied encoder at unit rows (default: scaled\n"
+               "                          to the least-squares fit of the first batch)\n"
                "  --auxk-alpha A          AuxK weight (default 1/32; 0 = off)\n"
-               "  --dead-tokens T         silent this long = dead (default 10000000)\n"
+               "  --dead-tokens T         silent this long = dead (default: min(10M,\n"
+               "                          dead-run-fraction x tokens))\n"
+               "  --dead-run-fraction F   see --dead-tokens (default 0.05)\n"
                "  --multi-topk            loss L(k) + L(4k)/8 (topk)\n"
                "  --l1 L                  L1 coefficient (standard, default 5)\n"
                "  --ghost-grads           ghost grads on dead latents (standard)\n"
@@ -252,27 +272,110 @@ static int want_f64(const char *flag, const char *v, double *out)
     return 0;
 }
 
+/* "lr=A,B,C" -> lrs; the count, or 0 on a malformed spec. */
+static size_t parse_sweep(const char *spec, double *lrs)
+{
+    if (!spec || strncmp(spec, "lr=", 3) != 0) return 0;
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", spec + 3);
+    size_t commas = 0;
+    for (const char *c = buf; *c; c++) commas += *c == ',';
+    if (commas >= MAX_SWEEP) return 0;
+    char *parts[MAX_SWEEP];
+    size_t np = str_split_list(buf, parts, MAX_SWEEP);
+    for (size_t i = 0; i < np; i++)
+        if (parse_f64(parts[i], &lrs[i]) != 0 || !(lrs[i] > 0 && lrs[i] < 1)) return 0;
+    return np;
+}
+
+/* The first N tokens of dt, in file order, into a new buffer (NULL on OOM). */
+static float *read_first(const struct data *dt, size_t N)
+{
+    float *x = malloc(N * dt->d_in * sizeof *x);
+    for (size_t i = 0; x && i < N; i++) read_token(dt, i, x + i * dt->d_in);
+    return x;
+}
+
+/* --sweep: trains at each rate on the first `slice` tokens of the shuffled stream and
+ * measures on the held-out tokens; prints the table; sets cfg->lr to the best rate. */
+static int run_sweep(struct data *dt, const struct data *hd, struct sae_train_config *cfg,
+                     const double *lrs, size_t n_lr, size_t slice, size_t B)
+{
+    size_t n_held = hd->total ? SF_MIN(hd->total, (size_t)HELD_MAX)
+                              : SF_MIN((size_t)HELD_MAX, dt->total - SF_MIN(dt->total, slice));
+    if (slice > dt->total || n_held < 2) {
+        fprintf(stderr,
+                "saeflow train: --sweep needs --sweep-tokens (%zu) plus held-out tokens: the "
+                "data has %zu (give --heldout FILE or a smaller --sweep-tokens)\n",
+                slice, dt->total);
+        return SF_EINVAL;
+    }
+    float *train = malloc(slice * dt->d_in * sizeof *train);
+    float *held = hd->total ? read_first(hd, n_held) : malloc(n_held * dt->d_in * sizeof *held);
+    struct sae_sweep_row rows[MAX_SWEEP];
+    size_t best = 0;
+    int rc = train && held ? 0 : SF_ENOMEM;
+    if (rc == 0) {
+        fill_batch(dt, cfg->seed, 0, slice, train);
+        if (!hd->total) fill_batch(dt, cfg->seed, (int64_t)slice, n_held, held);
+        fprintf(stderr, "saeflow train: lr sweep on %zu tokens, held-out FVU on %zu (%s)\n", slice,
+                n_held, hd->total ? "--heldout" : "the data after the slice");
+        rc = sae_sweep_lr(cfg, train, slice, B, held, n_held, lrs, n_lr, rows, &best);
+    }
+    if (rc == 0) {
+        fprintf(stderr, "  %-10s %-9s %-7s %-7s %-7s %s\n", "lr", "held_FVU", "L0", "dead", "dense",
+                "seconds");
+        for (size_t r = 0; r < n_lr; r++) {
+            if (rows[r].rc) {
+                fprintf(stderr, "  %-10.3g failed: %s\n", rows[r].lr, sf_strerror(rows[r].rc));
+                continue;
+            }
+            fprintf(stderr, "  %-10.3g %-9.5f %-7.2f %-7.4f %-7.4f %.1f%s\n", rows[r].lr,
+                    rows[r].q.fvu, rows[r].q.l0, rows[r].q.dead_frac, rows[r].q.dense_frac,
+                    rows[r].seconds, r == best ? "  <- best" : "");
+        }
+        cfg->lr = rows[best].lr;
+    } else {
+        fprintf(stderr, "saeflow train: the lr sweep failed: %s\n", sf_strerror(rc));
+    }
+    free(train);
+    free(held);
+    return rc;
+}
+
 int cmd_train(int argc, char **argv)
 {
     char **files = calloc((size_t)argc + 1, sizeof *files);
-    size_t nf = 0;
+    char **hfiles = calloc((size_t)argc + 1, sizeof *hfiles);
+    size_t nf = 0, nhf = 0;
+    const char *opt_s = "adam", *sweep_s = NULL;
+    double sf_mom = 0.95, decay_start = 0.8, dead_frac = 0.05;
+    int64_t sweep_tokens = 262144;
     const char *arch_s = "topk", *sched_s = "linear", *out = NULL, *ckdir = NULL;
     const char *backend = "cpu", *cmath_s = "fp32";
-    int64_t n = 0, k = 32, k0 = 0, kanneal = 0, batch = 4096, tokens = 0, warm = 0, dead = 10000000,
+    int64_t n = 0, k = 32, k0 = 0, kanneal = 0, batch = 4096, tokens = 0, warm = 0, dead = 0,
             seed = 1, threads = 0, ck_every = 10000000;
     double expansion = 8, lr = 0, alpha = 1.0 / 32, l1 = 5.0, clip = 0;
-    bool multi = false, ghost = false, resume = false;
+    bool multi = false, ghost = false, resume = false, init_scale = true;
     int rc = 0;
-    if (!files) return 1;
+    if (!files || !hfiles) {
+        free(files);
+        free(hfiles);
+        return 1;
+    }
     for (int i = 1; i < argc && rc == 0; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             free(files);
+            free(hfiles);
             return 0;
         } else if (!strcmp(a, "--activations")) {
             while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) files[nf++] = argv[++i];
+            continue;
+        } else if (!strcmp(a, "--heldout")) {
+            while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) hfiles[nhf++] = argv[++i];
             continue;
         }
         bool takes = true;
@@ -292,6 +395,18 @@ int cmd_train(int argc, char **argv)
             sched_s = v;
         else if (!strcmp(a, "--lr"))
             rc = want_f64(a, v, &lr);
+        else if (!strcmp(a, "--optimizer"))
+            opt_s = v;
+        else if (!strcmp(a, "--sf-momentum"))
+            rc = want_f64(a, v, &sf_mom);
+        else if (!strcmp(a, "--lr-decay-start"))
+            rc = want_f64(a, v, &decay_start);
+        else if (!strcmp(a, "--dead-run-fraction"))
+            rc = want_f64(a, v, &dead_frac);
+        else if (!strcmp(a, "--sweep"))
+            sweep_s = v;
+        else if (!strcmp(a, "--sweep-tokens"))
+            rc = want_i64(a, v, 1, &sweep_tokens);
         else if (!strcmp(a, "--batch"))
             rc = want_i64(a, v, 1, &batch);
         else if (!strcmp(a, "--tokens"))
@@ -328,6 +443,8 @@ int cmd_train(int argc, char **argv)
                 ghost = true;
             else if (!strcmp(a, "--resume"))
                 resume = true;
+            else if (!strcmp(a, "--no-init-scale"))
+                init_scale = false;
             else {
                 fprintf(stderr, "saeflow train: unknown option %s\n", a);
                 rc = SF_EINVAL;
@@ -351,6 +468,18 @@ int cmd_train(int argc, char **argv)
         fprintf(stderr, "saeflow train: --k-schedule is linear, cosine or exp\n");
         rc = SF_EINVAL;
     }
+    enum sae_optimizer optim = SAE_OPT_ADAM;
+    if (rc == 0 && sae_optimizer_parse(opt_s, &optim) != 0) {
+        fprintf(stderr, "saeflow train: --optimizer is adam or signsgd_sf\n");
+        rc = SF_EINVAL;
+    }
+    double sweep_lrs[MAX_SWEEP];
+    size_t n_sweep = 0;
+    if (rc == 0 && sweep_s && (n_sweep = parse_sweep(sweep_s, sweep_lrs)) == 0) {
+        fprintf(stderr, "saeflow train: --sweep takes lr=A,B,... (1 to %d rates in (0, 1))\n",
+                MAX_SWEEP);
+        rc = SF_EINVAL;
+    }
     enum cuda_math cmath = CUDA_MATH_FP32;
     enum tensor_backend bk = TENSOR_CPU;
     int brc = rc == 0 ? tensor_backend_flags("saeflow train", backend, cmath_s, &bk, &cmath) : 0;
@@ -366,15 +495,17 @@ int cmd_train(int argc, char **argv)
     if (rc) {
         usage(stderr);
         free(files);
+        free(hfiles);
         return 2;
     }
     if (brc == 1) {
         free(files);
+        free(hfiles);
         return 1;
     }
     if (threads > 0) tensor_set_threads((int)threads);
-    struct data dt = {0};
-    struct sae_meta meta = {0};
+    struct data dt = {0}, hd = {0};
+    struct sae_meta meta = {0}, hmeta = {0};
     meta.hook_layer = -1;
     struct sae_trainer *t = NULL;
     struct sae_backend *be = NULL;
@@ -382,6 +513,11 @@ int cmd_train(int argc, char **argv)
     char ckpath[4096] = "";
     int exit_code = 1;
     if (open_shards(&dt, files, nf, &meta) != 0) goto done;
+    if (nhf && open_shards(&hd, hfiles, nhf, &hmeta) != 0) goto done;
+    if (nhf && hd.d_in != dt.d_in) {
+        fprintf(stderr, "saeflow train: --heldout d_in %zu != data d_in %zu\n", hd.d_in, dt.d_in);
+        goto done;
+    }
     if (ckdir) {
         if (file_mkdirs(ckdir, 0755) != 0) {
             fprintf(stderr, "saeflow train: cannot create %s\n", ckdir);
@@ -401,6 +537,8 @@ int cmd_train(int argc, char **argv)
         }
         fprintf(stderr, "saeflow train: resuming from %s at %lld tokens\n", ckpath,
                 (long long)sae_trainer_tokens(t));
+        if (n_sweep)
+            fprintf(stderr, "saeflow train: --sweep ignored: the checkpoint's settings continue\n");
     } else {
         struct sae_train_config cfg;
         size_t nn = n > 0 ? (size_t)n : (size_t)llround(expansion * (double)dt.d_in);
@@ -411,6 +549,11 @@ int cmd_train(int argc, char **argv)
         cfg.total_tokens = tokens > 0 ? tokens : (int64_t)dt.total;
         cfg.grad_clip = clip;
         cfg.dead_tokens = dead;
+        cfg.optimizer = optim;
+        cfg.sf_momentum = sf_mom;
+        cfg.lr_decay_start = decay_start;
+        cfg.dead_run_fraction = dead_frac;
+        cfg.init_scale_encoder = init_scale;
         if (arch != SAE_STANDARD) cfg.auxk_alpha = alpha;
         cfg.k0 = (size_t)k0;
         cfg.k_anneal_tokens = kanneal;
@@ -418,6 +561,17 @@ int cmd_train(int argc, char **argv)
         cfg.multi_topk = multi;
         cfg.l1_coeff = l1;
         cfg.ghost_grads = ghost;
+        if (n_sweep) {
+            if (sae_train_config_validate(&cfg) != 0) {
+                fprintf(stderr, "saeflow train: invalid settings (see the log line above)\n");
+                exit_code = 2;
+                goto done;
+            }
+            if (run_sweep(&dt, &hd, &cfg, sweep_lrs, n_sweep, (size_t)sweep_tokens,
+                          (size_t)batch) != 0)
+                goto done;
+            fprintf(stderr, "saeflow train: training with lr %g\n", cfg.lr);
+        }
         t = sae_trainer_new(&cfg);
         if (!t) {
             fprintf(stderr, "saeflow train: invalid settings (see the log line above)\n");
@@ -440,9 +594,12 @@ int cmd_train(int argc, char **argv)
     if (!x) goto done;
     log_info("train_start",
              "shards=%zu tokens_in_data=%zu d_in=%zu n=%zu arch=%s k=%zu batch=%zu total=%lld "
-             "lr=%g",
+             "optimizer=%s lr=%g warmup_tokens=%lld lr_decay_start=%g sf_momentum=%g "
+             "dead_tokens=%lld auxk_alpha=%g k_aux=%zu",
              nf, dt.total, dt.d_in, cfg->n, sae_arch_name(cfg->arch), cfg->k, B, (long long)total,
-             sae_train_config_lr(cfg));
+             sae_optimizer_name(cfg->optimizer), sae_train_config_lr(cfg),
+             (long long)cfg->lr_warmup_tokens, cfg->lr_decay_start, cfg->sf_momentum,
+             (long long)cfg->dead_tokens, cfg->auxk_alpha, sae_train_config_k_aux(cfg));
     sig_install();
     const int64_t start_tokens = sae_trainer_tokens(t);
     int64_t next_ck = ck_every > 0 ? (start_tokens / ck_every + 1) * ck_every : INT64_MAX;
@@ -494,8 +651,23 @@ int cmd_train(int argc, char **argv)
             goto done;
         }
         fprintf(stderr, "saeflow train: wrote SAELens directory %s\n", out);
-    } else if (!ckpath[0]) {
+    } else if (!ckpath[0] && !nhf) {
         fprintf(stderr, "saeflow train: no --out or --checkpoint given: nothing written\n");
+    }
+    if (nhf) {
+        size_t nh = SF_MIN(hd.total, (size_t)HELD_MAX);
+        float *hx = read_first(&hd, nh);
+        struct sae *sae = sae_trainer_export(t);
+        struct sae_quality q;
+        int qrc = hx && sae ? sae_quality_measure(sae, hx, nh, &q) : SF_ENOMEM;
+        free(hx);
+        sae_destroy(&sae);
+        if (qrc != 0) {
+            fprintf(stderr, "saeflow train: held-out evaluation failed: %s\n", sf_strerror(qrc));
+            goto done;
+        }
+        printf("heldout tokens=%zu fvu=%.5f l0=%.2f dead_frac=%.4f dense_frac=%.4f lr=%g\n", nh,
+               q.fvu, q.l0, q.dead_frac, q.dense_frac, sae_train_config_lr(cfg));
     }
     exit_code = 0;
 done:
@@ -503,6 +675,8 @@ done:
     sae_backend_destroy(&be);
     sae_trainer_destroy(&t);
     close_shards(&dt);
+    close_shards(&hd);
     free(files);
+    free(hfiles);
     return exit_code;
 }

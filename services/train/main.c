@@ -41,6 +41,9 @@ struct opts {
     int64_t credit_window, dead_tokens, seed, total_tokens, max_msg_mb, d_in, context_size;
     double lr, refill, ckpt_every_s, drain_s, metrics_every_s;
     bool exit_when_done, auxk, prepend_bos;
+    char *optimizer; /* training schedule beyond lr (sae_train.h) */
+    int64_t warmup_tokens;
+    double lr_decay_start;
 };
 
 struct slot {
@@ -128,6 +131,9 @@ static int slot_init(struct trainer *T, struct slot *s, size_t d)
     sae_train_config_default(&cfg, arch, d, (size_t)T->o.n, (size_t)T->o.k);
     cfg.seed = (uint64_t)T->o.seed;
     if (T->o.lr > 0) cfg.lr = T->o.lr;
+    if (sae_optimizer_parse(T->o.optimizer, &cfg.optimizer) != 0) return SF_EINVAL;
+    cfg.lr_warmup_tokens = T->o.warmup_tokens;
+    cfg.lr_decay_start = T->o.lr_decay_start;
     cfg.dead_tokens = T->o.dead_tokens;
     cfg.total_tokens = T->o.total_tokens;
     if (!T->o.auxk) cfg.auxk_alpha = 0;
@@ -624,17 +630,24 @@ int main(int argc, char **argv)
          "expected activation width (0 = the first batch's)"},
         {"n", CFG_INT, &o->n, "1024", 1, 1 << 26, "latents per SAE"},
         {"k", CFG_INT, &o->k, "16", 1, 1 << 16, "Top-K k"},
-        {"lr", CFG_DOUBLE, &o->lr, "0", 0, 1, "learning rate (0 = 2e-4/sqrt(n/2^14))"},
+        {"lr", CFG_DOUBLE, &o->lr, "0", 0, 1,
+         "learning rate (0 = the rule: adam 2e-4/sqrt(n/2^14)*clamp(sqrt(2^30/total_tokens),"
+         "1,16); signsgd_sf 5e-3/sqrt(n/2^14))"},
+        {"optimizer", CFG_STRING, &o->optimizer, "adam", 0, -1,
+         "adam | signsgd_sf (SignSGD with schedule-free averaging; exports the average)"},
+        {"warmup_tokens", CFG_INT, &o->warmup_tokens, "0", 0, 1e15, "linear lr warm-up"},
+        {"lr_decay_start", CFG_DOUBLE, &o->lr_decay_start, "0.8", 0, 1,
+         "linear lr decay to 0 after this fraction of total_tokens (1 = none)"},
         {"seed", CFG_INT, &o->seed, "1", 0, 1e18, "weight init and sampling seed"},
         {"backend", CFG_STRING, &o->backend, "cpu", 0, -1,
          "cpu | cuda | auto (auto: CUDA when built and a device is visible)"},
         {"cuda_math", CFG_STRING, &o->cuda_math, "fp32", 0, -1,
          "fp32 | tf32 | bf16 GEMM precision on CUDA (ignored on the CPU)"},
         {"auxk", CFG_BOOL, &o->auxk, "true", 0, -1, "AuxK loss on dead latents"},
-        {"dead_tokens", CFG_INT, &o->dead_tokens, "10000000", 1, 1e15,
-         "a latent silent this long is dead"},
+        {"dead_tokens", CFG_INT, &o->dead_tokens, "0", 0, 1e15,
+         "a latent silent this long is dead (0 = min(10M, 0.05 * total_tokens); 10M without)"},
         {"total_tokens", CFG_INT, &o->total_tokens, "0", 0, 1e15,
-         "planned tokens (lr decay; 0 = none)"},
+         "planned tokens: the lr rule's budget, the lr decay, the dead window (0 = none)"},
         {"batch_tokens", CFG_INT, &o->batch_tokens, "4096", 1, 1 << 20, "tokens per training step"},
         {"buffer_tokens", CFG_INT, &o->buffer_tokens, "65536", 1, 1 << 28,
          "mixing buffer per hook"},
@@ -682,6 +695,11 @@ int main(int argc, char **argv)
     enum sae_arch arch;
     if (sae_arch_parse(o->arch, &arch) < 0 || arch == SAE_JUMPRELU) {
         fprintf(stderr, "saeflow-train: --arch must be topk, batchtopk or standard\n");
+        goto out;
+    }
+    enum sae_optimizer optim;
+    if (sae_optimizer_parse(o->optimizer, &optim) < 0) {
+        fprintf(stderr, "saeflow-train: --optimizer must be adam or signsgd_sf\n");
         goto out;
     }
     if (o->k > o->n) {

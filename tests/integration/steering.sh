@@ -21,10 +21,12 @@ cd "$(dirname "$0")/../.."
 
 TOKENS=${STEER_TOKENS:-400000}
 EP=ipc://$T/train.sock
+# the trainer's default learning rate, schedule and dead window (chosen from n and
+# --total_tokens)
 "$BIN/saeflow-train" --bind "$EP" --hook $HOOK --model_name stories260K --n 1024 --k 16 \
-    --batch_tokens 4096 --buffer_tokens 65536 --lr 0.003 --dead_tokens 500000 \
-    --total_tokens "$TOKENS" --ckpt_dir "$T/ckpt" --ckpt_every_tokens 100000000 \
-    --export_dir "$T/sae" --exit_when_done true >"$T/train.out" 2>"$T/train.log" &
+    --batch_tokens 4096 --buffer_tokens 65536 --total_tokens "$TOKENS" --ckpt_dir "$T/ckpt" \
+    --ckpt_every_tokens 100000000 --export_dir "$T/sae" --exit_when_done true \
+    >"$T/train.out" 2>"$T/train.log" &
 TRAIN=$!
 PIDS+=($TRAIN)
 "$BIN/saeflow-capture" --model "$MODEL" --input "$CORPUS" --hook $HOOK --epochs 10 \
