@@ -6,7 +6,9 @@
  * Checkpoint N is a directory <ckpt_dir>/ckpt-NNNNNNNN holding, per hook i,
  * sae-<i>.safetensors (full trainer state: weights, Adam, counters, RNG) and
  * buffer-<i>.safetensors (the tokens still in the mixing buffer, F32 [fill, d_in]),
- * plus stream.state (committed seqs per producer/epoch) and meta.txt (hooks). It is
+ * plus stream.state (committed seqs per producer/epoch), source.state (per producer and
+ * hook, the source cursor committed: where a restarted capture resumes, see stream.h)
+ * and meta.txt (hooks). It is
  * written as .tmp-ckpt-N, the ledger lines are appended and fsynced, then it is
  * renamed into place; only then are the batches acknowledged (see stream.h). Every
  * batch received before checkpoint N is in it — trained into the weights, or as
@@ -338,6 +340,13 @@ static int checkpoint(struct trainer *T, const char *why)
         rc = file_write_atomic(p, state.data, state.len);
     }
     if (rc == 0) {
+        /* the producers' source cursors: where a restarted capture resumes */
+        buf_reset(&state);
+        rc = stream_consumer_source_state(T->sc, &state);
+        snprintf(p, sizeof p, "%s/source.state", tmp);
+        if (rc == 0) rc = file_write_atomic(p, state.data, state.len);
+    }
+    if (rc == 0) {
         snprintf(p, sizeof p, "%s/meta.txt", tmp);
         rc = file_write_atomic(p, meta.data, meta.len);
     }
@@ -448,6 +457,14 @@ static int restore(struct trainer *T, uint64_t n)
     rc = stream_consumer_restore(T->sc, state, len);
     free(state);
     if (rc < 0) return rc;
+    snprintf(p, sizeof p, "%s/source.state", dir);
+    if (access(p, F_OK) == 0) { /* absent in checkpoints written before source cursors */
+        state = NULL;
+        rc = file_read_all(p, STREAM_MAX_STATE, &state, &len);
+        if (rc == 0) rc = stream_consumer_source_restore(T->sc, state, len);
+        free(state);
+        if (rc < 0) return rc;
+    }
     T->ckpt_seq = n;
     log_info("ckpt_resumed", "ckpt=%llu dir=%s", (unsigned long long)n, dir);
     return 0;
@@ -619,10 +636,15 @@ static void stream_metrics(struct trainer *T)
              {"dup_pending", cs.dup_pending},
              {"unwanted", cs.unwanted},
              {"over_credit", cs.over_credit},
-             {"rejected_frame", cs.rejected_frames}};
+             {"rejected_frame", cs.rejected_frames},
+             {"dup_source", cs.dup_source},
+             {"source_overlap", cs.source_overlap},
+             {"source_mismatch", cs.source_mismatch}};
     struct metrics_family *fam = metrics_counter(
         T->reg, "saeflow_train_stream_batches_total",
-        "batches received by what happened to them (rejected_frame: malformed/oversized)", "fate");
+        "batches received by what happened to them (rejected_frame: malformed/oversized; "
+        "dup_source: read again by a restarted capture, already committed)",
+        "fate");
     for (size_t i = 0; i < SF_ARRAY_LEN(f); i++)
         metrics_counter_to(metrics_child(fam, f[i].fate, NULL), (double)f[i].v);
     metrics_set(metrics_child(metrics_gauge(T->reg, "saeflow_train_stream_pending_batches",
