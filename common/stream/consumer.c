@@ -13,17 +13,27 @@
 #define STATE_MAGIC       "saeflow-stream-state 1\n"
 #define SOURCE_MAGIC      "saeflow-source-state 1\n"
 #define MAX_KEYS          4096
+#define MAX_AHEAD         65536 /* committed batches beyond a hole, per key */
 #define MAX_PRODUCERS     4096
 #define MAX_EPOCHS_PER_ID 16 /* older epochs of one producer id are forgotten */
 #define LEDGER_MAX_BYTES  (1u << 30)
 
-/* The committed source cursor of one (producer id, hook), across epochs. */
+/* A committed batch beyond the frontier (a batch before it is not committed yet). */
+struct ahead {
+    uint64_t from;
+    struct stream_cursor end;
+};
+
+/* The committed source of one (producer id, hook), across epochs: the frontier (every
+ * stream token before done.position is committed, from position 0) and the batches
+ * committed beyond a hole, folded in once the hole is filled. */
 struct ckey {
     char producer[WIRE_MAX_ID_LEN + 1];
     char hook[WIRE_MAX_NAME_LEN + 1];
-    struct stream_cursor done; /* furthest committed (valid when has_done) */
-    struct stream_cursor pend; /* furthest pending (valid when has_pend) */
-    bool has_done, has_pend;
+    struct stream_cursor done; /* valid when has_done */
+    bool has_done;
+    struct ahead *ah; /* sorted by from */
+    size_t n_ah, cap_ah;
 };
 
 /* One delivered, not yet committed batch (for the ledger and the cursors). */
@@ -99,6 +109,59 @@ int stream_cursor_from_pb(const Saeflow__SourceCursor *p, struct stream_cursor *
     out->doc_id = p->doc_id;
     out->captured = p->captured;
     return 0;
+}
+
+/* The batch [from, end) is committed: advances the frontier or joins the batches ahead. */
+static int key_commit(struct ckey *k, uint64_t from, const struct stream_cursor *end)
+{
+    uint64_t f = k->has_done ? k->done.position : 0;
+    if (k->has_done && end->position <= f) return 0;
+    if (from <= f) {
+        k->done = *end;
+        k->has_done = true;
+        /* fold in what was waiting beyond the hole just filled (sorted by from) */
+        size_t w = 0;
+        for (size_t i = 0; i < k->n_ah; i++) {
+            if (k->ah[i].from <= k->done.position) {
+                if (k->ah[i].end.position > k->done.position) k->done = k->ah[i].end;
+            } else {
+                k->ah[w++] = k->ah[i];
+            }
+        }
+        k->n_ah = w;
+        return 0;
+    }
+    size_t at = 0;
+    while (at < k->n_ah && k->ah[at].from < from) at++;
+    if (at < k->n_ah && k->ah[at].from == from && k->ah[at].end.position == end->position) return 0;
+    if (k->n_ah == k->cap_ah) {
+        size_t cap = k->cap_ah ? k->cap_ah * 2 : 4;
+        if (cap > MAX_AHEAD) return SF_ENOMEM;
+        void *na = realloc(k->ah, cap * sizeof *k->ah);
+        if (!na) return SF_ENOMEM;
+        k->ah = na;
+        k->cap_ah = cap;
+    }
+    memmove(&k->ah[at + 1], &k->ah[at], (k->n_ah - at) * sizeof *k->ah);
+    k->ah[at].from = from;
+    k->ah[at].end = *end;
+    k->n_ah++;
+    return 0;
+}
+
+/* True when [from, to) is committed already (within the frontier or one batch ahead). */
+static bool key_covers(const struct ckey *k, uint64_t from, uint64_t to)
+{
+    if (k->has_done && to <= k->done.position) return true;
+    for (size_t i = 0; i < k->n_ah; i++)
+        if (k->ah[i].from <= from && to <= k->ah[i].end.position) return true;
+    return false;
+}
+
+/* The source id committed for the key, or NULL. */
+static const char *key_source(const struct ckey *k)
+{
+    return k->has_done ? k->done.source_id : k->n_ah ? k->ah[0].end.source_id : NULL;
 }
 
 static int key_find(struct stream_consumer *c, const char *producer, const char *hook, bool create)
@@ -198,6 +261,7 @@ void stream_consumer_destroy(struct stream_consumer **cp)
         free(c->prods[i].recs);
     }
     free(c->prods);
+    for (size_t i = 0; i < c->n_keys; i++) free(c->keys[i].ah);
     free(c->keys);
     for (size_t i = 0; i < c->n_hooks; i++) free(c->hooks[i]);
     free(c->hooks);
@@ -443,27 +507,31 @@ static int handle_batch(struct stream_consumer *c, const struct wire_msg *m)
             (ki = key_find(c, b->producer_id, b->hook_name, true)) < 0)
             return 0; /* validated by wire; no room for the key: resent later */
         struct ckey *k = &c->keys[ki];
-        const struct stream_cursor *known = k->has_done ? &k->done : k->has_pend ? &k->pend : NULL;
-        if (known && strcmp(known->source_id, end.source_id) != 0) {
+        const char *known = key_source(k);
+        if (known && strcmp(known, end.source_id) != 0) {
             c->st.source_mismatch++;
             log_warn("stream_source_mismatch",
-                     "consumer=%s producer=%s hook=%s source=%s "
-                     "committed_source=%s seq=%llu",
-                     c->id, p->id, k->hook, end.source_id, known->source_id,
-                     (unsigned long long)b->seq);
+                     "consumer=%s producer=%s hook=%s source=%s committed_source=%s seq=%llu",
+                     c->id, p->id, k->hook, end.source_id, known, (unsigned long long)b->seq);
             ack_one(c, p, b->seq, SAEFLOW__ACK_STATUS__ACK_STATUS_REJECTED);
             return 0;
         }
-        if (k->has_done && end.position <= k->done.position) {
-            /* already committed by an earlier epoch: the producer read it again */
+        if (key_covers(k, b->source_from, end.position)) {
+            /* already committed (an earlier epoch read it): the producer read it again */
             c->st.dup_source++;
             (void)stream_ranges_add(&p->committed, b->seq);
             ack_one(c, p, b->seq, SAEFLOW__ACK_STATUS__ACK_STATUS_TRAINED);
             return 0;
         }
-        if (k->has_pend && end.position <= k->pend.position) {
-            c->st.dup_pending++; /* an older epoch's pending copy; acked once committed */
-            return 0;
+        for (size_t i = 0; i < c->n_prods; i++) {
+            const struct cprod *q = &c->prods[i];
+            if (q == p || strcmp(q->id, p->id) != 0) continue;
+            for (size_t j = 0; j < q->n_recs; j++)
+                if (q->recs[j].key == ki && q->recs[j].from <= b->source_from &&
+                    end.position <= q->recs[j].end.position) {
+                    c->st.dup_pending++; /* an older epoch's pending copy: acked later */
+                    return 0;
+                }
         }
         if (k->has_done && b->source_from < k->done.position) {
             c->st.source_overlap++;
@@ -489,11 +557,8 @@ static int handle_batch(struct stream_consumer *c, const struct wire_msg *m)
     r->key = ki;
     snprintf(r->hook, sizeof r->hook, "%s", b->hook_name);
     if (ki >= 0) {
-        struct ckey *k = &c->keys[ki];
         r->from = b->source_from;
         r->end = end;
-        if (!k->has_pend || end.position > k->pend.position) k->pend = end;
-        k->has_pend = true;
     }
     c->st.delivered++;
     return 1;
@@ -728,18 +793,37 @@ int stream_consumer_source_state(const struct stream_consumer *c, struct buf *ou
 {
     if (buf_append(out, SOURCE_MAGIC, strlen(SOURCE_MAGIC)) < 0) return SF_ENOMEM;
     for (size_t i = 0; i < c->n_keys; i++) {
-        const struct ckey *k = &c->keys[i];
-        const struct stream_cursor *x =
-            k->has_pend && (!k->has_done || k->pend.position > k->done.position) ? &k->pend
-            : k->has_done                                                        ? &k->done
-                                                                                 : NULL;
-        if (!x) continue;
-        if (buf_printf(out,
-                       "%s %s %s %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64
-                       " %" PRIu64 " %" PRIu64 "\n",
-                       k->producer, k->hook, x->source_id, x->position, x->source_epoch,
-                       x->file_index, x->byte_offset, x->doc_token, x->doc_id, x->captured) < 0)
-            return SF_ENOMEM;
+        /* the committed source plus the pending batches (the checkpoint holds them) */
+        const struct ckey *k0 = &c->keys[i];
+        struct ckey k = *k0;
+        k.ah = k0->n_ah ? malloc(k0->n_ah * sizeof *k.ah) : NULL;
+        if (k0->n_ah && !k.ah) return SF_ENOMEM;
+        if (k.ah) memcpy(k.ah, k0->ah, k0->n_ah * sizeof *k.ah);
+        k.cap_ah = k0->n_ah;
+        int rc = 0;
+        for (size_t pi = 0; pi < c->n_prods && rc == 0; pi++)
+            for (size_t j = 0; j < c->prods[pi].n_recs && rc == 0; j++) {
+                const struct precord *r = &c->prods[pi].recs[j];
+                if (r->key == (int32_t)i) rc = key_commit(&k, r->from, &r->end);
+            }
+        for (size_t j = 0; j <= k.n_ah && rc == 0; j++) {
+            const struct stream_cursor *x =
+                j == 0 ? (k.has_done ? &k.done : NULL) : &k.ah[j - 1].end;
+            if (!x) continue;
+            if (j == 0)
+                rc = buf_printf(out, "%s %s %s F 0", k.producer, k.hook, x->source_id);
+            else
+                rc = buf_printf(out, "%s %s %s A %" PRIu64, k.producer, k.hook, x->source_id,
+                                k.ah[j - 1].from);
+            if (rc == 0)
+                rc = buf_printf(out,
+                                " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64
+                                " %" PRIu64 " %" PRIu64 "\n",
+                                x->position, x->source_epoch, x->file_index, x->byte_offset,
+                                x->doc_token, x->doc_id, x->captured);
+        }
+        free(k.ah);
+        if (rc < 0) return SF_ENOMEM;
     }
     return 0;
 }
@@ -786,14 +870,20 @@ int stream_source_state_parse(const char *text, size_t len, stream_source_fn fn,
             take_word(&q, eol, true, hook, sizeof hook) < 0 ||
             take_word(&q, eol, false, cur.source_id, sizeof cur.source_id) < 0)
             goto bad;
-        uint64_t *v[7] = {&cur.position,  &cur.source_epoch, &cur.file_index, &cur.byte_offset,
-                          &cur.doc_token, &cur.doc_id,       &cur.captured};
-        for (int f = 0; f < 7; f++) {
+        /* F: the frontier; A <from>: a batch committed beyond a hole */
+        if (eol - q < 2 || (q[0] != 'F' && q[0] != 'A') || q[1] != ' ') goto bad;
+        bool ahead = q[0] == 'A';
+        q += 2;
+        uint64_t from;
+        uint64_t *v[8] = {&from,           &cur.position,    &cur.source_epoch,
+                          &cur.file_index, &cur.byte_offset, &cur.doc_token,
+                          &cur.doc_id,     &cur.captured};
+        for (int f = 0; f < 8; f++) {
             if (f > 0 && (q >= eol || *q++ != ' ')) goto bad;
             if (parse_u64(&q, eol, v[f]) < 0) goto bad;
         }
-        if (q != eol) goto bad;
-        int rc = fn(ud, producer, hook, &cur);
+        if (q != eol || (!ahead && from != 0) || (ahead && from >= cur.position)) goto bad;
+        int rc = fn(ud, producer, hook, ahead, from, &cur);
         if (rc == SF_ENOMEM) return rc;
         if (rc < 0) goto bad;
         s = eol + 1;
@@ -804,23 +894,29 @@ bad:
     return SF_EFORMAT;
 }
 
-static int restore_source(void *ud, const char *producer, const char *hook,
-                          const struct stream_cursor *cur)
+static int restore_source(void *ud, const char *producer, const char *hook, bool ahead,
+                          uint64_t from, const struct stream_cursor *cur)
 {
     struct stream_consumer *c = ud;
-    int before = (int)c->n_keys;
     int ki = key_find(c, producer, hook, true);
     if (ki < 0) return SF_ENOMEM;
-    if (ki < before) return SF_EFORMAT; /* repeated key */
-    c->keys[ki].done = *cur;
-    c->keys[ki].has_done = true;
-    return 0;
+    struct ckey *k = &c->keys[ki];
+    if (!ahead) {
+        if (k->has_done || k->n_ah) return SF_EFORMAT; /* the frontier comes first, once */
+        k->done = *cur;
+        k->has_done = true;
+        return 0;
+    }
+    const char *known = key_source(k);
+    if (known && strcmp(known, cur->source_id) != 0) return SF_EFORMAT;
+    return key_commit(k, from, cur);
 }
 
 int stream_consumer_source_restore(struct stream_consumer *c, const char *text, size_t len)
 {
     int rc = stream_source_state_parse(text, len, restore_source, c);
     if (rc < 0) {
+        for (size_t i = 0; i < c->n_keys; i++) free(c->keys[i].ah);
         c->n_keys = 0;
         return rc;
     }
@@ -917,16 +1013,14 @@ int stream_consumer_commit(struct stream_consumer *c)
         send_ack(c, p, &p->pending, SAEFLOW__ACK_STATUS__ACK_STATUS_TRAINED);
         c->st.committed += n;
         stream_ranges_clear(&p->pending);
+        int rc = 0;
         for (size_t j = 0; j < p->n_recs; j++) {
             const struct precord *r = &p->recs[j];
-            if (r->key < 0) continue;
-            struct ckey *k = &c->keys[r->key];
-            if (!k->has_done || r->end.position > k->done.position) k->done = r->end;
-            k->has_done = true;
+            if (r->key >= 0 && key_commit(&c->keys[r->key], r->from, &r->end) < 0) rc = SF_ENOMEM;
         }
         p->n_recs = 0;
+        if (rc < 0) return rc;
     }
-    for (size_t i = 0; i < c->n_keys; i++) c->keys[i].has_pend = false;
     for (size_t i = 0; i < c->n_prods; i++)
         if (c->prods[i].resume_due) try_resume(c, &c->prods[i]);
     return 0;

@@ -81,14 +81,14 @@
  * stamps each batch with the source stream tokens it covers, [source_from,
  * source_end.position), and source_end locates the source there (struct
  * stream_cursor). The consumer keeps, per (producer id, hook) and across the
- * producer's epochs, the end cursor of the furthest batch committed, in its checkpoint
+ * producer's epochs, the committed frontier (below), in its checkpoint
  * (stream_consumer_source_state), and after the subscriptions of every greeting sends
  * it in a Resume message; a producer is ready once every link's Resume arrived, and a
  * restarted producer resumes its source at stream_producer_resume_point (the smallest
  * cursor over its links and hooks). So a producer killed with SIGKILL or stopped with
  * Ctrl-C loses nothing and repeats nothing: what it had published but nobody committed
- * is read again, and a batch whose source_end is at or before the committed cursor is
- * a duplicate (dropped, acked TRAINED, counted dup_source). A greeting of a producer's
+ * is read again, and a batch whose source range is committed already is a duplicate
+ * (dropped, acked TRAINED, counted dup_source). A greeting of a producer's
  * new epoch waits (the consumer says commit_wanted) until the batches still pending
  * from its older epochs are committed, so the cursor sent covers them. A batch that
  * starts before the cursor and ends after it (pass boundaries changed between runs,
@@ -98,10 +98,11 @@
  * Limits: the producer's ring lives in memory, so a producer killed with SIGKILL loses
  * its unacknowledged batches unless its source is resumable (above; its ledger lines
  * for them are not written either); a restarted producer has a new epoch. Consumers
- * are the processes that may die at any time. The committed cursor is the furthest
- * batch committed: batches of one link arrive in order, so it is exact unless a batch
- * lost with a dying consumer is committed after a later one (a trainer restart's
- * resend window) and the producer dies before that commit.
+ * are the processes that may die at any time. The committed cursor is a frontier:
+ * every source token before it is committed. A batch lost with a dying consumer can
+ * be committed after later ones (they reached the restarted consumer first); those
+ * later ones wait beyond the hole (and count as committed for duplicates) until it is
+ * filled, so a producer killed meanwhile resumes at the hole.
  *
  * Ownership: *_new return objects freed by *_destroy(&p). Received batches are lent
  * to the application (struct stream_delivery) until stream_delivery_fini. One thread
@@ -275,14 +276,17 @@ typedef int (*stream_state_fn)(void *ud, const char *producer, uint64_t epoch, u
                                uint64_t last, bool first_of_line);
 int stream_state_parse(const char *text, size_t len, stream_state_fn fn, void *ud);
 /* The committed source cursors (for a checkpoint, beside stream_consumer_state):
- * "saeflow-source-state 1\n", then per (producer, hook) one line "<producer> <hook>
- * <source_id> <position> <source_epoch> <file_index> <byte_offset> <doc_token> <doc_id>
- * <captured>". Pending batches' cursors are included (they are in the checkpoint). */
+ * "saeflow-source-state 1\n", then per (producer, hook) the frontier (every source
+ * token before it committed) "<producer> <hook> <source_id> F 0 <cursor>" and each
+ * batch committed beyond a hole "<producer> <hook> <source_id> A <from> <cursor>",
+ * <cursor> = "<position> <source_epoch> <file_index> <byte_offset> <doc_token> <doc_id>
+ * <captured>". Pending batches are included (they are in the checkpoint). Resume
+ * messages carry the frontier. */
 int stream_consumer_source_state(const struct stream_consumer *c, struct buf *out);
 /* Restores it (call before receiving): SF_EFORMAT when malformed. */
 int stream_consumer_source_restore(struct stream_consumer *c, const char *text, size_t len);
-typedef int (*stream_source_fn)(void *ud, const char *producer, const char *hook,
-                                const struct stream_cursor *cur);
+typedef int (*stream_source_fn)(void *ud, const char *producer, const char *hook, bool ahead,
+                                uint64_t from, const struct stream_cursor *cur);
 /* Parses a source state text: fn for each line (a negative return stops: SF_ENOMEM
  * passes through, anything else makes the text malformed). 0 or SF_EFORMAT (logged);
  * a (producer, hook) repeated is malformed. */

@@ -8,12 +8,13 @@
 
 #include "stream/stream.h"
 
-static int on_source(void *ud, const char *producer, const char *hook,
+static int on_source(void *ud, const char *producer, const char *hook, bool ahead, uint64_t from,
                      const struct stream_cursor *cur)
 {
     (void)ud;
     if (!*producer || strlen(producer) > WIRE_MAX_ID_LEN || !*hook ||
-        strlen(hook) > WIRE_MAX_NAME_LEN || !cur->source_id[0])
+        strlen(hook) > WIRE_MAX_NAME_LEN || !cur->source_id[0] || (!ahead && from != 0) ||
+        (ahead && from >= cur->position))
         abort();
     return 0;
 }
@@ -40,12 +41,13 @@ static int on_range(void *ud, const char *producer, uint64_t epoch, uint64_t fir
     return 0;
 }
 
-static int on_source(void *ud, const char *producer, const char *hook,
+static int on_source(void *ud, const char *producer, const char *hook, bool ahead, uint64_t from,
                      const struct stream_cursor *cur)
 {
     (void)ud;
     if (!*producer || strlen(producer) > WIRE_MAX_ID_LEN || !*hook ||
-        strlen(hook) > WIRE_MAX_NAME_LEN || !cur->source_id[0])
+        strlen(hook) > WIRE_MAX_NAME_LEN || !cur->source_id[0] || (!ahead && from != 0) ||
+        (ahead && from >= cur->position))
         abort();
     return 0;
 }

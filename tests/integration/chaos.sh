@@ -86,23 +86,25 @@ start_train2() {
 start_cap2() {
     "$BIN/saeflow-capture" --model "$MODEL" --input "$CORPUS" --hook $HOOK --epochs 10 \
         --max_tokens "$CTOK" --context 128 --batch_seqs 16 --dtype bf16 --connect "$EP2" \
-        --producer_id capture-k --ring 1024 --drain_s 120 \
+        --producer_id capture-k --ring 1024 --drain_s 120 --connect_timeout 120 \
         >>"$T/capture2.out" 2>>"$T/capture2.log" &
     CAP=$!
     PIDS+=($CAP)
 }
 start_train2
 ckills=0
+again_cap=1
 for k in 1 2; do
     start_cap2
-    sleep $((2 + RANDOM % 3))
-    kill -0 $CAP 2>/dev/null || break
+    sleep 1.$((RANDOM % 9 + 1))
+    # the plan may be complete already (then the trainer leaves): nothing left to kill
+    if ! kill -0 $CAP 2>/dev/null || ! kill -0 $TRAIN 2>/dev/null; then again_cap=0; break; fi
     kill -9 $CAP
     wait $CAP 2>/dev/null
     ckills=$((ckills + 1))
     echo "killed capture ($k)"
 done
-start_cap2
+[ $again_cap = 1 ] && start_cap2
 wait_pid $CAP 900; rc_cap=$?
 wait_pid $TRAIN 300; rc_train=$?
 [ $rc_cap = 0 ] || { tail -n 20 "$T/capture2.log"; fail "capture (after kills) exited with $rc_cap"; }

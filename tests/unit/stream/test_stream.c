@@ -388,15 +388,18 @@ static void test_state_text(void)
     buf_fini(&out);
     stream_consumer_destroy(&c);
     const char *bad[] = {
-        "saeflow-stream-state 2\n",
-        "saeflow-stream-state 1\ncap-0 17 0-9 5-6\n", /* overlapping */
-        "saeflow-stream-state 1\ncap-0 17 9-3\n",     /* first > last */
-        "saeflow-stream-state 1\ncap 0 17 1-2\n",     /* junk */
-        "saeflow-stream-state 1\ncap-0 17 1-2",       /* unterminated */
-        "saeflow-stream-state 1\ncap-0 17\n",         /* no ranges */
-        "saeflow-stream-state 1\nca$ 1 1-2\n",        /* bad id */
-        "saeflow-stream-state 1\ncap-0 99999999999999999999 1-2\n",
-        "saeflow-stream-state 1\ncap-0 1 1-2\ncap-0 1 4-5\n", /* repeated key */
+        "saeflow-source-state 2\n",
+        "saeflow-source-state 1\ncap-s " HOOK_B " src-x F 0 60 0 0 0 0 6\n",
+        "saeflow-source-state 1\ncap-s " HOOK_B " src-x F 0 60 0 0 0 0 6 54",
+        "saeflow-source-state 1\ncap s " HOOK_B " src-x F 0 60 0 0 0 0 6 54\n",
+        "saeflow-source-state 1\ncap-s " HOOK_B " src-x F 0 60 0 0 0 0 6 -54\n",
+        "saeflow-source-state 1\ncap-s " HOOK_B " src-x 60 0 0 0 0 6 54 1\n",
+        "saeflow-source-state 1\ncap-s " HOOK_B " src-x F 5 60 0 0 0 0 6 54\n",
+        "saeflow-source-state 1\ncap-s " HOOK_B " src-x A 60 60 0 0 0 0 6 54\n",
+        "saeflow-source-state 1\ncap-s h src-x F 0 1 0 0 0 0 6 54\ncap-s h src-x F 0 2 0 0 0 0 6 "
+        "54\n",
+        "saeflow-source-state 1\ncap-s h src-x F 0 1 0 0 0 0 6 54\ncap-s h src-y A 5 9 0 0 0 0 6 "
+        "54\n",
     };
     for (size_t i = 0; i < SF_ARRAY_LEN(bad); i++) {
         c = consumer("inproc://state", 1, NULL, 8);
@@ -461,7 +464,7 @@ static void test_source_resume(void)
     struct buf st;
     buf_init(&st, 1 << 16);
     CHECK(stream_consumer_source_state(s.c, &st) == 0);
-    CHECK(st.data && strstr(st.data, "cap-s " HOOK_B " src-x 60 0 0 0 0 6 54\n") != NULL);
+    CHECK(st.data && strstr(st.data, "cap-s " HOOK_B " src-x F 0 60 0 0 0 0 6 54\n") != NULL);
 
     struct stream_producer *p2 = producer("cap-s", 2, NULL, 16);
     CHECK(stream_producer_connect(p2, "inproc://src") == 0);
@@ -519,6 +522,26 @@ static void test_source_resume(void)
     CHECK_EQ_INT(stream_producer_resume_point(p3, hooks, 1, "src-x", &rp), 0);
     CHECK(rp.position == 70);
     stream_producer_destroy(&p3);
+    /* a hole: [10, 20) committed before [0, 10) (what a batch lost with a dying trainer
+     * and re-sent later looks like): [0, 10) is still taken, then the frontier is 20 */
+    struct stream_producer *p4 = producer("cap-h2", 1, NULL, 16);
+    CHECK(stream_producer_connect(p4, "inproc://src2") == 0);
+    CHECK(pump_until_ready(p4, &s2, 1000));
+    size_t before = s2.delivered;
+    publish_src(p4, "src-x", 10, 20);
+    pump(&p4, 1, (struct sink *[]){&s2}, 1, 100);
+    CHECK(stream_consumer_ledger_append(s2.c, 1) == 0 && stream_consumer_commit(s2.c) == 0);
+    publish_src(p4, "src-x", 0, 10);
+    pump(&p4, 1, (struct sink *[]){&s2}, 1, 100);
+    CHECK_EQ_INT(s2.delivered - before, 2);
+    CHECK(stream_consumer_ledger_append(s2.c, 2) == 0 && stream_consumer_commit(s2.c) == 0);
+    stream_producer_destroy(&p4);
+    struct stream_producer *p5 = producer("cap-h2", 2, NULL, 16);
+    CHECK(stream_producer_connect(p5, "inproc://src2") == 0);
+    CHECK(pump_until_ready(p5, &s2, 1000));
+    CHECK_EQ_INT(stream_producer_resume_point(p5, hooks, 1, "src-x", &rp), 0);
+    CHECK(rp.position == 20);
+    stream_producer_destroy(&p5);
     stream_consumer_destroy(&s2.c);
     /* malformed source states are refused */
     struct stream_consumer *c3 = consumer("inproc://src3", 3, HOOK_B, 8);
@@ -534,6 +557,19 @@ static void test_source_resume(void)
         CHECK_EQ_INT(stream_consumer_source_restore(c3, bad[i], strlen(bad[i])), SF_EFORMAT);
     const char *ok = "saeflow-source-state 1\n";
     CHECK_EQ_INT(stream_consumer_source_restore(c3, ok, strlen(ok)), 0);
+    /* a frontier at 10 with batches committed beyond a hole [10, 20): the state says so,
+     * and once [10, 20) is committed the frontier jumps over them */
+    const char *holes = "saeflow-source-state 1\n"
+                        "cap-h " HOOK_B " src-x F 0 10 0 0 0 0 1 9\n"
+                        "cap-h " HOOK_B " src-x A 30 40 0 0 0 0 4 36\n"
+                        "cap-h " HOOK_B " src-x A 20 30 0 0 0 0 3 27\n";
+    CHECK_EQ_INT(stream_consumer_source_restore(c3, holes, strlen(holes)), 0);
+    struct buf hs;
+    buf_init(&hs, 1 << 16);
+    CHECK(stream_consumer_source_state(c3, &hs) == 0);
+    CHECK(hs.data && strstr(hs.data, "src-x F 0 10 ") && strstr(hs.data, "src-x A 20 30 ") &&
+          strstr(hs.data, "src-x A 30 40 ") && strstr(hs.data, "A 20") < strstr(hs.data, "A 30"));
+    buf_fini(&hs);
     stream_consumer_destroy(&c3);
     buf_fini(&st);
 }
