@@ -8,6 +8,15 @@
  * last hooked layer). BOS, EOS and control tokens are excluded by default. Each
  * forward pass gives one batch per hook.
  *
+ * Connected to trainers, capture first waits until every trainer has subscribed and
+ * sent its Resume (logging capture_waiting every --wait_log_s; --connect_timeout gives
+ * up with exit 1), then reopens the source at the smallest committed cursor
+ * (stream_producer_resume_point): a capture killed or stopped and started again trains
+ * no token twice and loses none, and one whose --max_tokens plan (or source) was
+ * committed already says so and exits 0 with nothing captured. Each batch carries the
+ * source stream range of its forward pass. Stdin cannot be reopened: no cursor.
+ * Nothing captured from a fresh input is an error (exit 1) unless --allow_empty.
+ *
  * Shards: <shard_dir>/<hook>/shard-NNNNNN.safetensors, tensor "activations"
  * [tokens, d_in] in the wire dtype + __metadata__ {hook_name, model_name, d_in, dtype,
  * context_size, prepend_bos, exclude_special_tokens, dataset_path}. */
@@ -422,7 +431,8 @@ int main(int argc, char **argv)
         {"wait_log_s", CFG_DOUBLE, &o->wait_log_s, "10", 0.1, 86400,
          "while waiting for a trainer, log capture_waiting this often"},
         {"resume", CFG_BOOL, &o->resume, "true", 0, -1,
-         "continue the source from the cursor the trainers committed (files, not stdin)"},
+         "continue the source from the cursor the trainers committed (files, not stdin); "
+         "false reads from the start and the trainers skip what they committed"},
         {"allow_empty", CFG_BOOL, &o->allow_empty, "false", 0, -1,
          "exit 0 even when the input gives no token to capture"},
     };
