@@ -3,21 +3,10 @@
  * ranges delivered must be sorted, disjoint and well-formed whenever parsing succeeds;
  * and of the source cursors beside it (source.state): every line delivered has ids
  * within their bounds. */
-#include <string.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "stream/stream.h"
-
-static int on_source(void *ud, const char *producer, const char *hook, bool ahead, uint64_t from,
-                     const struct stream_cursor *cur)
-{
-    (void)ud;
-    if (!*producer || strlen(producer) > WIRE_MAX_ID_LEN || !*hook ||
-        strlen(hook) > WIRE_MAX_NAME_LEN || !cur->source_id[0] || (!ahead && from != 0) ||
-        (ahead && from >= cur->position))
-        abort();
-    return 0;
-}
 
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size);
 
