@@ -51,9 +51,43 @@ static const char *const adam_names[8] = {"adam.m.W_enc", "adam.v.W_enc", "adam.
 static const char *const sf_names[8] = {"sf.z.W_enc", "sf.x.W_enc", "sf.z.W_dec", "sf.x.W_dec",
                                         "sf.z.b_enc", "sf.x.b_enc", "sf.z.b_dec", "sf.x.b_dec"};
 
+static bool all_finite(const float *p, size_t n, bool nonneg)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(p[i]) || (nonneg && p[i] < 0)) return false;
+    return true;
+}
+
+bool sae_trainer_finite(const struct sae_trainer *t)
+{
+    const struct sae *s = t->sae;
+    const size_t n = t->cfg.n, d = t->cfg.d_in;
+    return all_finite(s->W_enc, n * d, false) && all_finite(s->W_dec, n * d, false) &&
+           all_finite(s->b_enc, n, false) && all_finite(s->b_dec, d, false) &&
+           (!s->threshold || all_finite(s->threshold, n, false)) &&
+           all_finite(t->m_W_enc, n * d, false) && all_finite(t->v_W_enc, n * d, false) &&
+           all_finite(t->m_W_dec, n * d, false) && all_finite(t->v_W_dec, n * d, false) &&
+           all_finite(t->m_b_enc, n, false) && all_finite(t->v_b_enc, n, false) &&
+           all_finite(t->m_b_dec, d, false) && all_finite(t->v_b_dec, d, false) &&
+           isfinite(t->theta) && isfinite(s->norm_scale);
+}
+
+int sae_trainer_set_total_tokens(struct sae_trainer *t, int64_t total)
+{
+    if (!t || total < 0) return SF_EINVAL;
+    t->cfg.total_tokens = total;
+    return 0;
+}
+
 int sae_trainer_save(const struct sae_trainer *t, const char *path)
 {
     if (!t || !path) return SF_EINVAL;
+    /* a diverged trainer is never written: the last good checkpoint stays the latest */
+    if (!sae_trainer_finite(t)) {
+        log_error("sae_ckpt_refused", "path=%s reason=non_finite_weights step=%lld", path,
+                  (long long)t->step);
+        return SF_ERANGE;
+    }
     const struct sae_train_config *c = &t->cfg;
     const struct sae *s = t->sae;
     struct st_writer *w = st_writer_new();
@@ -273,13 +307,6 @@ static int take(const struct safetensors *st, const char *name, enum st_dtype dt
         FAIL("reason=bad_tensor name=%s", name);
     memcpy(dst, t->data, t->nbytes);
     return 0;
-}
-
-static bool all_finite(const float *p, size_t n, bool nonneg)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(p[i]) || (nonneg && p[i] < 0)) return false;
-    return true;
 }
 
 static int load_from(const struct safetensors *st, struct sae_trainer **out)

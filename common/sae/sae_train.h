@@ -218,9 +218,49 @@ struct sae *sae_trainer_export(const struct sae_trainer *t);
  * atomically (temporary file, fsync, rename). The loader validates every field and
  * returns SF_EFORMAT (logged) on a corrupt or inconsistent file. */
 int sae_trainer_save(const struct sae_trainer *t, const char *path);
+/* True when every weight, bias, threshold and Adam moment is finite. A trainer that is
+ * not has diverged: sae_trainer_save refuses it (SF_ERANGE, logged) so that no
+ * checkpoint ever holds non-finite weights. */
+bool sae_trainer_finite(const struct sae_trainer *t);
+/* Changes the planned length (total_tokens: the lr decay) of a trainer, e.g. one
+ * loaded from a checkpoint whose run is extended. SF_EINVAL when total < 0. */
+int sae_trainer_set_total_tokens(struct sae_trainer *t, int64_t total);
 int sae_trainer_load(const char *path, struct sae_trainer **out);
 /* The same on a buffer in memory (the fuzz target's entry point). */
 int sae_trainer_load_mem(const void *buf, size_t len, struct sae_trainer **out);
+
+/* ---- batch guard: refuses activation batches that would poison training ----------
+ * A batch is refused when a value is not finite, when a value's magnitude exceeds
+ * abs_max, or (once a baseline exists) when its mean or max row L2 norm exceeds
+ * norm_ratio times the running mean of the accepted batches' mean / max row norms
+ * (an EMA with weight 0.05; the first accepted batch sets it). Refused batches do not
+ * move the baseline. Norms are computed in double, so huge finite values (3e38) do
+ * not overflow into an accepted inf. abs_max or norm_ratio <= 0 turns that test off.
+ *
+ *   struct sae_batch_guard g;
+ *   sae_batch_guard_init(&g, 1e6, 10);
+ *   if (sae_batch_guard_check(&g, x, n, d, &stats) != SAE_GUARD_OK) refuse(...); */
+enum sae_guard_verdict {
+    SAE_GUARD_OK = 0,
+    SAE_GUARD_NONFINITE, /* a NaN or infinity */
+    SAE_GUARD_MAGNITUDE, /* |value| > abs_max */
+    SAE_GUARD_NORM,      /* mean or max row norm > norm_ratio x the running one */
+    SAE_GUARD_COUNT
+};
+/* "ok", "nonfinite", "magnitude", "norm_outlier": stable (Prometheus label values). */
+const char *sae_guard_reason(enum sae_guard_verdict v);
+struct sae_batch_guard {
+    double abs_max, norm_ratio;
+    double mean_norm, max_norm; /* running baselines (valid when accepted > 0) */
+    int64_t accepted;
+};
+struct sae_guard_stats {
+    double mean_norm, max_norm, max_abs; /* of the batch checked (max_abs: inf if any) */
+};
+void sae_batch_guard_init(struct sae_batch_guard *g, double abs_max, double norm_ratio);
+/* Checks x (n, d); updates the baseline when accepted. st may be NULL. */
+enum sae_guard_verdict sae_batch_guard_check(struct sae_batch_guard *g, const float *x, size_t n,
+                                             size_t d, struct sae_guard_stats *st);
 
 /* ---- the reference oracle's loss, exposed for tests (finite differences) ----------
  * Loss and gradient of one batch in double precision with a FIXED selection: sel

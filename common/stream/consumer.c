@@ -11,9 +11,40 @@
 #include "stream/stream.h"
 
 #define STATE_MAGIC       "saeflow-stream-state 1\n"
+#define SOURCE_MAGIC      "saeflow-source-state 1\n"
+#define MAX_KEYS          4096
+#define MAX_AHEAD         65536 /* committed batches beyond a hole, per key */
 #define MAX_PRODUCERS     4096
 #define MAX_EPOCHS_PER_ID 16 /* older epochs of one producer id are forgotten */
 #define LEDGER_MAX_BYTES  (1u << 30)
+
+/* A committed batch beyond the frontier (a batch before it is not committed yet). */
+struct ahead {
+    uint64_t from;
+    struct stream_cursor end;
+};
+
+/* The committed source of one (producer id, hook), across epochs: the frontier (every
+ * stream token before done.position is committed, from position 0) and the batches
+ * committed beyond a hole, folded in once the hole is filled. */
+struct ckey {
+    char producer[WIRE_MAX_ID_LEN + 1];
+    char hook[WIRE_MAX_NAME_LEN + 1];
+    struct stream_cursor done; /* valid when has_done */
+    bool has_done;
+    struct ahead *ah; /* sorted by from */
+    size_t n_ah, cap_ah;
+};
+
+/* One delivered, not yet committed batch (for the ledger and the cursors). */
+struct precord {
+    uint64_t seq;
+    uint32_t n_tokens;
+    int32_t key; /* index into keys; -1 = no source cursor */
+    char hook[WIRE_MAX_NAME_LEN + 1];
+    uint64_t from;
+    struct stream_cursor end;
+};
 
 struct cprod {
     char id[WIRE_MAX_ID_LEN + 1];
@@ -29,6 +60,9 @@ struct cprod {
     uint64_t outstanding;
     int64_t last_heard_ns, last_grant_ns, last_batch_ns;
     uint64_t grant_seq;
+    struct precord *recs; /* pending batches, in delivery order */
+    size_t n_recs, cap_recs;
+    bool resume_due; /* greeted, Resume not yet sent */
 };
 
 struct stream_consumer {
@@ -44,7 +78,112 @@ struct stream_consumer {
     uint64_t hb_seq;
     FILE *ledger;
     struct stream_consumer_stats st;
+    struct ckey *keys;
+    size_t n_keys, cap_keys;
 };
+
+void stream_cursor_to_pb(const struct stream_cursor *c, Saeflow__SourceCursor *out)
+{
+    saeflow__source_cursor__init(out);
+    out->source_id = (char *)c->source_id;
+    out->position = c->position;
+    out->source_epoch = c->source_epoch;
+    out->file_index = c->file_index;
+    out->byte_offset = c->byte_offset;
+    out->doc_token = c->doc_token;
+    out->doc_id = c->doc_id;
+    out->captured = c->captured;
+}
+
+int stream_cursor_from_pb(const Saeflow__SourceCursor *p, struct stream_cursor *out)
+{
+    memset(out, 0, sizeof *out);
+    size_t n = p->source_id ? strlen(p->source_id) : 0;
+    if (n == 0 || n > WIRE_MAX_ID_LEN) return SF_EINVAL;
+    memcpy(out->source_id, p->source_id, n + 1);
+    out->position = p->position;
+    out->source_epoch = p->source_epoch;
+    out->file_index = p->file_index;
+    out->byte_offset = p->byte_offset;
+    out->doc_token = p->doc_token;
+    out->doc_id = p->doc_id;
+    out->captured = p->captured;
+    return 0;
+}
+
+/* The batch [from, end) is committed: advances the frontier or joins the batches ahead. */
+static int key_commit(struct ckey *k, uint64_t from, const struct stream_cursor *end)
+{
+    uint64_t f = k->has_done ? k->done.position : 0;
+    if (k->has_done && end->position <= f) return 0;
+    if (from <= f) {
+        k->done = *end;
+        k->has_done = true;
+        /* fold in what was waiting beyond the hole just filled (sorted by from) */
+        size_t w = 0;
+        for (size_t i = 0; i < k->n_ah; i++) {
+            if (k->ah[i].from <= k->done.position) {
+                if (k->ah[i].end.position > k->done.position) k->done = k->ah[i].end;
+            } else {
+                k->ah[w++] = k->ah[i];
+            }
+        }
+        k->n_ah = w;
+        return 0;
+    }
+    size_t at = 0;
+    while (at < k->n_ah && k->ah[at].from < from) at++;
+    if (at < k->n_ah && k->ah[at].from == from && k->ah[at].end.position == end->position) return 0;
+    if (k->n_ah == k->cap_ah) {
+        size_t cap = k->cap_ah ? k->cap_ah * 2 : 4;
+        if (cap > MAX_AHEAD) return SF_ENOMEM;
+        void *na = realloc(k->ah, cap * sizeof *k->ah);
+        if (!na) return SF_ENOMEM;
+        k->ah = na;
+        k->cap_ah = cap;
+    }
+    memmove(&k->ah[at + 1], &k->ah[at], (k->n_ah - at) * sizeof *k->ah);
+    k->ah[at].from = from;
+    k->ah[at].end = *end;
+    k->n_ah++;
+    return 0;
+}
+
+/* True when [from, to) is committed already (within the frontier or one batch ahead). */
+static bool key_covers(const struct ckey *k, uint64_t from, uint64_t to)
+{
+    if (k->has_done && to <= k->done.position) return true;
+    for (size_t i = 0; i < k->n_ah; i++)
+        if (k->ah[i].from <= from && to <= k->ah[i].end.position) return true;
+    return false;
+}
+
+/* The source id committed for the key, or NULL. */
+static const char *key_source(const struct ckey *k)
+{
+    return k->has_done ? k->done.source_id : k->n_ah ? k->ah[0].end.source_id : NULL;
+}
+
+static int key_find(struct stream_consumer *c, const char *producer, const char *hook, bool create)
+{
+    for (size_t i = 0; i < c->n_keys; i++)
+        if (!strcmp(c->keys[i].producer, producer) && !strcmp(c->keys[i].hook, hook)) return (int)i;
+    if (!create || c->n_keys >= MAX_KEYS || strlen(producer) > WIRE_MAX_ID_LEN ||
+        strlen(hook) > WIRE_MAX_NAME_LEN)
+        return -1;
+    if (c->n_keys == c->cap_keys) {
+        size_t cap = c->cap_keys ? c->cap_keys * 2 : 8;
+        void *nk = realloc(c->keys, cap * sizeof *c->keys);
+        if (!nk) return -1;
+        c->keys = nk;
+        c->cap_keys = cap;
+    }
+    struct ckey *k = &c->keys[c->n_keys];
+    memset(k, 0, sizeof *k);
+    memcpy(k->producer, producer, strlen(producer) + 1);
+    memcpy(k->hook, hook, strlen(hook) + 1);
+    return (int)c->n_keys++;
+}
 
 void stream_consumer_opts_default(struct stream_consumer_opts *o)
 {
@@ -119,8 +258,11 @@ void stream_consumer_destroy(struct stream_consumer **cp)
     for (size_t i = 0; i < c->n_prods; i++) {
         stream_ranges_fini(&c->prods[i].committed);
         stream_ranges_fini(&c->prods[i].pending);
+        free(c->prods[i].recs);
     }
     free(c->prods);
+    for (size_t i = 0; i < c->n_keys; i++) free(c->keys[i].ah);
+    free(c->keys);
     for (size_t i = 0; i < c->n_hooks; i++) free(c->hooks[i]);
     free(c->hooks);
     free(c);
@@ -153,6 +295,7 @@ static struct cprod *prod_find(struct stream_consumer *c, const char *id, uint64
     if (same >= MAX_EPOCHS_PER_ID && !c->prods[oldest].pending.n) {
         stream_ranges_fini(&c->prods[oldest].committed);
         stream_ranges_fini(&c->prods[oldest].pending);
+        free(c->prods[oldest].recs);
         c->prods[oldest] = c->prods[--c->n_prods];
     }
     if (c->n_prods >= MAX_PRODUCERS) return NULL;
@@ -249,12 +392,60 @@ static void ack_one(struct stream_consumer *c, struct cprod *p, uint64_t seq,
     send_ack(c, p, &one, status);
 }
 
+static bool hook_wanted(const struct stream_consumer *c, const char *hook);
+
+/* A new epoch's Resume waits while an older epoch of the same producer id has pending
+ * batches: the cursor must cover them once they are committed. */
+static bool resume_blocked(const struct stream_consumer *c, const struct cprod *p)
+{
+    for (size_t i = 0; i < c->n_prods; i++) {
+        const struct cprod *q = &c->prods[i];
+        if (q != p && q->n_recs && !strcmp(q->id, p->id)) return true;
+    }
+    return false;
+}
+
+static void try_resume(struct stream_consumer *c, struct cprod *p)
+{
+    if (!p->resume_due || !p->peer_len || resume_blocked(c, p)) return;
+    Saeflow__HookCursor hc[WIRE_MAX_RESUME_HOOKS], *hp[WIRE_MAX_RESUME_HOOKS];
+    Saeflow__SourceCursor sc[WIRE_MAX_RESUME_HOOKS];
+    size_t n = 0;
+    for (size_t i = 0; i < c->n_keys && n < WIRE_MAX_RESUME_HOOKS; i++) {
+        struct ckey *k = &c->keys[i];
+        if (!k->has_done || strcmp(k->producer, p->id) != 0 || !hook_wanted(c, k->hook)) continue;
+        saeflow__hook_cursor__init(&hc[n]);
+        stream_cursor_to_pb(&k->done, &sc[n]);
+        hc[n].hook_name = k->hook;
+        hc[n].cursor = &sc[n];
+        hp[n] = &hc[n];
+        n++;
+    }
+    Saeflow__Resume r = SAEFLOW__RESUME__INIT;
+    r.consumer_id = c->id;
+    r.producer_id = p->id;
+    r.n_hooks = n;
+    r.hooks = n ? hp : NULL;
+    if (send_to(c, p, WIRE_RESUME, &r) == 0) {
+        p->resume_due = false;
+        c->st.resumes_sent++;
+        for (size_t i = 0; i < n; i++)
+            log_info("stream_resume_sent",
+                     "consumer=%s producer=%s epoch=%llu hook=%s position=%llu "
+                     "captured=%llu",
+                     c->id, p->id, (unsigned long long)p->epoch, hc[i].hook_name,
+                     (unsigned long long)sc[i].position, (unsigned long long)sc[i].captured);
+    }
+}
+
 static void greet(struct stream_consumer *c, struct cprod *p)
 {
     send_heartbeat(c, p);
     if (c->n_hooks == 0) send_grant(c, p, "", 0);
     for (size_t i = 0; i < c->n_hooks; i++) send_grant(c, p, c->hooks[i], 0);
     p->greeted = true;
+    p->resume_due = true;
+    try_resume(c, p);
 }
 
 static void note_peer(struct stream_consumer *c, struct cprod *p, const struct wire_msg *m)
@@ -309,7 +500,66 @@ static int handle_batch(struct stream_consumer *c, const struct wire_msg *m)
         ack_one(c, p, b->seq, SAEFLOW__ACK_STATUS__ACK_STATUS_REJECTED);
         return 0;
     }
+    int ki = -1;
+    struct stream_cursor end;
+    if (b->source_end) {
+        if (stream_cursor_from_pb(b->source_end, &end) < 0 ||
+            (ki = key_find(c, b->producer_id, b->hook_name, true)) < 0)
+            return 0; /* validated by wire; no room for the key: resent later */
+        struct ckey *k = &c->keys[ki];
+        const char *known = key_source(k);
+        if (known && strcmp(known, end.source_id) != 0) {
+            c->st.source_mismatch++;
+            log_warn("stream_source_mismatch",
+                     "consumer=%s producer=%s hook=%s source=%s committed_source=%s seq=%llu",
+                     c->id, p->id, k->hook, end.source_id, known, (unsigned long long)b->seq);
+            ack_one(c, p, b->seq, SAEFLOW__ACK_STATUS__ACK_STATUS_REJECTED);
+            return 0;
+        }
+        if (key_covers(k, b->source_from, end.position)) {
+            /* already committed (an earlier epoch read it): the producer read it again */
+            c->st.dup_source++;
+            (void)stream_ranges_add(&p->committed, b->seq);
+            ack_one(c, p, b->seq, SAEFLOW__ACK_STATUS__ACK_STATUS_TRAINED);
+            return 0;
+        }
+        for (size_t i = 0; i < c->n_prods; i++) {
+            const struct cprod *q = &c->prods[i];
+            if (q == p || strcmp(q->id, p->id) != 0) continue;
+            for (size_t j = 0; j < q->n_recs; j++)
+                if (q->recs[j].key == ki && q->recs[j].from <= b->source_from &&
+                    end.position <= q->recs[j].end.position) {
+                    c->st.dup_pending++; /* an older epoch's pending copy: acked later */
+                    return 0;
+                }
+        }
+        if (k->has_done && b->source_from < k->done.position) {
+            c->st.source_overlap++;
+            log_warn("stream_source_overlap",
+                     "consumer=%s producer=%s hook=%s from=%llu to=%llu "
+                     "committed=%llu",
+                     c->id, p->id, k->hook, (unsigned long long)b->source_from,
+                     (unsigned long long)end.position, (unsigned long long)k->done.position);
+        }
+    }
+    if (p->n_recs == p->cap_recs) {
+        size_t cap = p->cap_recs ? p->cap_recs * 2 : 16;
+        void *nr = realloc(p->recs, cap * sizeof *p->recs);
+        if (!nr) return 0; /* OOM: not taken, resent later */
+        p->recs = nr;
+        p->cap_recs = cap;
+    }
     if (stream_ranges_add(&p->pending, b->seq) < 0) return 0; /* OOM: not taken, resent later */
+    struct precord *r = &p->recs[p->n_recs++];
+    memset(r, 0, sizeof *r);
+    r->seq = b->seq;
+    r->n_tokens = b->n_tokens;
+    r->key = ki;
+    snprintf(r->hook, sizeof r->hook, "%s", b->hook_name);
+    if (ki >= 0) {
+        r->from = b->source_from;
+        r->end = end;
+    }
     c->st.delivered++;
     return 1;
 }
@@ -336,6 +586,8 @@ static void handle_heartbeat(struct stream_consumer *c, const struct wire_msg *m
 
 static void tick(struct stream_consumer *c)
 {
+    for (size_t i = 0; i < c->n_prods; i++)
+        if (c->prods[i].resume_due && c->prods[i].live) try_resume(c, &c->prods[i]);
     int64_t now = time_now_ns();
     bool hb = now >= c->next_hb_ns;
     if (hb) c->next_hb_ns = now + (int64_t)c->o.heartbeat_ms * 1000000;
@@ -525,6 +777,7 @@ int stream_consumer_restore(struct stream_consumer *c, const char *text, size_t 
         for (size_t i = 0; i < c->n_prods; i++) {
             stream_ranges_fini(&c->prods[i].committed);
             stream_ranges_fini(&c->prods[i].pending);
+            free(c->prods[i].recs);
         }
         c->n_prods = 0;
         return rc;
@@ -533,6 +786,147 @@ int stream_consumer_restore(struct stream_consumer *c, const char *text, size_t 
     for (size_t i = 0; i < c->n_prods; i++) total += stream_ranges_count(&c->prods[i].committed);
     log_info("stream_state_restored", "consumer=%s producers=%zu committed=%llu", c->id, c->n_prods,
              (unsigned long long)total);
+    return 0;
+}
+
+int stream_consumer_source_state(const struct stream_consumer *c, struct buf *out)
+{
+    if (buf_append(out, SOURCE_MAGIC, strlen(SOURCE_MAGIC)) < 0) return SF_ENOMEM;
+    for (size_t i = 0; i < c->n_keys; i++) {
+        /* the committed source plus the pending batches (the checkpoint holds them) */
+        const struct ckey *k0 = &c->keys[i];
+        struct ckey k = *k0;
+        k.ah = k0->n_ah ? malloc(k0->n_ah * sizeof *k.ah) : NULL;
+        if (k0->n_ah && !k.ah) return SF_ENOMEM;
+        if (k.ah) memcpy(k.ah, k0->ah, k0->n_ah * sizeof *k.ah);
+        k.cap_ah = k0->n_ah;
+        int rc = 0;
+        for (size_t pi = 0; pi < c->n_prods && rc == 0; pi++)
+            for (size_t j = 0; j < c->prods[pi].n_recs && rc == 0; j++) {
+                const struct precord *r = &c->prods[pi].recs[j];
+                if (r->key == (int32_t)i) rc = key_commit(&k, r->from, &r->end);
+            }
+        for (size_t j = 0; j <= k.n_ah && rc == 0; j++) {
+            const struct stream_cursor *x =
+                j == 0 ? (k.has_done ? &k.done : NULL) : &k.ah[j - 1].end;
+            if (!x) continue;
+            if (j == 0)
+                rc = buf_printf(out, "%s %s %s F 0", k.producer, k.hook, x->source_id);
+            else
+                rc = buf_printf(out, "%s %s %s A %" PRIu64, k.producer, k.hook, x->source_id,
+                                k.ah[j - 1].from);
+            if (rc == 0)
+                rc = buf_printf(out,
+                                " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64
+                                " %" PRIu64 " %" PRIu64 "\n",
+                                x->position, x->source_epoch, x->file_index, x->byte_offset,
+                                x->doc_token, x->doc_id, x->captured);
+        }
+        free(k.ah);
+        if (rc < 0) return SF_ENOMEM;
+    }
+    return 0;
+}
+
+static bool hook_char(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           ch == '.' || ch == '_';
+}
+
+/* Copies a space-terminated token of allowed characters at *q into out. */
+static int take_word(const char **q, const char *eol, bool hook, char *out, size_t cap)
+{
+    size_t n = 0;
+    const char *p = *q;
+    while (p < eol && *p != ' ') {
+        if (!(hook ? hook_char(*p) : id_char(*p)) || n + 1 >= cap) return SF_EFORMAT;
+        out[n++] = *p++;
+    }
+    if (n == 0 || p >= eol) return SF_EFORMAT;
+    out[n] = 0;
+    *q = p + 1;
+    return 0;
+}
+
+int stream_source_state_parse(const char *text, size_t len, stream_source_fn fn, void *ud)
+{
+    size_t ml = strlen(SOURCE_MAGIC);
+    if (len > STREAM_MAX_STATE || len < ml || memcmp(text, SOURCE_MAGIC, ml) != 0) {
+        log_error("stream_source_state_parse", "err=bad_magic");
+        return SF_EFORMAT;
+    }
+    const char *s = text + ml, *end = text + len;
+    size_t lineno = 1;
+    while (s < end) {
+        lineno++;
+        const char *eol = memchr(s, '\n', (size_t)(end - s));
+        if (!eol) goto bad;
+        const char *q = s;
+        char producer[WIRE_MAX_ID_LEN + 1], hook[WIRE_MAX_NAME_LEN + 1];
+        struct stream_cursor cur;
+        memset(&cur, 0, sizeof cur);
+        if (take_word(&q, eol, false, producer, sizeof producer) < 0 ||
+            take_word(&q, eol, true, hook, sizeof hook) < 0 ||
+            take_word(&q, eol, false, cur.source_id, sizeof cur.source_id) < 0)
+            goto bad;
+        /* F: the frontier; A <from>: a batch committed beyond a hole */
+        if (eol - q < 2 || (q[0] != 'F' && q[0] != 'A') || q[1] != ' ') goto bad;
+        bool ahead = q[0] == 'A';
+        q += 2;
+        uint64_t from;
+        uint64_t *v[8] = {&from,           &cur.position,    &cur.source_epoch,
+                          &cur.file_index, &cur.byte_offset, &cur.doc_token,
+                          &cur.doc_id,     &cur.captured};
+        for (int f = 0; f < 8; f++) {
+            if (f > 0 && (q >= eol || *q++ != ' ')) goto bad;
+            if (parse_u64(&q, eol, v[f]) < 0) goto bad;
+        }
+        if (q != eol || (!ahead && from != 0) || (ahead && from >= cur.position)) goto bad;
+        int rc = fn(ud, producer, hook, ahead, from, &cur);
+        if (rc == SF_ENOMEM) return rc;
+        if (rc < 0) goto bad;
+        s = eol + 1;
+    }
+    return 0;
+bad:
+    log_error("stream_source_state_parse", "err=malformed line=%zu", lineno);
+    return SF_EFORMAT;
+}
+
+static int restore_source(void *ud, const char *producer, const char *hook, bool ahead,
+                          uint64_t from, const struct stream_cursor *cur)
+{
+    struct stream_consumer *c = ud;
+    int ki = key_find(c, producer, hook, true);
+    if (ki < 0) return SF_ENOMEM;
+    struct ckey *k = &c->keys[ki];
+    if (!ahead) {
+        if (k->has_done || k->n_ah) return SF_EFORMAT; /* the frontier comes first, once */
+        k->done = *cur;
+        k->has_done = true;
+        return 0;
+    }
+    const char *known = key_source(k);
+    if (known && strcmp(known, cur->source_id) != 0) return SF_EFORMAT;
+    return key_commit(k, from, cur);
+}
+
+int stream_consumer_source_restore(struct stream_consumer *c, const char *text, size_t len)
+{
+    int rc = stream_source_state_parse(text, len, restore_source, c);
+    if (rc < 0) {
+        for (size_t i = 0; i < c->n_keys; i++) free(c->keys[i].ah);
+        c->n_keys = 0;
+        return rc;
+    }
+    for (size_t i = 0; i < c->n_keys; i++)
+        log_info("stream_source_restored",
+                 "consumer=%s producer=%s hook=%s source=%s position=%llu "
+                 "captured=%llu",
+                 c->id, c->keys[i].producer, c->keys[i].hook, c->keys[i].done.source_id,
+                 (unsigned long long)c->keys[i].done.position,
+                 (unsigned long long)c->keys[i].done.captured);
     return 0;
 }
 
@@ -555,11 +949,15 @@ int stream_consumer_ledger_open(struct stream_consumer *c, const char *path, uin
                 dropped++; /* torn last line */
                 break;
             }
-            const char *sp = eol;
-            while (sp > s && sp[-1] != ' ') sp--;
+            /* "producer epoch seq ckpt [hook tokens from to]": the 4th field */
+            const char *sp = s;
+            for (int f = 0; f < 3 && sp; f++) {
+                sp = memchr(sp, ' ', (size_t)(eol - sp));
+                if (sp) sp++;
+            }
             const char *q = sp;
             uint64_t ck;
-            bool ok = sp > s && parse_u64(&q, eol, &ck) == 0 && q == eol;
+            bool ok = sp && parse_u64(&q, eol, &ck) == 0 && (q == eol || *q == ' ');
             if (ok && ck <= loaded)
                 (void)buf_append(&keep, s, (size_t)(eol - s) + 1);
             else
@@ -588,12 +986,15 @@ int stream_consumer_ledger_append(struct stream_consumer *c, uint64_t ckpt)
     if (!c->ledger) return 0;
     for (size_t i = 0; i < c->n_prods; i++) {
         const struct cprod *p = &c->prods[i];
-        for (size_t r = 0; r < p->pending.n; r++)
-            for (uint64_t s = p->pending.r[r][0];; s++) {
-                fprintf(c->ledger, "%s %" PRIu64 " %" PRIu64 " %" PRIu64 "\n", p->id, p->epoch, s,
-                        ckpt);
-                if (s == p->pending.r[r][1]) break;
-            }
+        for (size_t j = 0; j < p->n_recs; j++) {
+            const struct precord *r = &p->recs[j];
+            fprintf(c->ledger, "%s %" PRIu64 " %" PRIu64 " %" PRIu64 " %s %" PRIu32, p->id,
+                    p->epoch, r->seq, ckpt, r->hook, r->n_tokens);
+            if (r->key >= 0)
+                fprintf(c->ledger, " %" PRIu64 " %" PRIu64 "\n", r->from, r->end.position);
+            else
+                fputs(" - -\n", c->ledger);
+        }
     }
     if (fflush(c->ledger) != 0 || fsync(fileno(c->ledger)) != 0) {
         log_error("stream_ledger_append", "err=%s", strerror(errno));
@@ -612,7 +1013,16 @@ int stream_consumer_commit(struct stream_consumer *c)
         send_ack(c, p, &p->pending, SAEFLOW__ACK_STATUS__ACK_STATUS_TRAINED);
         c->st.committed += n;
         stream_ranges_clear(&p->pending);
+        int rc = 0;
+        for (size_t j = 0; j < p->n_recs; j++) {
+            const struct precord *r = &p->recs[j];
+            if (r->key >= 0 && key_commit(&c->keys[r->key], r->from, &r->end) < 0) rc = SF_ENOMEM;
+        }
+        p->n_recs = 0;
+        if (rc < 0) return rc;
     }
+    for (size_t i = 0; i < c->n_prods; i++)
+        if (c->prods[i].resume_due) try_resume(c, &c->prods[i]);
     return 0;
 }
 
@@ -621,6 +1031,7 @@ bool stream_consumer_commit_wanted(const struct stream_consumer *c)
     for (size_t i = 0; i < c->n_prods; i++) {
         const struct cprod *p = &c->prods[i];
         if (p->pending.n && (p->done || p->blocked)) return true;
+        if (p->resume_due && p->live && resume_blocked(c, p)) return true;
     }
     return false;
 }

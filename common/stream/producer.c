@@ -38,6 +38,12 @@ struct link {
     bool suspect;
     uint64_t hb_seq;
     int64_t next_hb_ns;
+    bool resumed; /* the consumer's Resume (after its subscriptions) arrived */
+    size_t n_cur;
+    struct {
+        char hook[WIRE_MAX_NAME_LEN + 1];
+        struct stream_cursor cur;
+    } cur[STREAM_MAX_HOOKS]; /* committed source cursors, from the Resume */
 };
 
 struct stream_producer {
@@ -194,7 +200,7 @@ bool stream_producer_ready(const struct stream_producer *p)
 {
     if (p->n_links == 0) return false;
     for (size_t i = 0; i < p->n_links; i++)
-        if (!p->links[i].subscribed) return false;
+        if (!p->links[i].subscribed || !p->links[i].resumed) return false;
     return true;
 }
 
@@ -355,6 +361,8 @@ static void handle_heartbeat(struct stream_producer *p, size_t li, const Saeflow
                      l->endpoint, h->sender_id, (unsigned long long)h->epoch);
             l->credit = 0;
             l->subscribed = false;
+            l->resumed = false;
+            l->n_cur = 0;
             l->all_hooks = false;
             l->n_hooks = 0;
             link_mark_resend(p, li, "consumer_restart");
@@ -387,6 +395,54 @@ static void handle_credit(struct stream_producer *p, size_t li, const Saeflow__C
     l->credit += g->credits;
 }
 
+static void handle_resume(struct stream_producer *p, size_t li, const Saeflow__Resume *r)
+{
+    struct link *l = &p->links[li];
+    l->last_heard_ns = time_now_ns();
+    if (strcmp(r->producer_id, p->id) != 0) return;
+    l->n_cur = 0;
+    for (size_t i = 0; i < r->n_hooks && l->n_cur < STREAM_MAX_HOOKS; i++) {
+        if (stream_cursor_from_pb(r->hooks[i]->cursor, &l->cur[l->n_cur].cur) < 0) continue;
+        snprintf(l->cur[l->n_cur].hook, sizeof l->cur[0].hook, "%s", r->hooks[i]->hook_name);
+        log_info("stream_resume_point",
+                 "producer=%s link=%s hook=%s source=%s position=%llu "
+                 "captured=%llu",
+                 p->id, l->endpoint, l->cur[l->n_cur].hook, l->cur[l->n_cur].cur.source_id,
+                 (unsigned long long)l->cur[l->n_cur].cur.position,
+                 (unsigned long long)l->cur[l->n_cur].cur.captured);
+        l->n_cur++;
+    }
+    l->resumed = true;
+}
+
+int stream_producer_resume_point(const struct stream_producer *p, const char *const *hooks,
+                                 size_t n_hooks, const char *source_id, struct stream_cursor *out)
+{
+    bool any = false, missing = false;
+    for (size_t li = 0; li < p->n_links; li++) {
+        const struct link *l = &p->links[li];
+        for (size_t h = 0; h < n_hooks; h++) {
+            if (!link_wants(l, hooks[h])) continue;
+            const struct stream_cursor *c = NULL;
+            for (size_t j = 0; j < l->n_cur && !c; j++)
+                if (!strcmp(l->cur[j].hook, hooks[h])) c = &l->cur[j].cur;
+            if (!c) {
+                missing = true;
+                continue;
+            }
+            if (strcmp(c->source_id, source_id) != 0) {
+                log_error("stream_resume_other_source",
+                          "producer=%s link=%s hook=%s committed_source=%s source=%s", p->id,
+                          l->endpoint, hooks[h], c->source_id, source_id);
+                return SF_ESTATE;
+            }
+            if (!any || c->position < out->position) *out = *c;
+            any = true;
+        }
+    }
+    return any && !missing ? 0 : SF_NOTFOUND;
+}
+
 static int link_recv_all(struct stream_producer *p, size_t li)
 {
     struct wire_msg m = {0};
@@ -407,6 +463,9 @@ static int link_recv_all(struct stream_producer *p, size_t li)
             break;
         case WIRE_CREDIT:
             handle_credit(p, li, m.credit);
+            break;
+        case WIRE_RESUME:
+            handle_resume(p, li, m.resume);
             break;
         default:
             break;

@@ -77,9 +77,32 @@
  * (credit_resyncs). A producer not heard for peer_timeout gets no credit until it
  * comes back.
  *
+ * Source cursors (resume): a producer reading a resumable source (capture over files)
+ * stamps each batch with the source stream tokens it covers, [source_from,
+ * source_end.position), and source_end locates the source there (struct
+ * stream_cursor). The consumer keeps, per (producer id, hook) and across the
+ * producer's epochs, the committed frontier (below), in its checkpoint
+ * (stream_consumer_source_state), and after the subscriptions of every greeting sends
+ * it in a Resume message; a producer is ready once every link's Resume arrived, and a
+ * restarted producer resumes its source at stream_producer_resume_point (the smallest
+ * cursor over its links and hooks). So a producer killed with SIGKILL or stopped with
+ * Ctrl-C loses nothing and repeats nothing: what it had published but nobody committed
+ * is read again, and a batch whose source range is committed already is a duplicate
+ * (dropped, acked TRAINED, counted dup_source). A greeting of a producer's
+ * new epoch waits (the consumer says commit_wanted) until the batches still pending
+ * from its older epochs are committed, so the cursor sent covers them. A batch that
+ * starts before the cursor and ends after it (pass boundaries changed between runs,
+ * e.g. another --context) is trained and counted (source_overlap); one whose source_id
+ * differs from the one committed for its key is rejected (source_mismatch).
+ *
  * Limits: the producer's ring lives in memory, so a producer killed with SIGKILL loses
- * its unacknowledged batches (its ledger is not written either); a restarted producer
- * has a new epoch. Consumers are the processes that may die at any time.
+ * its unacknowledged batches unless its source is resumable (above; its ledger lines
+ * for them are not written either); a restarted producer has a new epoch. Consumers
+ * are the processes that may die at any time. The committed cursor is a frontier:
+ * every source token before it is committed. A batch lost with a dying consumer can
+ * be committed after later ones (they reached the restarted consumer first); those
+ * later ones wait beyond the hole (and count as committed for duplicates) until it is
+ * filled, so a producer killed meanwhile resumes at the hole.
  *
  * Ownership: *_new return objects freed by *_destroy(&p). Received batches are lent
  * to the application (struct stream_delivery) until stream_delivery_fini. One thread
@@ -112,6 +135,18 @@ bool stream_ranges_has(const struct stream_ranges *s, uint64_t v);
 uint64_t stream_ranges_count(const struct stream_ranges *s);
 /* dst |= src */
 int stream_ranges_merge(struct stream_ranges *dst, const struct stream_ranges *src);
+
+/* ---- source cursors ---- */
+struct stream_cursor {
+    char source_id[WIRE_MAX_ID_LEN + 1]; /* fingerprint of the source ("" = none) */
+    uint64_t position;                   /* source stream tokens before this point */
+    uint64_t source_epoch, file_index, byte_offset, doc_token, doc_id; /* where */
+    uint64_t captured; /* tokens captured before this point (the run's plan) */
+};
+/* out borrows c->source_id. */
+void stream_cursor_to_pb(const struct stream_cursor *c, Saeflow__SourceCursor *out);
+/* SF_EINVAL when p's source_id is not a valid id. */
+int stream_cursor_from_pb(const Saeflow__SourceCursor *p, struct stream_cursor *out);
 
 /* ---- producer ---- */
 struct stream_producer_opts {
@@ -154,6 +189,13 @@ uint64_t stream_producer_epoch(const struct stream_producer *p);
 int stream_producer_poll(struct stream_producer *p, int timeout_ms);
 /* True once every link's consumer has announced its subscription. */
 bool stream_producer_ready(const struct stream_producer *p);
+/* Once ready: where to resume the source for `hooks` (those this producer publishes):
+ * the smallest committed cursor over every link subscribed to one of them. 0 with
+ * *out; SF_NOTFOUND when some link subscribed to one of the hooks has committed
+ * nothing for it (start from the beginning); SF_ESTATE (logged) when a link's cursor
+ * belongs to a source other than source_id. */
+int stream_producer_resume_point(const struct stream_producer *p, const char *const *hooks,
+                                 size_t n_hooks, const char *source_id, struct stream_cursor *out);
 /* Free ring slots. */
 size_t stream_producer_room(const struct stream_producer *p);
 /* Stamps b with producer id, epoch, next seq and schema version, encodes it (b's
@@ -194,6 +236,10 @@ struct stream_consumer_stats {
     uint64_t producer_timeouts;
     uint64_t rejected_frames; /* malformed / oversized frames (see wire stats) */
     uint64_t other_msgs;      /* valid frames of kinds a consumer ignores */
+    uint64_t dup_source;      /* batches at or before the committed source cursor (acked) */
+    uint64_t source_overlap;  /* batches starting before the committed cursor (trained) */
+    uint64_t source_mismatch; /* batches of another source than committed (rejected) */
+    uint64_t resumes_sent;    /* Resume messages sent */
 };
 
 /* A batch handed to the application. */
@@ -229,7 +275,24 @@ int stream_consumer_restore(struct stream_consumer *c, const char *text, size_t 
 typedef int (*stream_state_fn)(void *ud, const char *producer, uint64_t epoch, uint64_t first,
                                uint64_t last, bool first_of_line);
 int stream_state_parse(const char *text, size_t len, stream_state_fn fn, void *ud);
-/* Opens the consumer ledger ("producer epoch seq ckpt" lines), dropping lines whose
+/* The committed source cursors (for a checkpoint, beside stream_consumer_state):
+ * "saeflow-source-state 1\n", then per (producer, hook) the frontier (every source
+ * token before it committed) "<producer> <hook> <source_id> F 0 <cursor>" and each
+ * batch committed beyond a hole "<producer> <hook> <source_id> A <from> <cursor>",
+ * <cursor> = "<position> <source_epoch> <file_index> <byte_offset> <doc_token> <doc_id>
+ * <captured>". Pending batches are included (they are in the checkpoint). Resume
+ * messages carry the frontier. */
+int stream_consumer_source_state(const struct stream_consumer *c, struct buf *out);
+/* Restores it (call before receiving): SF_EFORMAT when malformed. */
+int stream_consumer_source_restore(struct stream_consumer *c, const char *text, size_t len);
+typedef int (*stream_source_fn)(void *ud, const char *producer, const char *hook, bool ahead,
+                                uint64_t from, const struct stream_cursor *cur);
+/* Parses a source state text: fn for each line (a negative return stops: SF_ENOMEM
+ * passes through, anything else makes the text malformed). 0 or SF_EFORMAT (logged);
+ * a (producer, hook) repeated is malformed. */
+int stream_source_state_parse(const char *text, size_t len, stream_source_fn fn, void *ud);
+/* Opens the consumer ledger ("producer epoch seq ckpt hook tokens from to" lines; from
+ * and to are the batch's source stream range, "-" when it has none), dropping lines whose
  * ckpt is above `loaded_ckpt` (they belong to a checkpoint that never became durable).
  * NULL path: no ledger. */
 int stream_consumer_ledger_open(struct stream_consumer *c, const char *path, uint64_t loaded_ckpt);

@@ -26,7 +26,7 @@
 /* ---- names ---------------------------------------------------------------------- */
 
 static const char *const kind_names[WIRE_KIND_COUNT] = {
-    "none", "batch", "credit", "ack", "metrics", "checkpoint", "heartbeat",
+    "none", "batch", "credit", "ack", "metrics", "checkpoint", "heartbeat", "resume",
 };
 
 static const char *const reject_names[WIRE_REJ_COUNT] = {
@@ -614,6 +614,12 @@ static enum wire_reject validate_batch(const Saeflow__ActivationBatch *b)
                 return WIRE_REJ_POSITIONS;
     }
     if (!isfinite(b->norm_scale) || b->norm_scale < 0.0f) return WIRE_REJ_NORM_SCALE;
+    if (b->source_end) {
+        if (!id_ok(b->source_end->source_id, false)) return WIRE_REJ_ID;
+        if (b->source_from > b->source_end->position) return WIRE_REJ_FIELD;
+    } else if (b->source_from) {
+        return WIRE_REJ_FIELD;
+    }
     return WIRE_REJ_NONE;
 }
 
@@ -676,6 +682,19 @@ static enum wire_reject validate_heartbeat(const Saeflow__Heartbeat *h)
     return WIRE_REJ_NONE;
 }
 
+static enum wire_reject validate_resume(const Saeflow__Resume *r)
+{
+    if (!id_ok(r->consumer_id, false) || !id_ok(r->producer_id, false)) return WIRE_REJ_ID;
+    if (r->n_hooks > WIRE_MAX_RESUME_HOOKS || (r->n_hooks && !r->hooks)) return WIRE_REJ_FIELD;
+    for (size_t i = 0; i < r->n_hooks; i++) {
+        const Saeflow__HookCursor *h = r->hooks[i];
+        if (!h || !h->cursor) return WIRE_REJ_FIELD;
+        if (!hook_ok(h->hook_name, false)) return WIRE_REJ_NAME;
+        if (!id_ok(h->cursor->source_id, false)) return WIRE_REJ_ID;
+    }
+    return WIRE_REJ_NONE;
+}
+
 enum wire_reject wire_validate(enum wire_kind kind, const void *body)
 {
     if (!body) return WIRE_REJ_NO_BODY;
@@ -692,6 +711,8 @@ enum wire_reject wire_validate(enum wire_kind kind, const void *body)
         return validate_checkpoint(body);
     case WIRE_HEARTBEAT:
         return validate_heartbeat(body);
+    case WIRE_RESUME:
+        return validate_resume(body);
     default:
         return WIRE_REJ_NO_BODY;
     }
@@ -750,6 +771,8 @@ static const ProtobufCMessage *frame_body(const Saeflow__Frame *f)
         return &f->checkpoint->base;
     case SAEFLOW__FRAME__BODY_HEARTBEAT:
         return &f->heartbeat->base;
+    case SAEFLOW__FRAME__BODY_RESUME:
+        return &f->resume->base;
     default:
         return NULL;
     }
@@ -809,6 +832,10 @@ static enum wire_reject frame_prepare(const struct wire_msg *m, Saeflow__Frame *
     case WIRE_HEARTBEAT:
         f->body_case = SAEFLOW__FRAME__BODY_HEARTBEAT;
         f->heartbeat = m->heartbeat;
+        break;
+    case WIRE_RESUME:
+        f->body_case = SAEFLOW__FRAME__BODY_RESUME;
+        f->resume = m->resume;
         break;
     default:
         return WIRE_REJ_NO_BODY;
@@ -907,6 +934,8 @@ static enum wire_kind kind_of_case(Saeflow__Frame__BodyCase c)
         return WIRE_CHECKPOINT;
     case SAEFLOW__FRAME__BODY_HEARTBEAT:
         return WIRE_HEARTBEAT;
+    case SAEFLOW__FRAME__BODY_RESUME:
+        return WIRE_RESUME;
     default:
         return WIRE_NONE;
     }
@@ -985,7 +1014,7 @@ static bool compact_batch(const uint8_t *p, size_t n, uint8_t **compact, size_t 
 {
     struct lenfield b, a;
     if (!scan_one(p, n, SAEFLOW__FRAME__BODY_BATCH, SAEFLOW__FRAME__BODY_CREDIT,
-                  SAEFLOW__FRAME__BODY_HEARTBEAT, &b))
+                  SAEFLOW__FRAME__BODY_RESUME, &b))
         return false;
     const uint8_t *bp = p + b.data_off;
     if (!scan_one(bp, b.data_len, 11, 1, 0, &a)) return false;
@@ -1106,6 +1135,9 @@ static enum wire_reject decode(const uint8_t *buf, size_t len, const struct wire
         break;
     case WIRE_HEARTBEAT:
         body = pv->frame->heartbeat;
+        break;
+    case WIRE_RESUME:
+        body = pv->frame->resume;
         break;
     default:
         break;

@@ -27,7 +27,8 @@
  * unpack with an allocator that refuses past alloc_budget bytes, then semantic
  * validation (wire_validate): schema version, ids, hook names, dimension bounds
  * (WIRE_MAX_*), activations length == d_in * n_tokens * dtype size, per-token arrays
- * empty or n_tokens long, positions >= 0, string lengths and characters, ack ranges.
+ * empty or n_tokens long, positions >= 0, string lengths and characters, ack ranges,
+ * source cursors (source_from <= source_end.position; a cursor's source_id is an id).
  *
  * Sequence accounting: for every (producer_id, producer_epoch) the receiver keeps
  * the highest seq seen and a 1024-wide window of seen seqs. seq > last + 1 counts one
@@ -68,18 +69,19 @@
 #define WIRE_ACK_REJECTED SAEFLOW__ACK_STATUS__ACK_STATUS_REJECTED
 
 /* ---- bounds checked by wire_validate ---- */
-#define WIRE_MAX_D_IN       65536u
-#define WIRE_MAX_TOKENS     (1u << 20)
-#define WIRE_MAX_LAYER      4095 /* layer in [-1, WIRE_MAX_LAYER] */
-#define WIRE_MAX_POSITION   (1 << 24)
-#define WIRE_MAX_ID_LEN     64   /* producer/consumer/sender/trainer ids: [A-Za-z0-9._:-] */
-#define WIRE_MAX_NAME_LEN   128  /* hook names [A-Za-z0-9._], model/sae ids [A-Za-z0-9._:/@+-] */
-#define WIRE_MAX_TEXT_LEN   256  /* free text (status, role, format): printable ASCII */
-#define WIRE_MAX_PATH_LEN   4096 /* paths: any byte >= 0x20 except 0x7f */
-#define WIRE_MAX_ACK_RANGES 4096
-#define WIRE_MAX_EXTRA      64  /* TrainMetrics.extra entries */
-#define WIRE_MAX_PEER_LEN   255 /* ROUTER routing ids */
-#define WIRE_MAX_TOPIC_LEN  (6 + WIRE_MAX_NAME_LEN + 2)
+#define WIRE_MAX_D_IN         65536u
+#define WIRE_MAX_TOKENS       (1u << 20)
+#define WIRE_MAX_LAYER        4095 /* layer in [-1, WIRE_MAX_LAYER] */
+#define WIRE_MAX_POSITION     (1 << 24)
+#define WIRE_MAX_ID_LEN       64   /* producer/consumer/sender/trainer ids: [A-Za-z0-9._:-] */
+#define WIRE_MAX_NAME_LEN     128  /* hook names [A-Za-z0-9._], model/sae ids [A-Za-z0-9._:/@+-] */
+#define WIRE_MAX_TEXT_LEN     256  /* free text (status, role, format): printable ASCII */
+#define WIRE_MAX_PATH_LEN     4096 /* paths: any byte >= 0x20 except 0x7f */
+#define WIRE_MAX_ACK_RANGES   4096
+#define WIRE_MAX_RESUME_HOOKS 64  /* Resume.hooks entries */
+#define WIRE_MAX_EXTRA        64  /* TrainMetrics.extra entries */
+#define WIRE_MAX_PEER_LEN     255 /* ROUTER routing ids */
+#define WIRE_MAX_TOPIC_LEN    (6 + WIRE_MAX_NAME_LEN + 2)
 
 /* Default size limits (struct wire_opts / struct wire_limits). */
 #define WIRE_DEFAULT_MAX_MSG (64u << 20)
@@ -102,6 +104,7 @@ enum wire_kind {
     WIRE_METRICS,
     WIRE_CHECKPOINT,
     WIRE_HEARTBEAT,
+    WIRE_RESUME,
     WIRE_KIND_COUNT
 };
 const char *wire_kind_name(enum wire_kind k); /* "batch", "credit", ... ("none") */
@@ -185,6 +188,7 @@ struct wire_msg {
         Saeflow__TrainMetrics *metrics;
         Saeflow__CheckpointReady *checkpoint;
         Saeflow__Heartbeat *heartbeat;
+        Saeflow__Resume *resume;
         void *body;
     };
     uint8_t peer[WIRE_MAX_PEER_LEN]; /* ROUTER: routing id of the sender / addressee */

@@ -8,6 +8,15 @@
  * last hooked layer). BOS, EOS and control tokens are excluded by default. Each
  * forward pass gives one batch per hook.
  *
+ * Connected to trainers, capture first waits until every trainer has subscribed and
+ * sent its Resume (logging capture_waiting every --wait_log_s; --connect_timeout gives
+ * up with exit 1), then reopens the source at the smallest committed cursor
+ * (stream_producer_resume_point): a capture killed or stopped and started again trains
+ * no token twice and loses none, and one whose --max_tokens plan (or source) was
+ * committed already says so and exits 0 with nothing captured. Each batch carries the
+ * source stream range of its forward pass. Stdin cannot be reopened: no cursor.
+ * Nothing captured from a fresh input is an error (exit 1) unless --allow_empty.
+ *
  * Shards: <shard_dir>/<hook>/shard-NNNNNN.safetensors, tensor "activations"
  * [tokens, d_in] in the wire dtype + __metadata__ {hook_name, model_name, d_in, dtype,
  * context_size, prepend_bos, exclude_special_tokens, dataset_path}. */
@@ -15,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/core.h"
 #include "http/http.h"
@@ -36,8 +46,8 @@ struct opts {
     char *dtype, *connect, *producer_id, *ledger, *shard_dir, *metrics_addr, *model_name;
     char *backend, *cuda_math;
     int64_t epochs, max_tokens, context, batch_seqs, ring, shard_tokens, metrics_port;
-    double drain_s;
-    bool exclude_special;
+    double drain_s, connect_timeout_s, wait_log_s;
+    bool exclude_special, allow_empty, resume;
 };
 
 struct hook_state {
@@ -78,12 +88,20 @@ struct capture {
     size_t carry_n, carry_off, carry_cap;
     struct source *src;
     bool src_done;
+    /* the source cursor (stream.h): stream tokens consumed, and where the document in
+     * carry starts, so that a restarted capture reopens the source exactly here */
+    bool resumable;
+    char source_id[WIRE_MAX_ID_LEN + 1];
+    uint64_t position;
+    struct source_pos carry_pos;
+    uint64_t skip_tokens; /* resuming: tokens of the next document already trained */
     struct stream_producer *prod;
     struct buf scratch;
     /* metrics */
     struct metrics *reg;
     struct metric *m_tokens, *m_docs, *m_batches, *m_fwd_tokens, *m_tps, *m_ring, *m_credit;
     struct metric *m_fate[5];
+    struct metric *m_skip[2]; /* JSONL lines skipped: not_json, no_field */
     uint64_t fwd_tokens;
     double wait_s; /* time publish() waited for ring room or consumers */
 };
@@ -114,6 +132,8 @@ static int stream_token(struct capture *c, int32_t *tok, uint64_t *doc)
         const char *text;
         size_t len;
         uint64_t id;
+        struct source_pos next;
+        source_tell(c->src, &next);
         int rc = source_next(c->src, &text, &len, &id);
         if (rc == SF_NOTFOUND) {
             c->src_done = true;
@@ -124,6 +144,20 @@ static int stream_token(struct capture *c, int32_t *tok, uint64_t *doc)
         size_t n = 0;
         rc = tokenizer_encode_alloc(c->tok, text, len, c->prepend_bos, &ids, &n);
         if (rc < 0) return rc;
+        c->carry_pos = next;
+        size_t skip = 0;
+        if (c->skip_tokens) {
+            if (c->skip_tokens > n) {
+                log_error("capture_resume_mismatch",
+                          "doc=%llu tokens=%zu committed_tokens=%llu (the input changed since "
+                          "the run that committed this cursor)",
+                          (unsigned long long)id, n, (unsigned long long)c->skip_tokens);
+                free(ids);
+                return SF_ERANGE;
+            }
+            skip = (size_t)c->skip_tokens;
+            c->skip_tokens = 0;
+        }
         if (n > c->carry_cap) {
             int32_t *nt = realloc(c->carry, n * sizeof *nt);
             uint64_t *nd = nt ? realloc(c->carry_doc, n * sizeof *nd) : NULL;
@@ -139,13 +173,52 @@ static int stream_token(struct capture *c, int32_t *tok, uint64_t *doc)
         for (size_t i = 0; i < n; i++) c->carry_doc[i] = id;
         free(ids);
         c->carry_n = n;
-        c->carry_off = 0;
+        c->carry_off = skip;
         metrics_counter_to(c->m_docs, (double)source_docs(c->src));
     }
     *tok = c->carry[c->carry_off];
     *doc = c->carry_doc[c->carry_off];
     c->carry_off++;
+    c->position++;
     return 0;
+}
+
+/* The cursor after everything packed so far (captured: the plan's count there). */
+static void cursor_now(const struct capture *c, uint64_t captured, struct stream_cursor *out)
+{
+    memset(out, 0, sizeof *out);
+    snprintf(out->source_id, sizeof out->source_id, "%s", c->source_id);
+    out->position = c->position;
+    out->source_epoch = (uint64_t)c->carry_pos.epoch;
+    out->file_index = c->carry_pos.file_index;
+    out->byte_offset = c->carry_pos.byte_offset;
+    out->doc_id = c->carry_pos.doc_id;
+    out->doc_token = c->carry_off;
+    out->captured = captured;
+}
+
+/* The source's identity for cursors: what decides its token stream and the plan's
+ * count (inputs, format, tokenization, exclusions). */
+static void source_fingerprint(struct capture *c)
+{
+    const struct opts *o = &c->o;
+    const char *parts[] = {o->input,
+                           o->format,
+                           o->jsonl_field ? o->jsonl_field : "",
+                           o->separator ? o->separator : "",
+                           o->model_name,
+                           c->prepend_bos ? "bos" : "nobos",
+                           o->exclude_special ? "ex" : "all"};
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < SF_ARRAY_LEN(parts); i++) {
+        for (const char *p = parts[i]; *p; p++) {
+            h ^= (unsigned char)*p;
+            h *= 1099511628211ull;
+        }
+        h ^= 0xff;
+        h *= 1099511628211ull;
+    }
+    snprintf(c->source_id, sizeof c->source_id, "src-%016llx", (unsigned long long)h);
 }
 
 /* Packs up to n_seqs windows; returns how many (0 at the end of the input). */
@@ -187,7 +260,10 @@ static int write_shard(struct capture *c, struct hook_state *h)
     if (h->sn == 0) return 0;
     char dir[4096], path[4200];
     snprintf(dir, sizeof dir, "%s/%s", c->o.shard_dir, h->name);
-    if (file_mkdirs(dir, 0755) < 0) return SF_EIO;
+    if (file_mkdirs(dir, 0755) < 0) {
+        log_error("shard_dir", "path=%s err=\"%s\"", dir, strerror(errno));
+        return SF_EIO;
+    }
     snprintf(path, sizeof path, "%s/shard-%06lld.safetensors", dir, (long long)h->shard_idx);
     struct st_writer *w = st_writer_new();
     if (!w) return SF_ENOMEM;
@@ -254,10 +330,17 @@ static void update_metrics(struct capture *c)
 }
 
 /* Publishes hook h's batch, waiting for ring room. SF_EXIT if asked to stop first. */
-static int publish(struct capture *c, struct hook_state *h)
+static int publish(struct capture *c, struct hook_state *h, uint64_t from,
+                   const struct stream_cursor *end)
 {
     Saeflow__ActivationBatch b;
     saeflow__activation_batch__init(&b);
+    Saeflow__SourceCursor pe;
+    if (end) {
+        stream_cursor_to_pb(end, &pe);
+        b.source_from = from;
+        b.source_end = &pe;
+    }
     b.model_id = c->o.model_name;
     b.hook_name = h->name;
     b.layer = (int32_t)h->layer;
@@ -272,7 +355,7 @@ static int publish(struct capture *c, struct hook_state *h)
     int rc = wire_batch_set_f32(&b, h->x, h->n, c->d, c->dtype, &c->scratch);
     if (rc < 0) return rc;
     bool logged = false;
-    double t0 = time_now_s();
+    double t0 = time_now_s(), last_log = t0;
     for (int tries = 0;; tries++) {
         if (tries == 1) t0 = time_now_s(); /* waiting starts after a first refusal */
         if (stream_producer_ready(c->prod)) {
@@ -281,8 +364,10 @@ static int publish(struct capture *c, struct hook_state *h)
                 if (tries) c->wait_s += time_now_s() - t0;
                 return rc;
             }
-        } else if (!logged) {
-            log_info("capture_waiting", "what=consumers_subscribed");
+        } else if (!logged || time_now_s() - last_log >= c->o.wait_log_s) {
+            log_info("capture_waiting", "what=trainer_subscription waited_s=%.0f",
+                     time_now_s() - t0);
+            last_log = time_now_s();
             logged = true;
         }
         if (sig_stop_requested()) return SF_EXIT;
@@ -341,6 +426,15 @@ int main(int argc, char **argv)
         {"metrics_port", CFG_INT, &o->metrics_port, "0", 0, 65535,
          "/metrics + /healthz port (0 = off)"},
         {"drain_s", CFG_DOUBLE, &o->drain_s, "60", 0, 86400, "wait this long for acks at the end"},
+        {"connect_timeout", CFG_DOUBLE, &o->connect_timeout_s, "0", 0, 1e9,
+         "exit 1 when no trainer answered within this many seconds (0 = wait forever)"},
+        {"wait_log_s", CFG_DOUBLE, &o->wait_log_s, "10", 0.1, 86400,
+         "while waiting for a trainer, log capture_waiting this often"},
+        {"resume", CFG_BOOL, &o->resume, "true", 0, -1,
+         "continue the source from the cursor the trainers committed (files, not stdin); "
+         "false reads from the start and the trainers skip what they committed"},
+        {"allow_empty", CFG_BOOL, &o->allow_empty, "false", 0, -1,
+         "exit 0 even when the input gives no token to capture"},
     };
     struct config cfg = {
         .service = "capture",
@@ -425,6 +519,16 @@ int main(int argc, char **argv)
     ret = 1;
 
     /* ---- acquire ---- */
+    if (o->shard_dir && *o->shard_dir) {
+        /* checked before the model loads: an unwritable folder fails now, and says why */
+        errno = 0;
+        if (file_mkdirs(o->shard_dir, 0755) < 0 || access(o->shard_dir, W_OK) != 0) {
+            const char *why = strerror(errno ? errno : EACCES);
+            log_error("capture_shard_dir", "path=%s err=\"%s\"", o->shard_dir, why);
+            fprintf(stderr, "saeflow-capture: cannot write shards to %s: %s\n", o->shard_dir, why);
+            goto out;
+        }
+    }
     struct model_load_opts lo = {.tokenizer_path =
                                      o->tokenizer && *o->tokenizer ? o->tokenizer : NULL};
     if (model_load(o->model, &lo, &c->model) < 0) goto out;
@@ -505,6 +609,10 @@ int main(int argc, char **argv)
                         "batches by final fate (resent: retransmissions)", "fate");
     const char *fates[5] = {"committed", "rejected", "unrouted", "unacked", "resent"};
     for (int i = 0; i < 5; i++) c->m_fate[i] = metrics_child(ff, fates[i], NULL);
+    struct metrics_family *fs = metrics_counter(c->reg, "saeflow_capture_skipped_lines_total",
+                                                "JSONL lines skipped, by reason", "reason");
+    c->m_skip[0] = metrics_child(fs, "not_json", NULL);
+    c->m_skip[1] = metrics_child(fs, "no_field", NULL);
     c->m_tps = metrics_child(metrics_gauge(c->reg, "saeflow_capture_tokens_per_second",
                                            "forward tokens per second", NULL),
                              NULL);
@@ -533,11 +641,88 @@ int main(int argc, char **argv)
     log_info("capture_start", "model=%s d=%zu context=%zu batch_seqs=%zu hooks=%zu prepend_bos=%d",
              o->model_name, c->d, c->ctx_len, c->n_seqs, c->n_hooks, c->prepend_bos);
 
+    /* ---- connect: wait for every trainer's subscription and resume point ---- */
+    c->resumable = source_resumable(c->src);
+    source_fingerprint(c);
+    uint64_t captured = 0, start_captured = 0, start_position = 0;
+    bool resumed = false, plan_done = false;
+    if (c->prod) {
+        double w0 = time_now_s(), wlog = w0;
+        log_info("capture_waiting", "what=trainer endpoints=%s", o->connect);
+        while (!stream_producer_ready(c->prod) && !sig_stop_requested()) {
+            if (stream_producer_poll(c->prod, 50) < 0) goto out;
+            double now = time_now_s();
+            if (o->connect_timeout_s > 0 && now - w0 >= o->connect_timeout_s) {
+                log_error("capture_no_trainer", "endpoints=%s waited_s=%.1f", o->connect, now - w0);
+                fprintf(stderr,
+                        "saeflow-capture: no trainer answered at %s within %.0f s "
+                        "(--connect_timeout)\n",
+                        o->connect, o->connect_timeout_s);
+                goto out;
+            }
+            if (now - wlog >= o->wait_log_s) {
+                log_info("capture_waiting", "what=trainer endpoints=%s waited_s=%.0f", o->connect,
+                         now - w0);
+                wlog = now;
+            }
+        }
+        if (sig_stop_requested()) goto out;
+        struct stream_cursor rp;
+        rc = c->resumable && o->resume
+                 ? stream_producer_resume_point(c->prod, (const char *const *)hook_names,
+                                                c->n_hooks, c->source_id, &rp)
+                 : SF_NOTFOUND;
+        if (rc == SF_ESTATE) {
+            fprintf(stderr,
+                    "saeflow-capture: the trainer committed another source for producer %s "
+                    "(see the log); use another --producer_id or a fresh trainer --ckpt_dir\n",
+                    o->producer_id);
+            goto out;
+        }
+        if (rc == 0) {
+            struct source_pos sp = {.epoch = (int64_t)rp.source_epoch,
+                                    .file_index = rp.file_index,
+                                    .byte_offset = rp.byte_offset,
+                                    .doc_id = rp.doc_id};
+            if (source_seek(c->src, &sp) < 0) {
+                fprintf(stderr,
+                        "saeflow-capture: the committed cursor does not fit the input (see the "
+                        "log): the input changed since it was committed\n");
+                goto out;
+            }
+            c->carry_pos = sp;
+            c->skip_tokens = rp.doc_token;
+            c->position = start_position = rp.position;
+            captured = start_captured = rp.captured;
+            for (size_t i = 0; i < c->n_hooks; i++) c->hooks[i].tokens = rp.captured;
+            resumed = true;
+            log_info("capture_resumed",
+                     "source=%s position=%llu captured=%llu epoch=%llu file=%llu offset=%llu "
+                     "doc=%llu doc_token=%llu",
+                     c->source_id, (unsigned long long)rp.position, (unsigned long long)rp.captured,
+                     (unsigned long long)rp.source_epoch, (unsigned long long)rp.file_index,
+                     (unsigned long long)rp.byte_offset, (unsigned long long)rp.doc_id,
+                     (unsigned long long)rp.doc_token);
+            if (o->max_tokens > 0 && rp.captured >= (uint64_t)o->max_tokens) {
+                plan_done = true;
+                log_info("capture_plan_reached",
+                         "captured=%llu max_tokens=%lld (already trained: nothing to capture)",
+                         (unsigned long long)rp.captured, (long long)o->max_tokens);
+                printf("capture: this run is already finished: %llu of %lld tokens were "
+                       "captured and committed before; nothing more to capture\n",
+                       (unsigned long long)rp.captured, (long long)o->max_tokens);
+                fflush(stdout);
+            }
+        } else if (!c->resumable) {
+            log_info("capture_not_resumable", "reason=stdin_input");
+        }
+    }
+
     /* ---- run ---- */
     ret = 0;
     double t0 = time_now_s(), last_log = t0;
-    uint64_t captured = 0;
-    while (!sig_stop_requested()) {
+    uint64_t pass_start = c->position;
+    while (!plan_done && !sig_stop_requested()) {
         if (o->max_tokens > 0 && captured >= (uint64_t)o->max_tokens) break;
         size_t nw = 0;
         if (pack_windows(c, &nw) < 0) {
@@ -545,6 +730,8 @@ int main(int argc, char **argv)
             break;
         }
         if (nw == 0) break;
+        uint64_t pass_from = pass_start;
+        pass_start = c->position;
         struct model_seq seqs[4096];
         size_t total = 0;
         model_backend_reset_all(c->eng);
@@ -568,7 +755,9 @@ int main(int argc, char **argv)
                 h->n = (size_t)((uint64_t)o->max_tokens - h->tokens);
             if (h->n == 0) continue;
             if (c->prod) {
-                rc = publish(c, h);
+                struct stream_cursor end;
+                cursor_now(c, h->tokens + h->n, &end);
+                rc = publish(c, h, pass_from, c->resumable ? &end : NULL);
                 if (rc == SF_EXIT) {
                     stop = true;
                     break;
@@ -593,6 +782,8 @@ int main(int argc, char **argv)
         update_metrics(c);
         double now = time_now_s();
         metrics_set(c->m_tps, (double)c->fwd_tokens / (now - t0 + 1e-9));
+        metrics_counter_to(c->m_skip[0], (double)source_bad_json(c->src));
+        metrics_counter_to(c->m_skip[1], (double)source_no_field(c->src));
         if (now - last_log > 5) {
             last_log = now;
             log_info("capture_progress", "tokens=%llu docs=%llu epoch=%lld tok_per_s=%.0f",
@@ -602,15 +793,52 @@ int main(int argc, char **argv)
     }
     for (size_t i = 0; i < c->n_hooks; i++)
         if (c->hooks[i].sx && write_shard(c, &c->hooks[i]) < 0) ret = 1;
+    uint64_t this_run = captured - start_captured;
+    metrics_counter_to(c->m_skip[0], (double)source_bad_json(c->src));
+    metrics_counter_to(c->m_skip[1], (double)source_no_field(c->src));
     log_info("capture_done",
-             "tokens=%llu forward_tokens=%llu docs=%llu s=%.2f waited_s=%.2f stopped=%d",
-             (unsigned long long)captured, (unsigned long long)c->fwd_tokens,
+             "tokens=%llu forward_tokens=%llu docs=%llu s=%.2f waited_s=%.2f stopped=%d "
+             "skipped_lines=%llu not_json=%llu no_field=%llu plan_tokens=%llu resumed_at=%llu",
+             (unsigned long long)this_run, (unsigned long long)c->fwd_tokens,
              (unsigned long long)source_docs(c->src), time_now_s() - t0, c->wait_s,
-             sig_stop_requested());
+             sig_stop_requested(), (unsigned long long)source_skipped(c->src),
+             (unsigned long long)source_bad_json(c->src),
+             (unsigned long long)source_no_field(c->src), (unsigned long long)captured,
+             (unsigned long long)start_position);
+    if (source_skipped(c->src))
+        fprintf(stderr,
+                "saeflow-capture: skipped %llu JSONL lines (%llu not JSON, %llu without "
+                "a string \"%s\")\n",
+                (unsigned long long)source_skipped(c->src),
+                (unsigned long long)source_bad_json(c->src),
+                (unsigned long long)source_no_field(c->src), o->jsonl_field);
+    if (ret == 0 && !plan_done && !sig_stop_requested() && this_run == 0) {
+        if (resumed) {
+            log_info("capture_source_exhausted", "position=%llu captured=%llu",
+                     (unsigned long long)start_position, (unsigned long long)captured);
+            printf("capture: this run is already finished: the source was fully captured and "
+                   "committed before (%llu tokens); nothing more to capture\n",
+                   (unsigned long long)captured);
+            fflush(stdout);
+        } else if (!o->allow_empty) {
+            log_error("capture_nothing", "docs=%llu skipped_lines=%llu input=%s",
+                      (unsigned long long)source_docs(c->src),
+                      (unsigned long long)source_skipped(c->src), o->input);
+            fprintf(stderr,
+                    "saeflow-capture: nothing captured from %s: %llu documents, %llu JSONL "
+                    "lines skipped (--allow_empty true accepts this)\n",
+                    o->input, (unsigned long long)source_docs(c->src),
+                    (unsigned long long)source_skipped(c->src));
+            ret = 1;
+        }
+    }
 
     /* ---- drain: wait for every batch to be committed (bounded) ---- */
     if (c->prod) {
         stream_producer_finish(c->prod);
+        /* at least one poll: the "done" heartbeat goes out even when nothing was published
+         * (a finished run started again), so a trainer waiting for its producers exits */
+        (void)stream_producer_poll(c->prod, 0);
         double deadline = time_now_s() + o->drain_s;
         while (!stream_producer_drained(c->prod) && time_now_s() < deadline) {
             if (stream_producer_poll(c->prod, 50) < 0) break;

@@ -22,7 +22,7 @@ struct source {
     bool jsonl;
     char *doc; /* current JSONL document (decoded) */
     uint64_t next_doc;
-    uint64_t docs, skipped;
+    uint64_t docs, bad_json, no_field;
     char *stdin_data; /* stdin read once (kept for later epochs) */
     size_t stdin_len;
     bool stdin_read;
@@ -182,14 +182,20 @@ static int next_jsonl(struct source *s, const char **text, size_t *len)
         if (k == n) continue;
         cJSON *j = NULL;
         char err[128];
+        size_t at = (size_t)(line - s->data);
         if (http_json_parse(line, n, (size_t)1 << 30, &j, err, sizeof err) != 0) {
-            s->skipped++;
-            log_debug("source_bad_line", "err=\"%s\"", err);
+            if (s->bad_json++ < 10)
+                log_warn("source_bad_line", "path=%s offset=%zu reason=not_json err=\"%s\"%s",
+                         s->files[s->file_i], at, err,
+                         s->bad_json == 10 ? " (further ones counted, not logged)" : "");
             continue;
         }
         const cJSON *f = cJSON_GetObjectItemCaseSensitive(j, s->o.jsonl_field);
         if (!cJSON_IsString(f) || !f->valuestring) {
-            s->skipped++;
+            if (s->no_field++ < 10)
+                log_warn("source_bad_line", "path=%s offset=%zu reason=no_field field=%s%s",
+                         s->files[s->file_i], at, s->o.jsonl_field,
+                         s->no_field == 10 ? " (further ones counted, not logged)" : "");
             cJSON_Delete(j);
             continue;
         }
@@ -269,5 +275,56 @@ uint64_t source_docs(const struct source *s)
 
 uint64_t source_skipped(const struct source *s)
 {
-    return s->skipped;
+    return s->bad_json + s->no_field;
+}
+
+uint64_t source_bad_json(const struct source *s)
+{
+    return s->bad_json;
+}
+
+uint64_t source_no_field(const struct source *s)
+{
+    return s->no_field;
+}
+
+bool source_resumable(const struct source *s)
+{
+    for (size_t i = 0; i < s->n_files; i++)
+        if (!strcmp(s->files[i], "-")) return false;
+    return true;
+}
+
+void source_tell(const struct source *s, struct source_pos *out)
+{
+    out->epoch = s->epoch;
+    out->file_index = s->file_i;
+    out->byte_offset = s->data ? s->off : 0;
+    out->doc_id = s->next_doc;
+}
+
+int source_seek(struct source *s, const struct source_pos *pos)
+{
+    if (!source_resumable(s)) return SF_EUNSUP;
+    if (pos->epoch < 0 || pos->epoch > s->o.epochs || pos->file_index >= s->n_files) {
+        log_error("source_seek", "err=out_of_range epoch=%lld file=%llu files=%zu epochs=%lld",
+                  (long long)pos->epoch, (unsigned long long)pos->file_index, s->n_files,
+                  (long long)s->o.epochs);
+        return SF_ERANGE;
+    }
+    if (s->data != s->stdin_data) free(s->data);
+    s->data = NULL;
+    s->epoch = pos->epoch;
+    s->file_i = (size_t)pos->file_index;
+    s->next_doc = pos->doc_id;
+    if (s->epoch >= s->o.epochs) return 0; /* every pass done */
+    int rc = open_file(s);
+    if (rc < 0) return rc;
+    if (pos->byte_offset > s->len) {
+        log_error("source_seek", "err=beyond_end path=%s offset=%llu size=%zu", s->files[s->file_i],
+                  (unsigned long long)pos->byte_offset, s->len);
+        return SF_ERANGE;
+    }
+    s->off = (size_t)pos->byte_offset;
+    return 0;
 }

@@ -11,6 +11,7 @@
 #ifndef SAEFLOW_CAPTURE_SOURCE_H
 #define SAEFLOW_CAPTURE_SOURCE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -31,7 +32,23 @@ void source_destroy(struct source **s);
 int source_next(struct source *s, const char **text, size_t *len, uint64_t *doc_id);
 /* Current epoch (0-based) and counters. */
 int64_t source_epoch(const struct source *s);
-uint64_t source_docs(const struct source *s);    /* documents returned */
-uint64_t source_skipped(const struct source *s); /* JSONL lines without the field */
+uint64_t source_docs(const struct source *s);     /* documents returned */
+uint64_t source_skipped(const struct source *s);  /* JSONL lines skipped (both reasons) */
+uint64_t source_bad_json(const struct source *s); /* JSONL lines that are not JSON */
+uint64_t source_no_field(const struct source *s); /* JSONL lines without the string field */
+
+/* Where the next document starts (before source_next returns it): the pass over the
+ * inputs, the file, the byte offset in it and the id the document will get. */
+struct source_pos {
+    int64_t epoch;
+    uint64_t file_index, byte_offset, doc_id;
+};
+void source_tell(const struct source *s, struct source_pos *out);
+/* Reopens the source at pos (from source_tell in an earlier run over the same
+ * inputs). SF_EUNSUP when an input is stdin; SF_ERANGE (logged) when pos does not fit
+ * the inputs (another file list, a shorter file). */
+int source_seek(struct source *s, const struct source_pos *pos);
+/* False when an input is stdin (it cannot be read again from a position). */
+bool source_resumable(const struct source *s);
 
 #endif

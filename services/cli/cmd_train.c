@@ -7,12 +7,13 @@
  * a checkpoint sees exactly the batches the uninterrupted run would have seen.
  *
  * --checkpoint DIR keeps DIR/trainer.safetensors (every --checkpoint-tokens, at the
- * end, and on Ctrl-C); --resume continues from it. --out DIR exports a SAELens v6
- * directory (norm folded, BatchTopK as JumpReLU, sparsity.safetensors measured on up
- * to 65536 training tokens). A progress line on stderr shows tokens, loss, FVU, L0,
- * dead %, k and the ETA. --backend cpu|cuda|auto picks where the step runs (cuda: Top-K
- * only; auto falls back to the CPU and says which it chose). Exit 0, 1 on runtime failure, 2 on
- * usage errors. */
+ * end, and on Ctrl-C); --resume continues from it with its own arch, n and k (a
+ * different --arch/--n/--expansion/--k is refused, exit 2) and its own plan unless
+ * --tokens gives a new one (applied and said: "extending plan from X to Y tokens"). --out DIR
+ * exports a SAELens v6 directory (norm folded, BatchTopK as JumpReLU, sparsity.safetensors measured
+ * on up to 65536 training tokens). A progress line on stderr shows tokens, loss, FVU, L0, dead %, k
+ * and the ETA. --backend cpu|cuda|auto picks where the step runs (cuda: Top-K only; auto falls back
+ * to the CPU and says which it chose). Exit 0, 1 on runtime failure, 2 on usage errors. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,7 +80,9 @@ static void usage(FILE *f)
                "  --out DIR               write a SAELens v6 directory at the end\n"
                "  --checkpoint DIR        keep DIR/trainer.safetensors\n"
                "  --checkpoint-tokens T   checkpoint period (default 10000000)\n"
-               "  --resume                continue from --checkpoint DIR\n");
+               "  --resume                continue from --checkpoint DIR (its arch, n and k: a\n"
+               "                          different --arch/--n/--k is refused; --tokens T\n"
+               "                          sets a new plan and says so)\n");
 }
 
 struct shard {
@@ -357,6 +360,8 @@ int cmd_train(int argc, char **argv)
             seed = 1, threads = 0, ck_every = 10000000;
     double expansion = 8, lr = 0, alpha = 1.0 / 32, l1 = 5.0, clip = 0;
     bool multi = false, ghost = false, resume = false, init_scale = true;
+    /* flags given on the command line (a resumed checkpoint keeps its own otherwise) */
+    bool n_set = false, exp_set = false, k_set = false, tokens_set = false, arch_set = false;
     int rc = 0;
     if (!files || !hfiles) {
         free(files);
@@ -379,15 +384,19 @@ int cmd_train(int argc, char **argv)
             continue;
         }
         bool takes = true;
-        if (!strcmp(a, "--arch"))
+        if (!strcmp(a, "--arch")) {
             arch_s = v;
-        else if (!strcmp(a, "--n"))
+            arch_set = true;
+        } else if (!strcmp(a, "--n")) {
             rc = want_i64(a, v, 1, &n);
-        else if (!strcmp(a, "--expansion"))
+            n_set = true;
+        } else if (!strcmp(a, "--expansion")) {
             rc = want_f64(a, v, &expansion);
-        else if (!strcmp(a, "--k"))
+            exp_set = true;
+        } else if (!strcmp(a, "--k")) {
             rc = want_i64(a, v, 1, &k);
-        else if (!strcmp(a, "--k0"))
+            k_set = true;
+        } else if (!strcmp(a, "--k0"))
             rc = want_i64(a, v, 0, &k0);
         else if (!strcmp(a, "--k-anneal-tokens"))
             rc = want_i64(a, v, 0, &kanneal);
@@ -409,9 +418,10 @@ int cmd_train(int argc, char **argv)
             rc = want_i64(a, v, 1, &sweep_tokens);
         else if (!strcmp(a, "--batch"))
             rc = want_i64(a, v, 1, &batch);
-        else if (!strcmp(a, "--tokens"))
+        else if (!strcmp(a, "--tokens")) {
             rc = want_i64(a, v, 1, &tokens);
-        else if (!strcmp(a, "--warmup-tokens"))
+            tokens_set = true;
+        } else if (!strcmp(a, "--warmup-tokens"))
             rc = want_i64(a, v, 0, &warm);
         else if (!strcmp(a, "--auxk-alpha"))
             rc = want_f64(a, v, &alpha);
@@ -535,10 +545,53 @@ int cmd_train(int argc, char **argv)
                     sae_trainer_config(t)->d_in, dt.d_in);
             goto done;
         }
+        /* the checkpoint's shape is what continues: a different one is refused, not
+         * silently ignored; a new token total is applied and said */
+        const struct sae_train_config *cc = sae_trainer_config(t);
+        size_t want_n = n > 0 ? (size_t)n : (size_t)llround(expansion * (double)dt.d_in);
+        const char *what = NULL;
+        char got[64] = "", have[64] = "";
+        if (arch_set && arch != cc->arch) {
+            what = "--arch";
+            snprintf(got, sizeof got, "%s", sae_arch_name(arch));
+            snprintf(have, sizeof have, "%s", sae_arch_name(cc->arch));
+        } else if ((n_set || exp_set) && want_n != cc->n) {
+            what = n_set ? "--n" : "--expansion";
+            snprintf(got, sizeof got, "n %zu", want_n);
+            snprintf(have, sizeof have, "n %zu", cc->n);
+        } else if (k_set && (size_t)k != cc->k) {
+            what = "--k";
+            snprintf(got, sizeof got, "k %lld", (long long)k);
+            snprintf(have, sizeof have, "k %zu", cc->k);
+        }
+        if (what) {
+            fprintf(stderr,
+                    "saeflow train: %s gives %s but the checkpoint %s has %s: a resumed run "
+                    "keeps the checkpoint's shape (drop %s, or start a new --checkpoint DIR)\n",
+                    what, got, ckpath, have, what);
+            exit_code = 2;
+            goto done;
+        }
+        int64_t old_total = cc->total_tokens;
+        if (tokens_set && tokens != old_total) {
+            if (sae_trainer_set_total_tokens(t, tokens) != 0) goto done;
+            fprintf(stderr, "saeflow train: %s plan from %lld to %lld tokens\n",
+                    tokens > old_total ? "extending" : "shortening", (long long)old_total,
+                    (long long)tokens);
+            log_info("train_plan_changed", "from=%lld to=%lld checkpoint=%s", (long long)old_total,
+                     (long long)tokens, ckpath);
+        }
         fprintf(stderr, "saeflow train: resuming from %s at %lld tokens\n", ckpath,
                 (long long)sae_trainer_tokens(t));
         if (n_sweep)
             fprintf(stderr, "saeflow train: --sweep ignored: the checkpoint's settings continue\n");
+        int64_t plan = sae_trainer_config(t)->total_tokens > 0 ? sae_trainer_config(t)->total_tokens
+                                                               : (int64_t)dt.total;
+        if (sae_trainer_tokens(t) >= plan)
+            fprintf(stderr,
+                    "saeflow train: nothing to train: the checkpoint has trained %lld tokens of "
+                    "its %lld-token plan (--tokens T extends it)\n",
+                    (long long)sae_trainer_tokens(t), (long long)plan);
     } else {
         struct sae_train_config cfg;
         size_t nn = n > 0 ? (size_t)n : (size_t)llround(expansion * (double)dt.d_in);

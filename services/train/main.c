@@ -6,7 +6,9 @@
  * Checkpoint N is a directory <ckpt_dir>/ckpt-NNNNNNNN holding, per hook i,
  * sae-<i>.safetensors (full trainer state: weights, Adam, counters, RNG) and
  * buffer-<i>.safetensors (the tokens still in the mixing buffer, F32 [fill, d_in]),
- * plus stream.state (committed seqs per producer/epoch) and meta.txt (hooks). It is
+ * plus stream.state (committed seqs per producer/epoch), source.state (per producer and
+ * hook, the source cursor committed: where a restarted capture resumes, see stream.h)
+ * and meta.txt (hooks). It is
  * written as .tmp-ckpt-N, the ledger lines are appended and fsynced, then it is
  * renamed into place; only then are the batches acknowledged (see stream.h). Every
  * batch received before checkpoint N is in it — trained into the weights, or as
@@ -39,7 +41,7 @@ struct opts {
     char *metrics_addr, *model_name, *dataset_path, *backend, *cuda_math;
     int64_t n, k, batch_tokens, buffer_tokens, ckpt_every_tokens, keep, metrics_port;
     int64_t credit_window, dead_tokens, seed, total_tokens, max_msg_mb, d_in, context_size;
-    double lr, refill, ckpt_every_s, drain_s, metrics_every_s;
+    double lr, refill, ckpt_every_s, drain_s, metrics_every_s, guard_abs_max, guard_norm_ratio;
     bool exit_when_done, auxk, prepend_bos;
     char *optimizer; /* training schedule beyond lr (sae_train.h) */
     int64_t warmup_tokens;
@@ -58,9 +60,11 @@ struct slot {
     float *conv;  /* one decoded message */
     size_t conv_cap, conv_d;
     struct sae_train_metrics last;
+    struct sae_batch_guard guard; /* refuses poisoned batches before the buffer */
     double fvu_ema, l0_ema, loss_ema;
     bool have_ema;
     struct metric *m_tokens, *m_steps, *m_loss, *m_fvu, *m_l0, *m_dead, *m_fill, *m_tps;
+    struct metric *m_diverged;
 };
 
 struct trainer {
@@ -77,9 +81,33 @@ struct trainer {
     double last_tps; /* training throughput at the last metrics tick */
     struct metrics *reg;
     struct metric *m_ckpts, *m_ckpt_s, *m_batches;
-    struct metric *m_drop_dims, *m_drop_nonfinite; /* consumed but not trained, counted */
+    struct metric *m_drop_dims;                   /* consumed but not trained, counted */
+    struct metric *m_drop_guard[SAE_GUARD_COUNT]; /* by sae_guard_reason */
     bool healthy;
+    /* Divergence (a non-finite loss or weights) stops this trainer: no more steps, no
+     * checkpoint, no acks and no credit, so the last good checkpoint stays the latest
+     * and the uncommitted batches stay in the producers' rings. /healthz says 503 with
+     * the reason; a restart resumes from the last good checkpoint (no automatic roll
+     * back: the batch that diverged it would be re-sent and could do it again). */
+    bool diverged;
+    double diverged_at;
+    char diverged_why[256];
 };
+
+static void diverge(struct trainer *T, struct slot *s, const char *what)
+{
+    if (T->diverged) return;
+    T->diverged = true;
+    T->diverged_at = time_now_s();
+    snprintf(T->diverged_why, sizeof T->diverged_why, "diverged: hook=%s %s step=%lld", s->hook,
+             what, s->t ? (long long)sae_trainer_steps(s->t) : 0LL);
+    metrics_set(s->m_diverged, 1);
+    log_error("train_diverged",
+              "hook=%s what=%s step=%lld last_good_ckpt=%llu action=stopped (no more steps, "
+              "checkpoints or acks; restart to resume from the last good checkpoint)",
+              s->hook, what, s->t ? (long long)sae_trainer_steps(s->t) : 0LL,
+              (unsigned long long)T->ckpt_seq);
+}
 
 static struct slot *slot_find(struct trainer *T, const char *hook)
 {
@@ -274,6 +302,21 @@ static void export_saelens(struct trainer *T, struct slot *s, const char *dir_ro
 /* Writes checkpoint N+1 and commits the stream (see the top of this file). */
 static int checkpoint(struct trainer *T, const char *why)
 {
+    if (T->diverged) return SF_ESTATE;
+    /* never commit non-finite weights: check every SAE (current on the host) first */
+    for (size_t i = 0; i < T->n_slots; i++) {
+        struct slot *s = &T->slots[i];
+        if (!s->t) continue;
+        if (slot_sync(s) < 0) {
+            log_error("sae_sync_failed", "hook=%s", s->hook);
+            T->healthy = false;
+            return SF_EIO;
+        }
+        if (!sae_trainer_finite(s->t)) {
+            diverge(T, s, "weights=non_finite");
+            return SF_ERANGE;
+        }
+    }
     double t0 = time_now_s();
     uint64_t n = T->ckpt_seq + 1;
     char tmp[4096], fin[4096], p[4400];
@@ -301,6 +344,13 @@ static int checkpoint(struct trainer *T, const char *why)
     if (rc == 0) {
         snprintf(p, sizeof p, "%s/stream.state", tmp);
         rc = file_write_atomic(p, state.data, state.len);
+    }
+    if (rc == 0) {
+        /* the producers' source cursors: where a restarted capture resumes */
+        buf_reset(&state);
+        rc = stream_consumer_source_state(T->sc, &state);
+        snprintf(p, sizeof p, "%s/source.state", tmp);
+        if (rc == 0) rc = file_write_atomic(p, state.data, state.len);
     }
     if (rc == 0) {
         snprintf(p, sizeof p, "%s/meta.txt", tmp);
@@ -413,6 +463,14 @@ static int restore(struct trainer *T, uint64_t n)
     rc = stream_consumer_restore(T->sc, state, len);
     free(state);
     if (rc < 0) return rc;
+    snprintf(p, sizeof p, "%s/source.state", dir);
+    if (access(p, F_OK) == 0) { /* absent in checkpoints written before source cursors */
+        state = NULL;
+        rc = file_read_all(p, STREAM_MAX_STATE, &state, &len);
+        if (rc == 0) rc = stream_consumer_source_restore(T->sc, state, len);
+        free(state);
+        if (rc < 0) return rc;
+    }
     T->ckpt_seq = n;
     log_info("ckpt_resumed", "ckpt=%llu dir=%s", (unsigned long long)n, dir);
     return 0;
@@ -441,14 +499,19 @@ static int take_batch(struct trainer *T, const Saeflow__ActivationBatch *b)
     }
     int rc = wire_batch_to_f32(b, s->conv, n * d);
     if (rc < 0) return rc;
-    for (size_t i = 0; i < n * d; i++) {
-        if (!isfinite(s->conv[i])) {
-            /* one bad value would poison the SAE: consumed, not trained, counted */
-            log_warn("batch_nonfinite", "hook=%s producer=%s seq=%llu", s->hook, b->producer_id,
-                     (unsigned long long)b->seq);
-            metrics_inc(T->m_drop_nonfinite);
-            return 0;
-        }
+    struct sae_guard_stats gs;
+    double base_mean = s->guard.mean_norm, base_max = s->guard.max_norm;
+    enum sae_guard_verdict v = sae_batch_guard_check(&s->guard, s->conv, n, d, &gs);
+    if (v != SAE_GUARD_OK) {
+        /* poison (NaN/inf, huge values, a norm far off the running one): consumed, not
+         * trained, counted by reason */
+        log_warn("batch_rejected",
+                 "hook=%s reason=%s producer=%s seq=%llu max_abs=%g mean_norm=%g max_norm=%g "
+                 "running_mean_norm=%g running_max_norm=%g",
+                 s->hook, sae_guard_reason(v), b->producer_id, (unsigned long long)b->seq,
+                 gs.max_abs, gs.mean_norm, gs.max_norm, base_mean, base_max);
+        metrics_inc(T->m_drop_guard[v]);
+        return 0;
     }
     if (!s->t) {
         s->layer = b->layer;
@@ -491,6 +554,10 @@ static int train_step(struct trainer *T, struct slot *s, size_t B)
     if (rc < 0) {
         log_error("train_step_failed", "hook=%s err=%s", s->hook, sf_strerror(rc));
         return rc;
+    }
+    if (!isfinite(s->last.loss) || !isfinite(s->last.mse) || !isfinite(s->last.fvu)) {
+        diverge(T, s, "loss=non_finite");
+        return 0;
     }
     const double a = 0.05;
     if (!s->have_ema) {
@@ -575,10 +642,15 @@ static void stream_metrics(struct trainer *T)
              {"dup_pending", cs.dup_pending},
              {"unwanted", cs.unwanted},
              {"over_credit", cs.over_credit},
-             {"rejected_frame", cs.rejected_frames}};
+             {"rejected_frame", cs.rejected_frames},
+             {"dup_source", cs.dup_source},
+             {"source_overlap", cs.source_overlap},
+             {"source_mismatch", cs.source_mismatch}};
     struct metrics_family *fam = metrics_counter(
         T->reg, "saeflow_train_stream_batches_total",
-        "batches received by what happened to them (rejected_frame: malformed/oversized)", "fate");
+        "batches received by what happened to them (rejected_frame: malformed/oversized; "
+        "dup_source: read again by a restarted capture, already committed)",
+        "fate");
     for (size_t i = 0; i < SF_ARRAY_LEN(f); i++)
         metrics_counter_to(metrics_child(fam, f[i].fate, NULL), (double)f[i].v);
     metrics_set(metrics_child(metrics_gauge(T->reg, "saeflow_train_stream_pending_batches",
@@ -599,6 +671,10 @@ static void stream_metrics(struct trainer *T)
 static int health(void *ud, char *reason, size_t len)
 {
     const struct trainer *T = ud;
+    if (T->diverged) {
+        snprintf(reason, len, "%s", T->diverged_why);
+        return 1;
+    }
     if (!T->healthy) {
         snprintf(reason, len, "checkpoint failed");
         return 1;
@@ -653,6 +729,11 @@ int main(int argc, char **argv)
          "mixing buffer per hook"},
         {"refill", CFG_DOUBLE, &o->refill, "0.5", 0, 1,
          "train only while the buffer is at least this full"},
+        {"guard_abs_max", CFG_DOUBLE, &o->guard_abs_max, "1e6", 0, 3.4e38,
+         "refuse batches with any |value| above this (0 = off)"},
+        {"guard_norm_ratio", CFG_DOUBLE, &o->guard_norm_ratio, "10", 0, 1e12,
+         "refuse batches whose mean or max row norm is this many times the running one "
+         "(0 = off)"},
         {"credit_window", CFG_INT, &o->credit_window, "8", 1, 4096,
          "batches outstanding per producer"},
         {"ckpt_dir", CFG_STRING, &o->ckpt_dir, "checkpoints", 0, -1, "checkpoint directory"},
@@ -752,21 +833,31 @@ int main(int argc, char **argv)
         metrics_gauge(T->reg, "saeflow_train_buffer_tokens", "tokens in the mixing buffer", "hook"),
         metrics_gauge(T->reg, "saeflow_train_tokens_per_second", "training throughput", "hook"),
     };
+    struct metrics_family *fam_div =
+        metrics_gauge(T->reg, "saeflow_train_diverged",
+                      "1 when training diverged (non-finite loss or weights) and stopped", "hook");
     for (size_t i = 0; i < T->n_slots; i++) {
         struct slot *s = &T->slots[i];
         snprintf(s->hook, sizeof s->hook, "%s", hook_names[i]);
         struct metric **ms[8] = {&s->m_tokens, &s->m_steps, &s->m_loss, &s->m_fvu,
                                  &s->m_l0,     &s->m_dead,  &s->m_fill, &s->m_tps};
         for (int j = 0; j < 8; j++) *ms[j] = metrics_child(fam[j], s->hook, NULL);
+        s->m_diverged = metrics_child(fam_div, s->hook, NULL);
+        metrics_set(s->m_diverged, 0);
+        sae_batch_guard_init(&s->guard, o->guard_abs_max, o->guard_norm_ratio);
     }
     T->m_ckpts = metrics_child(
         metrics_counter(T->reg, "saeflow_train_checkpoints_total", "checkpoints committed", NULL),
         NULL);
     struct metrics_family *dropped = metrics_counter(
         T->reg, "saeflow_train_batches_dropped_total",
-        "batches consumed but not trained (wrong d_in, non-finite values)", "reason");
+        "batches consumed but not trained (wrong d_in; refused by the batch guard: nonfinite, "
+        "magnitude, norm_outlier)",
+        "reason");
     T->m_drop_dims = metrics_child(dropped, "d_in", NULL);
-    T->m_drop_nonfinite = metrics_child(dropped, "nonfinite", NULL);
+    for (int v = SAE_GUARD_NONFINITE; v < SAE_GUARD_COUNT; v++)
+        T->m_drop_guard[v] =
+            metrics_child(dropped, sae_guard_reason((enum sae_guard_verdict)v), NULL);
     static const double secs[] = {0.01, 0.05, 0.1, 0.5, 1, 5, 30};
     T->m_ckpt_s = metrics_child(metrics_histogram(T->reg, "saeflow_train_checkpoint_seconds",
                                                   "checkpoint write time", NULL, secs, 7),
@@ -824,7 +915,8 @@ int main(int argc, char **argv)
                 ret = 1;
                 goto drain;
             }
-            rc = take_batch(T, dv.msg.batch);
+            /* diverged: nothing is taken in (it stays uncommitted, to be re-sent) */
+            rc = T->diverged ? 0 : take_batch(T, dv.msg.batch);
             stream_delivery_fini(&dv);
             if (rc < 0) {
                 ret = 1;
@@ -839,12 +931,12 @@ int main(int argc, char **argv)
             size_t r = fill < cap ? (cap - fill) / T->est_batch_tokens : 0;
             if (r < room) room = r;
         }
-        stream_consumer_set_room(T->sc, room);
+        stream_consumer_set_room(T->sc, T->diverged ? 0 : room);
         /* train: one step per hook per round keeps the loop responsive */
         flush = stream_consumer_producers_done(T->sc);
         for (size_t i = 0; i < T->n_slots; i++) {
             struct slot *s = &T->slots[i];
-            if (!s->t) continue;
+            if (!s->t || T->diverged) continue;
             size_t b = 0;
             if (s->fill >= refill_pt + B)
                 b = B;
@@ -870,7 +962,17 @@ int main(int argc, char **argv)
             for (size_t i = 0; i < T->n_slots; i++) empty = empty && T->slots[i].fill == 0;
             if (empty) why = "producers_done";
         }
-        if (why && checkpoint(T, why) < 0) {
+        if (T->diverged) {
+            why = NULL;
+            /* nothing will be committed; with exit_when_done, leave once no producer is
+             * left waiting (their uncommitted batches are theirs to count) */
+            if (o->exit_when_done && cs.producers_live == 0 && now - T->diverged_at > 5) {
+                log_error("train_exit_diverged", "%s", T->diverged_why);
+                ret = 1;
+                goto drain;
+            }
+        }
+        if (why && checkpoint(T, why) < 0 && !T->diverged) {
             ret = 1;
             goto drain;
         }
@@ -913,7 +1015,8 @@ drain:
     {
         struct stream_consumer_stats cs;
         stream_consumer_stats(T->sc, &cs);
-        if (T->healthy &&
+        if (T->diverged) ret = 1; /* the last good checkpoint stays the latest */
+        if (T->healthy && !T->diverged &&
             (cs.pending || T->tokens_since_ckpt || T->steps_since_ckpt || T->ckpt_seq == 0))
             if (checkpoint(T, "shutdown") < 0) ret = 1;
         /* the acks are queued; ZMQ_LINGER flushes them when the socket closes */
@@ -925,6 +1028,9 @@ drain:
                    s->hook, (long long)sae_trainer_tokens(s->t), (long long)sae_trainer_steps(s->t),
                    s->fvu_ema, s->l0_ema, slot_dead_fraction(s), (unsigned long long)T->ckpt_seq);
         }
+        if (T->diverged)
+            printf("diverged %s last_good_ckpt=%llu\n", T->diverged_why,
+                   (unsigned long long)T->ckpt_seq);
         fflush(stdout);
     }
 

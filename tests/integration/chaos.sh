@@ -4,6 +4,10 @@
 # capture's ledger (epoch seq fate) is compared with the trainer's (producer epoch seq
 # ckpt, written at checkpoint commit): every published batch must be committed, none
 # trained twice, and the tokens trained must equal the tokens published.
+# Then the capture is the one SIGKILLed (twice) and restarted: it resumes from the
+# source cursor the trainer committed, and the trainer ledger's source ranges prove every
+# token of the plan trained exactly once (0 lost, 0 twice). Then the finished run is
+# started again: the capture says it is finished and the trainer trains 0 more tokens.
 # Negative control: a plain PUSH/PULL pair with the same kills loses batches silently.
 cd "$(dirname "$0")/../.."
 . tests/integration/pipeline_common.inc
@@ -67,6 +71,73 @@ echo "RESULT chaos kills=$killed resumes=$resumes published=$published committed
 [ "$phantom" = 0 ] || fail "$phantom trained batches the capture did not see committed"
 [ "$other" = 0 ] || fail "$other batches ended uncommitted (see capture ledger)"
 [ "$tokens" = "$TOKENS" ] || fail "tokens trained $tokens != published $TOKENS"
+
+# ---- capture SIGKILL: resume from the committed source cursor ----
+CTOK=${CHAOS_CAPTURE_TOKENS:-200000}
+EP2=ipc://$T/train2.sock
+start_train2() {
+    "$BIN/saeflow-train" --bind "$EP2" --hook $HOOK --model_name stories260K --n 1024 --k 16 \
+        --batch_tokens 4096 --buffer_tokens 32768 --ckpt_dir "$T/ckpt2" \
+        --ckpt_every_tokens 40000 --ckpt_every_s 1 --ledger "$T/train2.ledger" \
+        --exit_when_done true >>"$T/train2.out" 2>>"$T/train2.log" &
+    TRAIN=$!
+    PIDS+=($TRAIN)
+}
+start_cap2() {
+    "$BIN/saeflow-capture" --model "$MODEL" --input "$CORPUS" --hook $HOOK --epochs 10 \
+        --max_tokens "$CTOK" --context 128 --batch_seqs 16 --dtype bf16 --connect "$EP2" \
+        --producer_id capture-k --ring 1024 --drain_s 120 --connect_timeout 120 \
+        >>"$T/capture2.out" 2>>"$T/capture2.log" &
+    CAP=$!
+    PIDS+=($CAP)
+}
+start_train2
+ckills=0
+again_cap=1
+for k in 1 2; do
+    start_cap2
+    sleep 1.$((RANDOM % 9 + 1))
+    # the plan may be complete already (then the trainer leaves): nothing left to kill
+    if ! kill -0 $CAP 2>/dev/null || ! kill -0 $TRAIN 2>/dev/null; then again_cap=0; break; fi
+    kill -9 $CAP
+    wait $CAP 2>/dev/null
+    ckills=$((ckills + 1))
+    echo "killed capture ($k)"
+done
+[ $again_cap = 1 ] && start_cap2
+wait_pid $CAP 900; rc_cap=$?
+wait_pid $TRAIN 300; rc_train=$?
+[ $rc_cap = 0 ] || { tail -n 20 "$T/capture2.log"; fail "capture (after kills) exited with $rc_cap"; }
+[ $rc_train = 0 ] || { tail -n 20 "$T/train2.log"; fail "train (capture kills) exited with $rc_train"; }
+cresumes=$(grep -c "event=capture_resumed" "$T/capture2.log")
+# ledger: producer epoch seq ckpt hook tokens from to; the source ranges of the trained
+# batches, sorted, must tile [0, end) exactly: a gap is lost text, an overlap trained twice
+awk '$1 == "capture-k" {print $7, $8, $6}' "$T/train2.ledger" | sort -n >"$T/ranges"
+read -r clost cdup ctokens cend < <(awk 'BEGIN {pos = 0; lost = 0; dup = 0; tok = 0}
+    { if ($1 > pos) lost += $1 - pos; if ($1 < pos) dup += pos - $1; pos = $2; tok += $3 }
+    END {print lost, dup, tok, pos}' "$T/ranges")
+ctrained=$(grep '^final ' "$T/train2.out" | tail -n 1 | tr ' ' '\n' | sed -n 's/^tokens=//p')
+echo "RESULT chaos capture_kills=$ckills capture_resumes=$cresumes batches=$(wc -l <"$T/ranges") source_tokens_lost=$clost source_tokens_twice=$cdup tokens_in_ledger=$ctokens tokens_trained=$ctrained plan=$CTOK"
+[ "$ckills" -ge 1 ] || fail "the capture finished before it could be killed"
+[ "$cresumes" -ge 1 ] || fail "a restarted capture did not resume from the committed cursor"
+[ "$clost" = 0 ] || fail "$clost source tokens never trained after capture kills"
+[ "$cdup" = 0 ] || fail "$cdup source tokens trained twice after capture kills"
+[ "$ctokens" = "$CTOK" ] || fail "the ledger holds $ctokens tokens, the plan is $CTOK"
+[ "$ctrained" = "$CTOK" ] || fail "trained $ctrained tokens, the plan is $CTOK"
+
+# ---- a finished run started again trains nothing ----
+lines_before=$(wc -l <"$T/train2.ledger")
+start_train2
+start_cap2
+wait_pid $CAP 120; rc_cap=$?
+wait_pid $TRAIN 120; rc_train=$?
+[ $rc_cap = 0 ] || { tail -n 20 "$T/capture2.log"; fail "rerun capture exited with $rc_cap"; }
+[ $rc_train = 0 ] || { tail -n 20 "$T/train2.log"; fail "rerun train exited with $rc_train"; }
+again=$(grep '^final ' "$T/train2.out" | tail -n 1 | tr ' ' '\n' | sed -n 's/^tokens=//p')
+echo "RESULT chaos rerun_finished tokens_before=$ctrained tokens_after=$again new_ledger_lines=$(( $(wc -l <"$T/train2.ledger") - lines_before ))"
+grep -q "already finished" "$T/capture2.out" || fail "the rerun capture did not say the run is finished"
+[ "$again" = "$ctrained" ] || fail "rerunning a finished run trained $((again - ctrained)) more tokens"
+[ "$(wc -l <"$T/train2.ledger")" = "$lines_before" ] || fail "the rerun committed new batches"
 
 # ---- negative control: naive PUSH/PULL, no credit, no acks, no resend ----
 NEP=ipc://$T/naive.sock

@@ -51,6 +51,25 @@ cmp "$dir/o1/sae_weights.safetensors" "$dir/o2/sae_weights.safetensors" ||
 grep -q "resuming from" "$dir/log3" || [ $rc -eq 0 ] || { echo "no resume line"; exit 1; }
 "$BIN/saeflow" sae info "$dir/o1" >"$dir/info" || { echo "sae info failed"; exit 1; }
 grep -q "blocks.0.hook_resid_post" "$dir/info" || { echo "hook name lost"; exit 1; }
+# --resume with another shape is refused; a new --tokens is applied and said; a
+# finished checkpoint resumed again trains nothing and says so
+cp "$dir/c2/trainer.safetensors" "$dir/before.safetensors"
+"$BIN/saeflow" train "${args[@]}" --checkpoint "$dir/c2" --resume --n 128 2>"$dir/log4"; rc=$?
+[ $rc -eq 2 ] && grep -q -- "--n gives n 128 but the checkpoint .* has n 64" "$dir/log4" ||
+    { echo "--resume with another --n: rc $rc"; cat "$dir/log4"; exit 1; }
+"$BIN/saeflow" train "${args[@]}" --checkpoint "$dir/c2" --resume --k 4 2>"$dir/log5"; rc=$?
+[ $rc -eq 2 ] && grep -q -- "--k gives k 4 but the checkpoint .* has k 2" "$dir/log5" ||
+    { echo "--resume with another --k: rc $rc"; cat "$dir/log5"; exit 1; }
+cmp -s "$dir/c2/trainer.safetensors" "$dir/before.safetensors" || { echo "a refused resume changed the checkpoint"; exit 1; }
+"$BIN/saeflow" train "${args[@]}" --checkpoint "$dir/c2" --resume 2>"$dir/log6" ||
+    { echo "resuming a finished checkpoint failed"; cat "$dir/log6"; exit 1; }
+grep -q "nothing to train: the checkpoint has trained 300000 tokens of its 300000-token plan" "$dir/log6" ||
+    { echo "resuming a finished checkpoint did not say it has nothing to train"; cat "$dir/log6"; exit 1; }
+"$BIN/saeflow" train "${args[@]}" --checkpoint "$dir/c2" --resume --tokens 320000 2>"$dir/log7" ||
+    { echo "extending the plan failed"; tail -3 "$dir/log7"; exit 1; }
+grep -q "extending plan from 300000 to 320000 tokens" "$dir/log7" || { echo "no 'extending plan' line"; exit 1; }
+grep -q "event=train_done tokens=320000" "$dir/log7" || { echo "the extended plan was not trained"; tail -3 "$dir/log7"; exit 1; }
+echo "RESULT resume refusal: $(grep -m1 -o "saeflow train: --n gives.*" "$dir/log4" | cut -c1-90)...; plan extended 300000 -> 320000"
 # refusals
 "$BIN/saeflow" train --activations "$dir/missing.safetensors" 2>/dev/null; [ $? -eq 1 ] || { echo "missing shard not refused"; exit 1; }
 "$BIN/saeflow" train 2>/dev/null; [ $? -eq 2 ] || { echo "usage error not 2"; exit 1; }

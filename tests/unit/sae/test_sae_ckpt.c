@@ -193,6 +193,92 @@ static void write_corpus(const char *dir)
     }
 }
 
+/* A trainer poisoned into non-finite weights (what ±3e38 inputs do) is refused at
+ * save: no file appears and an existing good checkpoint at that path is untouched. */
+static void nonfinite_refused(const char *dir)
+{
+    float *x = data(4);
+    struct sae_train_config cfg;
+    sae_train_config_default(&cfg, SAE_TOPK, D, N, 4);
+    struct sae_trainer *t = sae_trainer_new(&cfg);
+    CHECK(t != NULL);
+    if (!t) {
+        free(x);
+        return;
+    }
+    struct sae_train_metrics m;
+    CHECK(sae_trainer_step(t, x, BT, &m) == 0);
+    CHECK(sae_trainer_finite(t));
+    char good[512], fresh[512];
+    snprintf(good, sizeof good, "%s/good.safetensors", dir);
+    snprintf(fresh, sizeof fresh, "%s/never.safetensors", dir);
+    CHECK(sae_trainer_save(t, good) == 0);
+    char *before = NULL, *after = NULL;
+    size_t nb = 0, na = 0;
+    CHECK(file_read_all(good, 1 << 26, &before, &nb) == 0);
+    /* a huge but finite batch overflows the step into inf/NaN weights */
+    for (size_t q = 0; q < BT * D; q++) x[q] = (q % 2 ? 3e38f : -3e38f);
+    (void)sae_trainer_step(t, x, BT, &m);
+    CHECK(!isfinite(m.loss) || !sae_trainer_finite(t));
+    struct sae *w = (struct sae *)sae_trainer_sae(t);
+    w->W_dec[7] = NAN; /* whatever the step did, the weights are now non-finite */
+    CHECK(!sae_trainer_finite(t));
+    CHECK(sae_trainer_save(t, fresh) == SF_ERANGE);
+    CHECK(access(fresh, F_OK) != 0);
+    CHECK(sae_trainer_save(t, good) == SF_ERANGE);
+    CHECK(file_read_all(good, 1 << 26, &after, &na) == 0);
+    CHECK(na == nb && before && after && memcmp(before, after, nb) == 0);
+    struct sae_trainer *back = NULL;
+    CHECK(sae_trainer_load(good, &back) == 0);
+    CHECK(back && sae_trainer_finite(back));
+    /* a restored trainer can take a new plan (saeflow train --resume --tokens) */
+    CHECK(back && sae_trainer_set_total_tokens(back, 12345) == 0);
+    CHECK(back && sae_trainer_config(back)->total_tokens == 12345);
+    CHECK(sae_trainer_set_total_tokens(back, -1) == SF_EINVAL);
+    sae_trainer_destroy(&back);
+    free(before);
+    free(after);
+    sae_trainer_destroy(&t);
+    free(x);
+}
+
+/* The batch guard: non-finite, huge and norm-outlier batches are refused by name;
+ * ordinary batches pass and set the baseline; refused ones do not move it. */
+static void guard_cases(void)
+{
+    float *x = data(3);
+    struct sae_batch_guard g;
+    sae_batch_guard_init(&g, 1e6, 10);
+    struct sae_guard_stats st;
+    CHECK_EQ_INT(sae_batch_guard_check(&g, x, BT, D, &st), SAE_GUARD_OK);
+    CHECK(st.mean_norm > 1 && st.max_norm >= st.mean_norm && g.accepted == 1);
+    double base = g.mean_norm;
+    CHECK_EQ_INT(sae_batch_guard_check(&g, x + BT * D, BT, D, NULL), SAE_GUARD_OK);
+    float *y = malloc(BT * D * sizeof *y);
+    memcpy(y, x, BT * D * sizeof *y);
+    y[5] = NAN;
+    CHECK_EQ_INT(sae_batch_guard_check(&g, y, BT, D, NULL), SAE_GUARD_NONFINITE);
+    y[5] = 3e38f; /* finite: its square overflows a float, not the guard's double */
+    CHECK_EQ_INT(sae_batch_guard_check(&g, y, BT, D, &st), SAE_GUARD_MAGNITUDE);
+    CHECK(isfinite(st.max_norm));
+    memcpy(y, x, BT * D * sizeof *y);
+    for (size_t q = 0; q < BT * D; q++) y[q] *= 50; /* every row 50x: the mean norm */
+    CHECK_EQ_INT(sae_batch_guard_check(&g, y, BT, D, NULL), SAE_GUARD_NORM);
+    memcpy(y, x, BT * D * sizeof *y);
+    for (size_t j = 0; j < D; j++) y[3 * D + j] *= 1000; /* one row: the max norm */
+    CHECK_EQ_INT(sae_batch_guard_check(&g, y, BT, D, NULL), SAE_GUARD_NORM);
+    CHECK(g.accepted == 2 && fabs(g.mean_norm - base) < 0.5 * base);
+    CHECK(strcmp(sae_guard_reason(SAE_GUARD_NORM), "norm_outlier") == 0);
+    /* turned off: only non-finite values are refused */
+    struct sae_batch_guard off;
+    sae_batch_guard_init(&off, 0, 0);
+    CHECK_EQ_INT(sae_batch_guard_check(&off, x, BT, D, NULL), SAE_GUARD_OK);
+    for (size_t q = 0; q < BT * D; q++) y[q] = 3e38f;
+    CHECK_EQ_INT(sae_batch_guard_check(&off, y, BT, D, NULL), SAE_GUARD_OK);
+    free(y);
+    free(x);
+}
+
 int main(void)
 {
     log_init("test_sae_ckpt", LOG_LOGFMT, LOG_OFF);
@@ -207,6 +293,8 @@ int main(void)
     resume_case(SAE_TOPK, dir);
     resume_case(SAE_BATCHTOPK, dir);
     corrupt_cases(dir);
+    nonfinite_refused(dir);
+    guard_cases();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     CHECK(system(cmd) == 0);

@@ -269,8 +269,12 @@ static void test_restart_resend(void)
     char id[64];
     unsigned long long epn, seq, ck;
     int lines = 0;
-    while (fscanf(f, "%63s %llu %llu %llu", id, &epn, &seq, &ck) == 4) {
+    char line[512], hk[160], from[32], to[32];
+    unsigned tokens;
+    while (fgets(line, sizeof line, f) && sscanf(line, "%63s %llu %llu %llu %159s %u %31s %31s", id,
+                                                 &epn, &seq, &ck, hk, &tokens, from, to) == 8) {
         CHECK(!strcmp(id, "cap-r") && epn == 42 && seq < 30);
+        CHECK(!strcmp(from, "-") && !strcmp(to, "-")); /* no source cursor in these batches */
         if (seq < 30) seen[seq]++;
         lines++;
     }
@@ -384,21 +388,190 @@ static void test_state_text(void)
     buf_fini(&out);
     stream_consumer_destroy(&c);
     const char *bad[] = {
-        "saeflow-stream-state 2\n",
-        "saeflow-stream-state 1\ncap-0 17 0-9 5-6\n", /* overlapping */
-        "saeflow-stream-state 1\ncap-0 17 9-3\n",     /* first > last */
-        "saeflow-stream-state 1\ncap 0 17 1-2\n",     /* junk */
-        "saeflow-stream-state 1\ncap-0 17 1-2",       /* unterminated */
-        "saeflow-stream-state 1\ncap-0 17\n",         /* no ranges */
-        "saeflow-stream-state 1\nca$ 1 1-2\n",        /* bad id */
-        "saeflow-stream-state 1\ncap-0 99999999999999999999 1-2\n",
-        "saeflow-stream-state 1\ncap-0 1 1-2\ncap-0 1 4-5\n", /* repeated key */
+        "saeflow-source-state 2\n",
+        "saeflow-source-state 1\ncap-s " HOOK_B " src-x F 0 60 0 0 0 0 6\n",
+        "saeflow-source-state 1\ncap-s " HOOK_B " src-x F 0 60 0 0 0 0 6 54",
+        "saeflow-source-state 1\ncap s " HOOK_B " src-x F 0 60 0 0 0 0 6 54\n",
+        "saeflow-source-state 1\ncap-s " HOOK_B " src-x F 0 60 0 0 0 0 6 -54\n",
+        "saeflow-source-state 1\ncap-s " HOOK_B " src-x 60 0 0 0 0 6 54 1\n",
+        "saeflow-source-state 1\ncap-s " HOOK_B " src-x F 5 60 0 0 0 0 6 54\n",
+        "saeflow-source-state 1\ncap-s " HOOK_B " src-x A 60 60 0 0 0 0 6 54\n",
+        "saeflow-source-state 1\ncap-s h src-x F 0 1 0 0 0 0 6 54\ncap-s h src-x F 0 2 0 0 0 0 6 "
+        "54\n",
+        "saeflow-source-state 1\ncap-s h src-x F 0 1 0 0 0 0 6 54\ncap-s h src-y A 5 9 0 0 0 0 6 "
+        "54\n",
     };
     for (size_t i = 0; i < SF_ARRAY_LEN(bad); i++) {
         c = consumer("inproc://state", 1, NULL, 8);
         CHECK_MSG(stream_consumer_restore(c, bad[i], strlen(bad[i])) == SF_EFORMAT, "case %zu", i);
         stream_consumer_destroy(&c);
     }
+}
+
+/* Source cursors: the committed cursor of (producer id, hook) survives the producer's
+ * epochs and the consumer's restarts; a new epoch is told where to resume only once
+ * the older epoch's pending batches are committed; batches at or before the cursor
+ * are duplicates (acked, not delivered); another source is rejected; the ledger
+ * holds each batch's source range. */
+static void publish_src(struct stream_producer *p, const char *src, uint64_t from, uint64_t to)
+{
+    Saeflow__ActivationBatch b;
+    fill_batch(&b, HOOK_B);
+    struct stream_cursor end = {0};
+    snprintf(end.source_id, sizeof end.source_id, "%s", src);
+    end.position = to;
+    end.doc_id = to / 10;
+    end.captured = to - to / 10;
+    Saeflow__SourceCursor pb;
+    stream_cursor_to_pb(&end, &pb);
+    b.source_from = from;
+    b.source_end = &pb;
+    CHECK(stream_producer_publish(p, &b) == 0);
+}
+
+static bool pump_until_ready(struct stream_producer *p, struct sink *s, int ms)
+{
+    struct sink *ss[1] = {s};
+    for (int t = 0; t < ms / 20; t++) {
+        pump(&p, 1, ss, 1, 20);
+        if (stream_producer_ready(p)) return true;
+    }
+    return false;
+}
+
+static void test_source_resume(void)
+{
+    char ledger[300];
+    snprintf(ledger, sizeof ledger, "%s/src.ledger", tmpdir);
+    struct sink s = {.c = consumer("inproc://src", 1, HOOK_B, 8), .room = 100};
+    CHECK(stream_consumer_ledger_open(s.c, ledger, 0) == 0);
+    struct sink *ss[1] = {&s};
+    const char *hooks[1] = {HOOK_B};
+    struct stream_cursor rp;
+    struct stream_producer *p1 = producer("cap-s", 1, NULL, 16);
+    CHECK(stream_producer_connect(p1, "inproc://src") == 0);
+    CHECK(pump_until_ready(p1, &s, 1000));
+    CHECK_EQ_INT(stream_producer_resume_point(p1, hooks, 1, "src-x", &rp), SF_NOTFOUND);
+    for (uint64_t i = 0; i < 4; i++) publish_src(p1, "src-x", 10 * i, 10 * i + 10);
+    pump(&p1, 1, ss, 1, 150);
+    CHECK_EQ_INT(s.delivered, 4);
+    CHECK(stream_consumer_ledger_append(s.c, 1) == 0 && stream_consumer_commit(s.c) == 0);
+    publish_src(p1, "src-x", 40, 50);
+    publish_src(p1, "src-x", 50, 60);
+    pump(&p1, 1, ss, 1, 150);
+    CHECK_EQ_INT(s.delivered, 6);
+    stream_producer_destroy(&p1); /* killed with two batches pending at the consumer */
+    struct buf st;
+    buf_init(&st, 1 << 16);
+    CHECK(stream_consumer_source_state(s.c, &st) == 0);
+    CHECK(st.data && strstr(st.data, "cap-s " HOOK_B " src-x F 0 60 0 0 0 0 6 54\n") != NULL);
+
+    struct stream_producer *p2 = producer("cap-s", 2, NULL, 16);
+    CHECK(stream_producer_connect(p2, "inproc://src") == 0);
+    CHECK(!pump_until_ready(p2, &s, 200)); /* waits for epoch 1's pending to commit */
+    CHECK(stream_consumer_commit_wanted(s.c));
+    CHECK(stream_consumer_ledger_append(s.c, 2) == 0 && stream_consumer_commit(s.c) == 0);
+    CHECK(pump_until_ready(p2, &s, 1000));
+    CHECK_EQ_INT(stream_producer_resume_point(p2, hooks, 1, "src-x", &rp), 0);
+    CHECK(rp.position == 60 && rp.captured == 54 && rp.doc_id == 6);
+    CHECK_EQ_INT(stream_producer_resume_point(p2, hooks, 1, "src-other", &rp), SF_ESTATE);
+    publish_src(p2, "src-x", 50, 60); /* read again: a duplicate, acked */
+    publish_src(p2, "src-x", 60, 70);
+    publish_src(p2, "src-y", 70, 80); /* another source: rejected */
+    pump(&p2, 1, ss, 1, 200);
+    CHECK_EQ_INT(s.delivered, 7);
+    struct stream_consumer_stats cs;
+    stream_consumer_stats(s.c, &cs);
+    CHECK_EQ_INT(cs.dup_source, 1);
+    CHECK_EQ_INT(cs.source_mismatch, 1);
+    CHECK(stream_consumer_ledger_append(s.c, 3) == 0 && stream_consumer_commit(s.c) == 0);
+    pump(&p2, 1, ss, 1, 100);
+    struct stream_producer_stats ps;
+    stream_producer_stats(p2, &ps);
+    CHECK_EQ_INT(ps.committed, 2);
+    CHECK_EQ_INT(ps.rejected, 1);
+    stream_producer_destroy(&p2);
+    buf_reset(&st);
+    CHECK(stream_consumer_source_state(s.c, &st) == 0);
+    stream_consumer_destroy(&s.c);
+
+    /* the ledger: every batch once, with its source range; together [0, 70) once */
+    FILE *f = fopen(ledger, "r");
+    CHECK(f != NULL);
+    char line[512], id[64], hk[160], from[32], to[32];
+    unsigned long long ep, seq, ck;
+    unsigned tok;
+    uint64_t covered = 0;
+    int lines = 0;
+    while (f && fgets(line, sizeof line, f) &&
+           sscanf(line, "%63s %llu %llu %llu %159s %u %31s %31s", id, &ep, &seq, &ck, hk, &tok,
+                  from, to) == 8) {
+        covered += strtoull(to, NULL, 10) - strtoull(from, NULL, 10);
+        lines++;
+    }
+    if (f) fclose(f);
+    CHECK_EQ_INT(lines, 7);
+    CHECK_EQ_INT(covered, 70);
+
+    /* a restarted consumer restores the cursor and tells the next epoch */
+    struct sink s2 = {.c = consumer("inproc://src2", 2, HOOK_B, 8), .room = 100};
+    CHECK(stream_consumer_source_restore(s2.c, st.data, st.len) == 0);
+    struct stream_producer *p3 = producer("cap-s", 3, NULL, 16);
+    CHECK(stream_producer_connect(p3, "inproc://src2") == 0);
+    CHECK(pump_until_ready(p3, &s2, 1000));
+    CHECK_EQ_INT(stream_producer_resume_point(p3, hooks, 1, "src-x", &rp), 0);
+    CHECK(rp.position == 70);
+    stream_producer_destroy(&p3);
+    /* a hole: [10, 20) committed before [0, 10) (what a batch lost with a dying trainer
+     * and re-sent later looks like): [0, 10) is still taken, then the frontier is 20 */
+    struct stream_producer *p4 = producer("cap-h2", 1, NULL, 16);
+    CHECK(stream_producer_connect(p4, "inproc://src2") == 0);
+    CHECK(pump_until_ready(p4, &s2, 1000));
+    size_t before = s2.delivered;
+    publish_src(p4, "src-x", 10, 20);
+    pump(&p4, 1, (struct sink *[]){&s2}, 1, 100);
+    CHECK(stream_consumer_ledger_append(s2.c, 1) == 0 && stream_consumer_commit(s2.c) == 0);
+    publish_src(p4, "src-x", 0, 10);
+    pump(&p4, 1, (struct sink *[]){&s2}, 1, 100);
+    CHECK_EQ_INT(s2.delivered - before, 2);
+    CHECK(stream_consumer_ledger_append(s2.c, 2) == 0 && stream_consumer_commit(s2.c) == 0);
+    stream_producer_destroy(&p4);
+    struct stream_producer *p5 = producer("cap-h2", 2, NULL, 16);
+    CHECK(stream_producer_connect(p5, "inproc://src2") == 0);
+    CHECK(pump_until_ready(p5, &s2, 1000));
+    CHECK_EQ_INT(stream_producer_resume_point(p5, hooks, 1, "src-x", &rp), 0);
+    CHECK(rp.position == 20);
+    stream_producer_destroy(&p5);
+    stream_consumer_destroy(&s2.c);
+    /* malformed source states are refused */
+    struct stream_consumer *c3 = consumer("inproc://src3", 3, HOOK_B, 8);
+    const char *bad[] = {
+        "saeflow-source-state 2\n",
+        "saeflow-source-state 1\ncap-s " HOOK_B " src-x 60 0 0 0 0 6\n",
+        "saeflow-source-state 1\ncap-s " HOOK_B " src-x 60 0 0 0 0 6 54",
+        "saeflow-source-state 1\ncap s " HOOK_B " src-x 60 0 0 0 0 6 54\n",
+        "saeflow-source-state 1\ncap-s " HOOK_B " src-x 60 0 0 0 0 6 -54\n",
+        "saeflow-source-state 1\ncap-s h src-x 1 0 0 0 0 6 54\ncap-s h src-x 2 0 0 0 0 6 54\n",
+    };
+    for (size_t i = 0; i < SF_ARRAY_LEN(bad); i++)
+        CHECK_EQ_INT(stream_consumer_source_restore(c3, bad[i], strlen(bad[i])), SF_EFORMAT);
+    const char *ok = "saeflow-source-state 1\n";
+    CHECK_EQ_INT(stream_consumer_source_restore(c3, ok, strlen(ok)), 0);
+    /* a frontier at 10 with batches committed beyond a hole [10, 20): the state says so,
+     * and once [10, 20) is committed the frontier jumps over them */
+    const char *holes = "saeflow-source-state 1\n"
+                        "cap-h " HOOK_B " src-x F 0 10 0 0 0 0 1 9\n"
+                        "cap-h " HOOK_B " src-x A 30 40 0 0 0 0 4 36\n"
+                        "cap-h " HOOK_B " src-x A 20 30 0 0 0 0 3 27\n";
+    CHECK_EQ_INT(stream_consumer_source_restore(c3, holes, strlen(holes)), 0);
+    struct buf hs;
+    buf_init(&hs, 1 << 16);
+    CHECK(stream_consumer_source_state(c3, &hs) == 0);
+    CHECK(hs.data && strstr(hs.data, "src-x F 0 10 ") && strstr(hs.data, "src-x A 20 30 ") &&
+          strstr(hs.data, "src-x A 30 40 ") && strstr(hs.data, "A 20") < strstr(hs.data, "A 30"));
+    buf_fini(&hs);
+    stream_consumer_destroy(&c3);
+    buf_fini(&st);
 }
 
 int main(void)
@@ -413,6 +586,7 @@ int main(void)
     test_dedupe_epochs();
     test_routing();
     test_state_text();
+    test_source_resume();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);

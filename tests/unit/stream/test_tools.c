@@ -5,6 +5,10 @@
  *       sends ROUNDS rounds of bad frames: garbage, empty, an invalid batch (wrong
  *       activations length), a batch with a bad schema version, a well-formed batch
  *       holding a NaN, a 3-part message and one frame over 64 MiB. Prints "injected N".
+ *   test_tools poison ENDPOINT N [D_IN]   sends N well-formed batches (hook
+ *       blocks.2.hook_resid_post, d_in 64 unless given, 256 tokens) whose values are
+ *       finite but huge (±3e38): what poisoned an SAE before the batch guard. Prints
+ *       "poisoned N".
  *   test_tools naive-push ENDPOINT N SLEEP_US   the negative control's producer: a
  *       plain PUSH socket sending N batches (seq 0..N-1), no acks, no resend.
  *   test_tools naive-pull ENDPOINT LEDGER MIXBATCHES   the negative control's trainer:
@@ -107,6 +111,7 @@ static int cmd_inject(const char *ep, int rounds)
     wire_opts_default(&o);
     o.identity = "injector";
     o.max_msg_bytes = (size_t)128 << 20;
+    o.linger_ms = 10000; /* the 64 MiB frame must leave before the socket closes */
     struct wire_sock *s = wire_sock_new(WIRE_DEALER, ep, WIRE_CONNECT, &o);
     if (!s) return 1;
     int sent = 0;
@@ -117,6 +122,35 @@ static int cmd_inject(const char *ep, int rounds)
     time_sleep_ms(300);
     wire_sock_destroy(&s);
     printf("injected %d\n", sent);
+    return 0;
+}
+
+static int cmd_poison(const char *ep, int64_t n, int64_t d)
+{
+    struct wire_opts o;
+    wire_opts_default(&o);
+    o.identity = "poisoner";
+    struct wire_sock *s = wire_sock_new(WIRE_DEALER, ep, WIRE_CONNECT, &o);
+    if (!s) return 1;
+    const size_t T = 256;
+    float *x = malloc(T * (size_t)d * sizeof *x);
+    if (!x) return 1;
+    for (size_t i = 0; i < T * (size_t)d; i++) x[i] = (i % 3 ? 3e38f : -3e38f);
+    int64_t sent = 0;
+    uint64_t epoch = (uint64_t)time_wall_ms();
+    for (int64_t i = 0; i < n; i++) {
+        Saeflow__ActivationBatch b;
+        batch_init(&b, (uint64_t)i);
+        b.producer_id = "poisoner";
+        b.producer_epoch = epoch;
+        (void)wire_batch_set_f32(&b, x, T, (size_t)d, SAEFLOW__DTYPE__DTYPE_F32, NULL);
+        sent += wire_send_batch(s, &b) == 0;
+        time_sleep_ms(20);
+    }
+    time_sleep_ms(300);
+    wire_sock_destroy(&s);
+    free(x);
+    printf("poisoned %lld\n", (long long)sent);
     return 0;
 }
 
@@ -218,12 +252,16 @@ int main(int argc, char **argv)
     int64_t a = 0, b = 0;
     if (!strcmp(argv[1], "inject") && argc == 4 && parse_i64(argv[3], &a) == 0)
         return cmd_inject(argv[2], (int)a);
+    if (!strcmp(argv[1], "poison") && (argc == 4 || argc == 5) && parse_i64(argv[3], &a) == 0 &&
+        (argc == 4 || (parse_i64(argv[4], &b) == 0 && b > 0 && b <= 65536)))
+        return cmd_poison(argv[2], a, argc == 5 ? b : 64);
     if (!strcmp(argv[1], "naive-push") && argc == 5 && parse_i64(argv[3], &a) == 0 &&
         parse_i64(argv[4], &b) == 0)
         return cmd_naive_push(argv[2], a, b);
     if (!strcmp(argv[1], "naive-pull") && argc == 5 && parse_i64(argv[4], &a) == 0 && a > 0)
         return cmd_naive_pull(argv[2], argv[3], a);
-    fprintf(stderr, "usage: test_tools [inject EP ROUNDS | naive-push EP N SLEEP_US | "
-                    "naive-pull EP LEDGER MIXBATCHES]\n");
+    fprintf(stderr,
+            "usage: test_tools [inject EP ROUNDS | poison EP N [D_IN] | naive-push EP N SLEEP_US | "
+            "naive-pull EP LEDGER MIXBATCHES]\n");
     return 2;
 }

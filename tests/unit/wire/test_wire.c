@@ -296,6 +296,49 @@ static void roundtrip_all_kinds(const char *endpoint)
     if (m.kind == WIRE_HEARTBEAT)
         CHECK(m.heartbeat->seq == 77 && !strcmp(m.heartbeat->status, "ok") &&
               m.heartbeat->credits_available == 5);
+
+    /* Resume: per hook the committed source cursor; a bad one is refused */
+    Saeflow__SourceCursor cur = SAEFLOW__SOURCE_CURSOR__INIT;
+    cur.source_id = "src-0123456789abcdef";
+    cur.position = 4096;
+    cur.doc_id = 17;
+    cur.captured = 4000;
+    Saeflow__HookCursor hc = SAEFLOW__HOOK_CURSOR__INIT, *hcp = &hc;
+    hc.hook_name = "blocks.2.hook_resid_post";
+    hc.cursor = &cur;
+    Saeflow__Resume rs = SAEFLOW__RESUME__INIT;
+    rs.consumer_id = "train-0";
+    rs.producer_id = "capture-0";
+    rs.n_hooks = 1;
+    rs.hooks = &hcp;
+    struct wire_msg rm = {.kind = WIRE_RESUME, .resume = &rs};
+    CHECK(wire_send(push, &rm, 0) == 0);
+    CHECK(recv_wait(pull, &m) == 0 && m.kind == WIRE_RESUME);
+    if (m.kind == WIRE_RESUME)
+        CHECK(m.resume->n_hooks == 1 && m.resume->hooks[0]->cursor->position == 4096 &&
+              m.resume->hooks[0]->cursor->captured == 4000 &&
+              !strcmp(m.resume->hooks[0]->hook_name, "blocks.2.hook_resid_post"));
+    cur.source_id = "bad id";
+    CHECK_EQ_INT(wire_validate(WIRE_RESUME, &rs), WIRE_REJ_ID);
+    hc.cursor = NULL;
+    CHECK_EQ_INT(wire_validate(WIRE_RESUME, &rs), WIRE_REJ_FIELD);
+    {
+        /* a batch's source range: from <= end.position, and no from without an end */
+        batch_make(&bs, WIRE_F32, 3);
+        Saeflow__ActivationBatch sb = bs.b;
+        sb.schema_version = WIRE_SCHEMA_VERSION;
+        Saeflow__SourceCursor end = SAEFLOW__SOURCE_CURSOR__INIT;
+        end.source_id = "src-1";
+        end.position = 100;
+        sb.source_from = 60;
+        sb.source_end = &end;
+        CHECK_EQ_INT(wire_validate(WIRE_BATCH, &sb), WIRE_REJ_NONE);
+        sb.source_from = 101;
+        CHECK_EQ_INT(wire_validate(WIRE_BATCH, &sb), WIRE_REJ_FIELD);
+        sb.source_end = NULL;
+        sb.source_from = 5;
+        CHECK_EQ_INT(wire_validate(WIRE_BATCH, &sb), WIRE_REJ_FIELD);
+    }
     wire_msg_fini(&m);
     wire_msg_fini(&m); /* idempotent */
 
