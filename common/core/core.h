@@ -185,6 +185,18 @@ int parse_f64(const char *s, double *out);
 size_t str_split_list(char *s, char **out, size_t max);
 /* Environment lookup with a default: SAEFLOW_MODELS and friends. */
 const char *env_or(const char *name, const char *def);
+/* Copies `in` to `out` (capacity `cap`) replacing ${NAME} with $NAME and ${NAME:-DEF}
+ * with $NAME or DEF when NAME is unset or empty. SF_EINVAL on bad syntax or an unset
+ * variable without a default (its name, or the bad text, is copied to `what`);
+ * SF_ERANGE when the result does not fit. */
+int env_expand(const char *in, char *out, size_t cap, char *what, size_t what_cap);
+/* Reads at most the last `max_lines` lines (and at most `max_bytes` bytes) of a text
+ * file into a malloc'd NUL-terminated string the caller frees. */
+int file_read_tail(const char *path, size_t max_bytes, size_t max_lines, char **out);
+/* True when command-line argument `arg` is the flag `flag` ("--first-line"), treating
+ * '-' and '_' after the leading "--" as the same character: every saeflow flag takes
+ * both spellings. */
+bool flag_eq(const char *arg, const char *flag);
 
 #define SF_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define SF_MIN(a, b)    ((a) < (b) ? (a) : (b))
