@@ -80,6 +80,12 @@ int buf_append(struct buf *b, const void *data, size_t n);
 int buf_putc(struct buf *b, char c);
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int buf_vprintf(struct buf *b, const char *fmt, va_list ap);
+/* Appends `s` as a quoted JSON string (escaped; bytes >= 0x80 pass through). */
+int buf_json_string(struct buf *b, const char *s);
+/* Appends `s` (n bytes) as a quoted JSON string. */
+int buf_json_stringn(struct buf *b, const char *s, size_t n);
+/* Appends a JSON number, or null when v is NaN or infinite. */
+int buf_json_number(struct buf *b, double v);
 /* Takes the bytes out; caller frees with free(). The buffer is left empty. */
 char *buf_steal(struct buf *b, size_t *len);
 

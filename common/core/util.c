@@ -119,6 +119,52 @@ int buf_printf(struct buf *b, const char *fmt, ...)
     return rc;
 }
 
+int buf_json_stringn(struct buf *b, const char *s, size_t n)
+{
+    int rc = buf_putc(b, '"');
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\')
+            rc = buf_printf(b, "\\%c", c);
+        else if (c == '\n')
+            rc = buf_append(b, "\\n", 2);
+        else if (c == '\t')
+            rc = buf_append(b, "\\t", 2);
+        else if (c < 0x20 || c == 0x7f)
+            rc = buf_printf(b, "\\u%04x", c);
+        else if (c < 0x80)
+            rc = buf_putc(b, (char)c);
+        else {
+            /* copy a whole valid UTF-8 sequence; a stray byte becomes U+FFFD */
+            size_t len = c >= 0xf0 && c <= 0xf4   ? 4
+                         : c >= 0xe0 && c <= 0xef ? 3
+                         : c >= 0xc2 && c < 0xe0  ? 2
+                                                  : 0;
+            bool ok = len > 0 && i + len <= n;
+            for (size_t j = 1; ok && j < len; j++) ok = ((unsigned char)s[i + j] & 0xc0) == 0x80;
+            if (ok) {
+                rc = buf_append(b, s + i, len);
+                i += len - 1;
+            } else {
+                rc = buf_append(b, "\\ufffd", 6);
+            }
+        }
+    }
+    return rc ? rc : buf_putc(b, '"');
+}
+
+int buf_json_string(struct buf *b, const char *s)
+{
+    return buf_json_stringn(b, s ? s : "", s ? strlen(s) : 0);
+}
+
+int buf_json_number(struct buf *b, double v)
+{
+    if (!isfinite(v)) return buf_append(b, "null", 4);
+    if (v == (double)(int64_t)v && fabs(v) < 9e15) return buf_printf(b, "%lld", (long long)v);
+    return buf_printf(b, "%.9g", v);
+}
+
 char *buf_steal(struct buf *b, size_t *len)
 {
     if (!b->data && buf_reserve(b, 0) != 0) return NULL;

@@ -79,11 +79,11 @@ int cmd_eval(int argc, char **argv)
     bool json_only = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+        if (flag_eq(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;
         }
-        if (!strcmp(a, "--json")) {
+        if (flag_eq(a, "--json")) {
             json_only = true;
             continue;
         }
@@ -93,32 +93,32 @@ int cmd_eval(int argc, char **argv)
             return 2;
         }
         const char *v = argv[++i];
-        if (!strcmp(a, "--sae"))
+        if (flag_eq(a, "--sae"))
             sae_dir = v;
-        else if (!strcmp(a, "--model"))
+        else if (flag_eq(a, "--model"))
             model_path = v;
-        else if (!strcmp(a, "--tokenizer"))
+        else if (flag_eq(a, "--tokenizer"))
             tok_path = v;
-        else if (!strcmp(a, "--data"))
+        else if (flag_eq(a, "--data"))
             data_path = v;
-        else if (!strcmp(a, "--field"))
+        else if (flag_eq(a, "--field"))
             field = v;
-        else if (!strcmp(a, "--hook"))
+        else if (flag_eq(a, "--hook"))
             hook = v;
-        else if (!strcmp(a, "--store"))
+        else if (flag_eq(a, "--store"))
             store_dir = v;
-        else if (!strcmp(a, "--sae-id"))
+        else if (flag_eq(a, "--sae-id"))
             sae_id_arg = v;
-        else if (!strcmp(a, "--first-line")) {
+        else if (flag_eq(a, "--first-line")) {
             if (parse_size(a, v, &first_line) < 0) return 2;
-        } else if (!strcmp(a, "--tokens")) {
+        } else if (flag_eq(a, "--tokens")) {
             if (parse_size(a, v, &tokens) < 0) return 2;
-        } else if (!strcmp(a, "--context")) {
+        } else if (flag_eq(a, "--context")) {
             if (parse_size(a, v, &context) < 0 || context < 2) {
                 fprintf(stderr, "saeflow eval: --context must be >= 2\n");
                 return 2;
             }
-        } else if (!strcmp(a, "--batch")) {
+        } else if (flag_eq(a, "--batch")) {
             if (parse_size(a, v, &batch) < 0 || batch < 1) {
                 fprintf(stderr, "saeflow eval: --batch must be >= 1\n");
                 return 2;

@@ -257,66 +257,66 @@ int cmd_train(int argc, char **argv)
     for (int i = 1; i < argc && rc == 0; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+        if (flag_eq(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             free(files);
             return 0;
-        } else if (!strcmp(a, "--activations")) {
+        } else if (flag_eq(a, "--activations")) {
             while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) files[nf++] = argv[++i];
             continue;
         }
         bool takes = true;
-        if (!strcmp(a, "--arch"))
+        if (flag_eq(a, "--arch"))
             arch_s = v;
-        else if (!strcmp(a, "--n"))
+        else if (flag_eq(a, "--n"))
             rc = want_i64(a, v, 1, &n);
-        else if (!strcmp(a, "--expansion"))
+        else if (flag_eq(a, "--expansion"))
             rc = want_f64(a, v, &expansion);
-        else if (!strcmp(a, "--k"))
+        else if (flag_eq(a, "--k"))
             rc = want_i64(a, v, 1, &k);
-        else if (!strcmp(a, "--k0"))
+        else if (flag_eq(a, "--k0"))
             rc = want_i64(a, v, 0, &k0);
-        else if (!strcmp(a, "--k-anneal-tokens"))
+        else if (flag_eq(a, "--k-anneal-tokens"))
             rc = want_i64(a, v, 0, &kanneal);
-        else if (!strcmp(a, "--k-schedule"))
+        else if (flag_eq(a, "--k-schedule"))
             sched_s = v;
-        else if (!strcmp(a, "--lr"))
+        else if (flag_eq(a, "--lr"))
             rc = want_f64(a, v, &lr);
-        else if (!strcmp(a, "--batch"))
+        else if (flag_eq(a, "--batch"))
             rc = want_i64(a, v, 1, &batch);
-        else if (!strcmp(a, "--tokens"))
+        else if (flag_eq(a, "--tokens"))
             rc = want_i64(a, v, 1, &tokens);
-        else if (!strcmp(a, "--warmup-tokens"))
+        else if (flag_eq(a, "--warmup-tokens"))
             rc = want_i64(a, v, 0, &warm);
-        else if (!strcmp(a, "--auxk-alpha"))
+        else if (flag_eq(a, "--auxk-alpha"))
             rc = want_f64(a, v, &alpha);
-        else if (!strcmp(a, "--dead-tokens"))
+        else if (flag_eq(a, "--dead-tokens"))
             rc = want_i64(a, v, 1, &dead);
-        else if (!strcmp(a, "--l1"))
+        else if (flag_eq(a, "--l1"))
             rc = want_f64(a, v, &l1);
-        else if (!strcmp(a, "--grad-clip"))
+        else if (flag_eq(a, "--grad-clip"))
             rc = want_f64(a, v, &clip);
-        else if (!strcmp(a, "--seed"))
+        else if (flag_eq(a, "--seed"))
             rc = want_i64(a, v, 0, &seed);
-        else if (!strcmp(a, "--threads"))
+        else if (flag_eq(a, "--threads"))
             rc = want_i64(a, v, 0, &threads);
-        else if (!strcmp(a, "--backend"))
+        else if (flag_eq(a, "--backend"))
             backend = v;
-        else if (!strcmp(a, "--cuda-math") || !strcmp(a, "--cuda_math"))
+        else if (flag_eq(a, "--cuda-math"))
             cmath_s = v;
-        else if (!strcmp(a, "--out"))
+        else if (flag_eq(a, "--out"))
             out = v;
-        else if (!strcmp(a, "--checkpoint"))
+        else if (flag_eq(a, "--checkpoint"))
             ckdir = v;
-        else if (!strcmp(a, "--checkpoint-tokens"))
+        else if (flag_eq(a, "--checkpoint-tokens"))
             rc = want_i64(a, v, 1, &ck_every);
         else {
             takes = false;
-            if (!strcmp(a, "--multi-topk"))
+            if (flag_eq(a, "--multi-topk"))
                 multi = true;
-            else if (!strcmp(a, "--ghost-grads"))
+            else if (flag_eq(a, "--ghost-grads"))
                 ghost = true;
-            else if (!strcmp(a, "--resume"))
+            else if (flag_eq(a, "--resume"))
                 resume = true;
             else {
                 fprintf(stderr, "saeflow train: unknown option %s\n", a);
