@@ -50,8 +50,11 @@ int log_format_parse(const char *s, enum log_format *out); /* "logfmt" | "json" 
 /* Redirects log lines (default stderr); NULL restores stderr. Not owned. */
 void log_set_stream(void *file /* FILE * */);
 
-/* Writes `ts=... level=... svc=... event=<event> <fmt...>` (logfmt), or the JSON
- * equivalent with the formatted text under "msg". `fmt` should itself read as
+/* Writes `ts=... level=... svc=... event=<event> <fmt...>` (logfmt), or one JSON
+ * object {"ts","level","svc","event", then each key=value of the message as its own
+ * member (numbers and true/false as JSON literals; keys clashing with the first four
+ * get a leading '_')}; a message that is not key=value pairs goes whole under "msg".
+ * `fmt` should itself read as
  * logfmt key=value pairs, e.g. log_info("ckpt_saved", "path=%s tokens=%lld", ...). */
 void log_write(enum log_level level, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
