@@ -478,6 +478,13 @@ int cmd_train(int argc, char **argv)
     }
     log_info("train_done", "tokens=%lld steps=%lld loss=%.6f fvu=%.5f l0=%.2f dead_frac=%.4f",
              (long long)m.tokens, (long long)m.step, m.loss, m.fvu, m.l0, m.dead_frac);
+    if (!(m.fvu <= 1.0))
+        fprintf(stderr,
+                "saeflow train: warning: final FVU %.4g %s: this SAE reconstructs the "
+                "activations worse than predicting their mean. Try a lower --lr, more --tokens, "
+                "a larger --k or --n, or check the shards (constant or near-constant "
+                "activations)\n",
+                m.fvu, m.fvu > 1.0 ? "> 1" : "is not a number (training diverged)");
     if (out) {
         if (export_out(t, &dt, out, B, x) != 0) {
             fprintf(stderr, "saeflow train: export to %s failed (see the log)\n", out);
