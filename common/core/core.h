@@ -68,6 +68,25 @@ void log_write(enum log_level level, const char *event, const char *fmt, ...)
 #define log_warn(event, ...)  log_at(LOG_WARN, event, __VA_ARGS__)
 #define log_error(event, ...) log_at(LOG_ERROR, event, __VA_ARGS__)
 
+/* ---- progress lines ---- */
+/* One progress line for a long step (eval passes, harvest, training): on a terminal it
+ * is redrawn in place (at most 10 times a second); elsewhere (a log file, a pipe) it is
+ * printed as its own line at most every `every_s` seconds, and never twice the same. */
+struct progress {
+    void *file; /* FILE *, not owned */
+    bool tty;
+    double every_s, last_s;
+    bool open; /* a TTY line is drawn and not yet ended */
+    char last[512];
+};
+void progress_init(struct progress *p, void *file /* FILE * */, double every_s);
+/* Shows the line; `force` prints it whatever the time (a stage's last line). Returns
+ * true when something was written. */
+bool progress_update(struct progress *p, bool force, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Ends a TTY line (newline) so that what follows starts on its own line. */
+void progress_end(struct progress *p);
+
 /* ---- capped growable buffer ---- */
 struct buf {
     char *data; /* always NUL-terminated when len > 0 or after any append */

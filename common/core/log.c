@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core.h"
 
@@ -246,4 +247,46 @@ void log_write(enum log_level level, const char *event, const char *fmt, ...)
     FILE *f = log_stream ? log_stream : stderr;
     fwrite(line, 1, n, f);
     fflush(f);
+}
+
+void progress_init(struct progress *p, void *file, double every_s)
+{
+    memset(p, 0, sizeof *p);
+    p->file = file;
+    p->tty = file && isatty(fileno((FILE *)file)) == 1;
+    p->every_s = every_s > 0 ? every_s : 10;
+    p->last_s = -1e300;
+}
+
+bool progress_update(struct progress *p, bool force, const char *fmt, ...)
+{
+    if (!p->file) return false;
+    char line[sizeof p->last];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    double now = time_now_s();
+    FILE *f = p->file;
+    if (!strcmp(line, p->last)) return false; /* each line once */
+    if (!force && now - p->last_s < (p->tty ? 0.1 : p->every_s)) return false;
+    if (p->tty) {
+        fprintf(f, "\r%s\033[K", line);
+        p->open = true;
+    } else {
+        fprintf(f, "%s\n", line);
+    }
+    fflush(f);
+    p->last_s = now;
+    snprintf(p->last, sizeof p->last, "%s", line);
+    return true;
+}
+
+void progress_end(struct progress *p)
+{
+    if (p->file && p->tty && p->open) {
+        fputc('\n', (FILE *)p->file);
+        fflush((FILE *)p->file);
+    }
+    p->open = false;
 }

@@ -45,6 +45,22 @@ static int need_arg(int argc, char **argv, int i)
     return 0;
 }
 
+/* Progress of the eval and harvest passes and the store writes, on stderr. */
+static void on_progress(void *ud, const char *stage, size_t done, size_t total)
+{
+    struct progress *p = ud;
+    progress_update(p, done == total, "saeflow eval: %s %zu/%zu windows (%.0f%%)", stage, done,
+                    total, total ? 100.0 * (double)done / (double)total : 100.0);
+}
+
+static int on_store_progress(void *ud, uint32_t done, uint32_t n)
+{
+    struct progress *p = ud;
+    progress_update(p, done == n, "saeflow eval: stored %u/%u features (%.0f%%)", done, n,
+                    n ? 100.0 * done / n : 100.0);
+    return sig_stop_requested() ? SF_EXIT : 0;
+}
+
 static int parse_size(const char *flag, const char *s, size_t *out)
 {
     int64_t v;
@@ -157,6 +173,8 @@ int cmd_eval(int argc, char **argv)
     float *density = NULL;
     struct buf out;
     buf_init(&out, (size_t)1 << 26);
+    struct progress prog;
+    progress_init(&prog, stderr, 10);
 
     struct model_load_opts lo = {.tokenizer_path = tok_path};
     if (model_load(model_path, &lo, &m) < 0) {
@@ -200,9 +218,13 @@ int cmd_eval(int argc, char **argv)
     eval_opts_default(&eo);
     eo.hook = hook;
     eo.batch_seqs = batch;
+    eo.progress = on_progress;
+    eo.progress_ud = &prog;
     struct eval_metrics em;
     density = malloc(sae->n * sizeof *density);
-    if (!density || eval_metrics_run(m, sae, data, &eo, &em, density) < 0) {
+    int erc = density ? eval_metrics_run(m, sae, data, &eo, &em, density) : SF_ENOMEM;
+    progress_end(&prog);
+    if (erc < 0) {
         fprintf(stderr, "saeflow eval: evaluation failed (see the log line above)\n");
         goto out;
     }
@@ -220,7 +242,11 @@ int cmd_eval(int argc, char **argv)
         harvest_opts_default(&ho);
         ho.hook = hook;
         ho.batch_seqs = batch;
-        if (harvest_run(m, sae, data, &ho, &hv) < 0) {
+        ho.progress = on_progress;
+        ho.progress_ud = &prog;
+        int hrc = harvest_run(m, sae, data, &ho, &hv);
+        progress_end(&prog);
+        if (hrc < 0) {
             fprintf(stderr, "saeflow eval: harvesting failed (see the log line above)\n");
             goto out;
         }
@@ -237,7 +263,8 @@ int cmd_eval(int argc, char **argv)
                                         .source = sae_dir,
                                         .dataset = data_path,
                                         .metrics_json = mj};
-        int rc = harvest_store(hv, fs, &si, &run, NULL, NULL);
+        int rc = harvest_store(hv, fs, &si, &run, on_store_progress, &prog);
+        progress_end(&prog);
         free(mj);
         if (rc < 0) {
             fprintf(stderr, "saeflow eval: writing the feature store failed (see the log)\n");

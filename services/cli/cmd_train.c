@@ -211,17 +211,17 @@ static int export_out(const struct sae_trainer *t, struct data *dt, const char *
     return rc;
 }
 
-static void progress(const struct sae_train_metrics *m, int64_t total, double elapsed,
-                     int64_t start_tokens)
+static void progress(struct progress *p, const struct sae_train_metrics *m, int64_t total,
+                     double elapsed, int64_t start_tokens)
 {
     double rate = elapsed > 0 ? (double)(m->tokens - start_tokens) / elapsed : 0;
     double eta = rate > 0 ? (double)(total - m->tokens) / rate : 0;
-    fprintf(stderr,
-            "\r[%5.1f%%] tokens %lld/%lld  loss %.5f  FVU %.4f  L0 %.1f  dead %.1f%%  k %zu  "
-            "lr %.2e  %.0f tok/s  ETA %02d:%02d:%02d ",
-            100.0 * (double)m->tokens / (double)total, (long long)m->tokens, (long long)total,
-            m->loss, m->fvu, m->l0, 100.0 * m->dead_frac, m->k, m->lr, rate, (int)(eta / 3600),
-            (int)fmod(eta / 60, 60), (int)fmod(eta, 60));
+    progress_update(p, m->tokens >= total,
+                    "[%5.1f%%] tokens %lld/%lld  loss %.5f  FVU %.4f  L0 %.1f  dead %.1f%%  k %zu  "
+                    "lr %.2e  %.0f tok/s  ETA %02d:%02d:%02d ",
+                    100.0 * (double)m->tokens / (double)total, (long long)m->tokens,
+                    (long long)total, m->loss, m->fvu, m->l0, 100.0 * m->dead_frac, m->k, m->lr,
+                    rate, (int)(eta / 3600), (int)fmod(eta / 60, 60), (int)fmod(eta, 60));
 }
 
 static int want_i64(const char *flag, const char *v, int64_t lo, int64_t *out)
@@ -437,7 +437,9 @@ int cmd_train(int argc, char **argv)
     const int64_t start_tokens = sae_trainer_tokens(t);
     int64_t next_ck = ck_every > 0 ? (start_tokens / ck_every + 1) * ck_every : INT64_MAX;
     int64_t saved_at = -1;
-    double t0 = time_now_s(), last_print = 0;
+    double t0 = time_now_s();
+    struct progress prog; /* TTY: redrawn in place; otherwise a line every 10 s */
+    progress_init(&prog, stderr, 10);
     struct sae_train_metrics m = {0};
     bool stopped = false;
     while (sae_trainer_tokens(t) < total) {
@@ -452,18 +454,14 @@ int cmd_train(int argc, char **argv)
             fprintf(stderr, "\nsaeflow train: training step failed (see the log)\n");
             goto done;
         }
-        double now = time_now_s();
-        if (now - last_print > 0.2 || m.tokens >= total) {
-            progress(&m, total, now - t0, start_tokens);
-            last_print = now;
-        }
+        progress(&prog, &m, total, time_now_s() - t0, start_tokens);
         if (ckpath[0] && m.tokens >= next_ck) {
             if (sae_backend_sync(be) != 0 || sae_trainer_save(t, ckpath) != 0) goto done;
             saved_at = m.tokens;
             while (next_ck <= m.tokens) next_ck += ck_every;
         }
     }
-    fputc('\n', stderr);
+    progress_end(&prog);
     if (sae_backend_sync(be) != 0) {
         fprintf(stderr, "saeflow train: could not copy the trained state back (see the log)\n");
         goto done;

@@ -10,6 +10,7 @@
  *   run_dir   = saeflow-run   sockets, logs, ledgers (checkpoints default below it)
  *   bin_dir   = (the directory of this saeflow binary)
  *   stop_s    = 60            how long to wait for the services after Ctrl-C
+ *   progress_s = 10           without a terminal, a progress line this often (each once)
  * Both services take backend = cpu | cuda | auto and cuda_math = fp32 | tf32 | bf16
  * (e.g. `train.backend = auto`, `capture.backend = auto`); a cuda that cannot run
  * makes the service exit 1 at startup, and up with it.
@@ -85,6 +86,7 @@ struct up_conf {
     char run_dir[4096];
     char bin_dir[4096];
     double stop_s;
+    double progress_s; /* non-TTY progress period */
     struct argv_list cap, train;
 };
 
@@ -181,6 +183,13 @@ static int parse_conf(const char *path, struct up_conf *c)
                 rc = SF_EINVAL;
             }
             snprintf(c->run_dir, sizeof c->run_dir, "%s", val);
+        } else if (!strcmp(key, "progress_s")) {
+            if (parse_f64(val, &c->progress_s) < 0 ||
+                !(c->progress_s > 0 && c->progress_s <= 86400)) {
+                fprintf(stderr, "%s:%zu: progress_s wants seconds in (0, 86400], got '%s'\n", path,
+                        lineno, val);
+                rc = SF_EINVAL;
+            }
         } else if (!strcmp(key, "bin_dir")) {
             snprintf(c->bin_dir, sizeof c->bin_dir, "%s", val);
         } else if (!strcmp(key, "stop_s")) {
@@ -191,7 +200,8 @@ static int parse_conf(const char *path, struct up_conf *c)
             }
         } else {
             fprintf(stderr,
-                    "%s:%zu: unknown option '%s' (up's own: run_dir, bin_dir, stop_s; services': "
+                    "%s:%zu: unknown option '%s' (up's own: run_dir, bin_dir, stop_s, progress_s; "
+                    "services': "
                     "capture.* / train.*)\n",
                     path, lineno, key);
             rc = SF_EINVAL;
@@ -303,7 +313,7 @@ int cmd_up(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    struct up_conf c = {.stop_s = 60};
+    struct up_conf c = {.stop_s = 60, .progress_s = 10};
     snprintf(c.run_dir, sizeof c.run_dir, "saeflow-run");
     char self[PATH_MAX];
     ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -397,7 +407,9 @@ int cmd_up(int argc, char **argv)
 
     bool tty = isatty(1);
     bool stopping = false, train_signalled = false, failed = false;
-    double stop_deadline = 0, last_print = 0;
+    double stop_deadline = 0;
+    struct progress prog; /* non-TTY: a line every progress_s, each line once */
+    progress_init(&prog, stdout, c.progress_s);
     struct wire_msg m = {0};
     Saeflow__TrainMetrics last = SAEFLOW__TRAIN_METRICS__INIT;
     bool have = false;
@@ -408,7 +420,8 @@ int cmd_up(int argc, char **argv)
         if (sig_stop_requested() && !stopping) {
             stopping = true;
             stop_deadline = time_now_s() + c.stop_s;
-            printf("%ssaeflow up: stopping capture, then train\n", tty ? "\n" : "");
+            progress_end(&prog);
+            printf("saeflow up: stopping capture, then train\n");
             fflush(stdout);
             if (cp->pid > 0) kill(cp->pid, SIGINT);
         }
@@ -441,18 +454,16 @@ int cmd_up(int argc, char **argv)
                        (unsigned long long)m.checkpoint->step);
         }
         wire_msg_fini(&m);
-        double now = time_now_s();
-        if (have && now - last_print >= 1.0) {
-            last_print = now;
+        if (have) {
             char eta[32] = "-";
             if (total > 0 && last.tokens_per_s > 0 && total > (double)last.tokens_seen)
                 snprintf(eta, sizeof eta, "%.0fs",
                          (total - (double)last.tokens_seen) / last.tokens_per_s);
-            printf("%s%s tokens=%llu tok/s=%.0f loss=%.4f fvu=%.4f l0=%.1f dead=%.1f%% eta=%s%s",
-                   tty ? "\r" : "", hook, (unsigned long long)last.tokens_seen, last.tokens_per_s,
-                   last.loss, last.fvu, last.l0, 100.0 * last.dead_fraction, eta,
-                   tty ? "   " : "\n");
-            fflush(stdout);
+            progress_update(
+                &prog, false,
+                "%s tokens=%llu tok/s=%.0f loss=%.4f fvu=%.4f l0=%.1f dead=%.1f%% eta=%s", hook,
+                (unsigned long long)last.tokens_seen, last.tokens_per_s, last.loss, last.fvu,
+                last.l0, 100.0 * last.dead_fraction, eta);
         }
         for (size_t i = 0; i < 2; i++) {
             int status;
@@ -460,7 +471,8 @@ int cmd_up(int argc, char **argv)
             int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
             ch[i].status = code;
             ch[i].pid = -1;
-            printf("%ssaeflow up: %s exited with %d\n", tty ? "\n" : "", ch[i].name, code);
+            progress_end(&prog);
+            printf("saeflow up: %s exited with %d\n", ch[i].name, code);
             fflush(stdout);
             if (code != 0 && !stopping) {
                 /* a service that fails on its own (bad model path, unknown flag, unreadable

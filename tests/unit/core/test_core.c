@@ -144,6 +144,26 @@ static void test_config_convention(void)
     CHECK(!flag_eq("-first-line", "--first-line") && flag_eq("-h", "-h"));
 }
 
+/* Progress on a non-TTY: a line at most every every_s, each line once, forced lines
+ * always (unless identical to the last). */
+static void test_progress(void)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&text, &len);
+    struct progress p;
+    progress_init(&p, mem, 3600);
+    CHECK(!p.tty);
+    CHECK(progress_update(&p, false, "step %d", 1));  /* the first line shows */
+    CHECK(!progress_update(&p, false, "step %d", 2)); /* too soon */
+    CHECK(!progress_update(&p, true, "step %d", 1));  /* the same line: never twice */
+    CHECK(progress_update(&p, true, "step %d", 3));   /* forced */
+    progress_end(&p);
+    fclose(mem);
+    CHECK(text && !strcmp(text, "step 1\nstep 3\n"));
+    free(text);
+}
+
 static void test_env_expand_tail_json(void)
 {
     char out[64], what[32];
@@ -332,6 +352,7 @@ int main(void)
     test_config();
     test_config_convention();
     test_env_expand_tail_json();
+    test_progress();
     test_log();
     test_files();
     test_rng();
