@@ -79,7 +79,7 @@ run_fail badtrainkey "no_such_key"
 mkdir -p "$T/adir"
 conf unreadable "capture.input = $T/adir"
 sed -i "/^capture.input = .*tinystories/d" "$T/unreadable.conf"
-run_fail unreadable "adir"
+run_fail unreadable "level=error svc=capture"
 
 # up's own values: exit 2 and a message naming the line
 bad_up() {
