@@ -406,8 +406,9 @@ int cmd_up(int argc, char **argv)
     fflush(stdout);
 
     bool tty = isatty(1);
-    bool stopping = false, train_signalled = false, failed = false;
-    double stop_deadline = 0;
+    bool stopping = false, train_signalled = false, failed = false, stalled = false;
+    double stop_deadline = 0, last_news = time_now_s();
+    uint64_t last_tokens = 0;
     struct progress prog; /* non-TTY: a line every progress_s, each line once */
     progress_init(&prog, stdout, c.progress_s);
     struct wire_msg m = {0};
@@ -436,9 +437,23 @@ int cmd_up(int argc, char **argv)
             if (tr->pid > 0) kill(tr->pid, SIGKILL);
             stop_deadline = time_now_s() + 5;
         }
+        /* capture has ended but train goes on waiting for data that will not come (capture
+         * sent nothing it knew of): after stop_s without a new token, stop train */
+        if (!stopping && cp->pid < 0 && tr->pid > 0 && time_now_s() - last_news > c.stop_s) {
+            progress_end(&prog);
+            fprintf(stderr,
+                    "saeflow up: capture has ended and train has had no new tokens for %.0f s: "
+                    "stopping train (check capture's log %s)\n",
+                    c.stop_s, cp->log);
+            print_log_tail(cp);
+            stalled = stopping = true;
+            stop_deadline = time_now_s() + c.stop_s;
+        }
         rc = wire_recv(sub, &m, 100);
         if (rc == 0 && m.kind == WIRE_METRICS) {
             const Saeflow__TrainMetrics *t = m.metrics;
+            if (t->tokens_seen != last_tokens) last_news = time_now_s();
+            last_tokens = t->tokens_seen;
             last.tokens_seen = t->tokens_seen;
             last.loss = t->loss;
             last.fvu = t->fvu;
@@ -471,6 +486,7 @@ int cmd_up(int argc, char **argv)
             int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
             ch[i].status = code;
             ch[i].pid = -1;
+            last_news = time_now_s();
             progress_end(&prog);
             printf("saeflow up: %s exited with %d\n", ch[i].name, code);
             fflush(stdout);
@@ -495,7 +511,7 @@ int cmd_up(int argc, char **argv)
     if (failed) goto out;
     printf("saeflow up: checkpoints in %s, SAE export in %s\n", argv_get(&c.train, "--ckpt_dir"),
            argv_get(&c.train, "--export_dir"));
-    ret = (tr->status == 0 && cp->status == 0) ? 0 : 1;
+    ret = (tr->status == 0 && cp->status == 0 && !stalled) ? 0 : 1;
     if (ret) {
         for (size_t i = 0; i < 2; i++)
             if (ch[i].status != 0) print_log_tail(&ch[i]);

@@ -3,6 +3,8 @@
 #  - a bad model path, an unknown capture key, an unknown train key, an unreadable
 #    input: up exits non-zero within a deadline, prints the failed service's error
 #    lines from its log, and no service process remains;
+#  - capture ending without sending anything (an empty input): up stops train after
+#    stop_s without new tokens and exits 1 (or capture itself fails, exit 1);
 #  - a bad value of up's own (stop_s = abc, an unset ${VAR}, an unfilled @PLACEHOLDER@):
 #    exit 2 with a message naming the line;
 #  - up killed with SIGKILL mid-run: its trainer and capture die with it (no orphans);
@@ -80,6 +82,20 @@ mkdir -p "$T/adir"
 conf unreadable "capture.input = $T/adir"
 sed -i "/^capture.input = .*tinystories/d" "$T/unreadable.conf"
 run_fail unreadable "level=error svc=capture"
+
+# capture ends having sent nothing (an empty input): up must not wait for train forever
+: >"$T/empty.jsonl"
+conf empty "capture.input = $T/empty.jsonl" "stop_s = 3"
+sed -i -e "/^capture.input = .*tinystories/d" -e "/^stop_s = 20/d" "$T/empty.conf"
+timeout -s KILL 60 "$BIN/saeflow" up "$T/empty.conf" >"$T/empty.out" 2>&1
+rc=$?
+grep -oE '(train|capture) pid [0-9]+' "$T/empty.out" | awk '{ print $3 }' >"$T/empty.pids"
+[ $rc = 137 ] && { cat "$T/empty.out"; fail "empty input: saeflow up hung"; }
+[ $rc != 0 ] || { cat "$T/empty.out"; fail "empty input: saeflow up exited 0"; }
+grep -qE "no new tokens|capture failed" "$T/empty.out" || { cat "$T/empty.out"; fail "empty input: no reason given"; }
+sleep 0.2
+[ -z "$(pids_alive "$T/empty.pids")" ] || fail "empty input: services left running"
+echo "ok empty: rc=$rc, $(grep -oE 'no new tokens for [0-9]+ s|capture failed \(exit [0-9]+\)' "$T/empty.out" | head -1)"
 
 # up's own values: exit 2 and a message naming the line
 bad_up() {
