@@ -42,22 +42,24 @@
 #define HARVEST_MAX_ACTIVE 256
 
 struct harvest_opts {
-    const char *hook;          /* NULL: sae->meta.hook_name */
-    size_t batch_seqs;         /* windows per forward pass (8) */
-    size_t max_tokens;         /* first windows up to this many tokens (0 = all) */
-    size_t n_top;              /* 20 */
-    size_t n_intervals;        /* 10 */
-    size_t per_interval;       /* 3 */
-    size_t n_quantiles;        /* 10 */
-    size_t per_quantile;       /* 3 */
-    size_t n_hist;             /* 32 */
-    size_t window;             /* 32 tokens per example */
-    size_t window_before;      /* 24 */
-    size_t n_logits;           /* 10 top and 10 bottom */
-    size_t n_neighbours;       /* 5 */
-    size_t chunk_features;     /* features per atomic write batch (64) */
-    uint64_t seed;             /* reservoir sampling (1) */
-    eval_progress_fn progress; /* after each batch of each pass (NULL: none) */
+    const char *hook;      /* NULL: sae->meta.hook_name */
+    size_t batch_seqs;     /* windows per forward pass (8) */
+    size_t max_tokens;     /* first windows up to this many tokens (0 = all) */
+    size_t n_top;          /* 20 */
+    size_t n_intervals;    /* 10 */
+    size_t per_interval;   /* 3 */
+    size_t n_quantiles;    /* 10 */
+    size_t per_quantile;   /* 3 */
+    size_t n_hist;         /* 32 */
+    size_t window;         /* 32 tokens per example */
+    size_t window_before;  /* 24 */
+    size_t n_logits;       /* 10 top and 10 bottom */
+    size_t n_neighbours;   /* 5 */
+    size_t chunk_features; /* features per atomic write batch (64) */
+    uint64_t seed;         /* reservoir sampling (1) */
+
+    /* after each batch of each pass (NULL: none) */
+    eval_progress_fn progress;
     void *progress_ud;
 };
 void harvest_opts_default(struct harvest_opts *o);
