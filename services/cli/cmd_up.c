@@ -238,8 +238,9 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: saeflow up CONFIG\n"
                "  runs saeflow-train and saeflow-capture from one config file of name = value\n"
-               "  lines: run_dir, bin_dir, stop_s, and capture.<flag> / train.<flag> for the\n"
-               "  services' own flags; ${NAME} and ${NAME:-default} read the environment.\n"
+               "  lines: run_dir, bin_dir, stop_s, progress_s, and capture.<flag> / train.<flag>\n"
+               "  for the services' own flags; ${NAME} and ${NAME:-default} read the\n"
+               "  environment.\n"
                "  Example: deploy/demo.conf. Exit 0 done, 1 a service failed, 2 a bad config.\n");
 }
 
