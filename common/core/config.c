@@ -316,7 +316,7 @@ static const char *flag_value(int argc, char **argv, int *i, const char *eq)
     return NULL;
 }
 
-int config_load(struct config *cfg, int argc, char **argv)
+static int load(struct config *cfg, int argc, char **argv)
 {
     const char *prog = cfg->service ? cfg->service : "saeflow";
     cfg->log_level = LOG_INFO;
@@ -454,4 +454,13 @@ int config_load(struct config *cfg, int argc, char **argv)
         return SF_EXIT;
     }
     return 0;
+}
+
+int config_load(struct config *cfg, int argc, char **argv)
+{
+    int rc = load(cfg, argc, argv);
+    /* --help, --print-config or a usage error: the caller returns at once, often
+     * without config_free, so release what the table holds here */
+    if (rc != 0) config_free(cfg);
+    return rc;
 }

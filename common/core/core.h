@@ -153,7 +153,8 @@ struct config {
 /* Fills every option: defaults, then the file named by --config (lines of
  * `name = value`, `#` comments), then the environment, then the flags. Handles
  * --help, --version, --print-config (returns SF_EXIT after printing), --log-level,
- * --log-format. Returns SF_EINVAL with a message on stderr for usage errors. */
+ * --log-format. Returns SF_EINVAL with a message on stderr for usage errors. On any
+ * non-zero return the table's strings are already released (config_free stays safe). */
 int config_load(struct config *cfg, int argc, char **argv);
 /* Parses a config file's text into the table (used by config_load; fuzzed). */
 int config_parse_text(struct config *cfg, const char *text, size_t len, const char *origin);
