@@ -266,7 +266,7 @@ format:
 DEB_PACKAGES := build-essential clang libclang-rt-14-dev pkg-config clang-format \
   libzmq3-dev libprotobuf-c-dev protobuf-c-compiler librocksdb-dev \
   libcurl4-openssl-dev libopenblas-dev libmicrohttpd-dev libcjson-dev \
-  python3 python3-numpy curl ca-certificates docker-compose
+  python3 python3-numpy python3-yaml curl ca-certificates
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -z "$$missing" ]; then echo "deps: all Debian packages present"; \

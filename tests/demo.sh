@@ -15,8 +15,7 @@ if [ ! -f "$MODELS/stories260K/stories260K.bin" ] || [ ! -f "$CORPUS/tinystories
 fi
 RUN_DIR=$(pwd)/$BUILD/demo
 mkdir -p "$RUN_DIR"
-sed -e "s|@MODELS@|$MODELS|g" -e "s|@CORPUS@|$CORPUS|g" -e "s|@RUN_DIR@|$RUN_DIR|g" \
-    deploy/demo.conf >"$RUN_DIR/demo.conf"
+export SAEFLOW_MODELS=$MODELS SAEFLOW_CORPUS=$CORPUS SAEFLOW_RUN_DIR=$RUN_DIR
 SF=$BUILD/bin/saeflow
 MODEL=$MODELS/stories260K/stories260K.bin
 TEXTS=$CORPUS/tinystories-sample.jsonl
@@ -30,8 +29,8 @@ trap 'interrupted=1' INT
 if [ -f "$RUN_DIR/trained" ] && [ -f "$SAE/cfg.json" ]; then
     echo "== 1. train: done in an earlier run ($SAE; rm -rf $RUN_DIR to train again)"
 else
-    echo "== 1. train: saeflow up $RUN_DIR/demo.conf  (metrics: http://127.0.0.1:9464/metrics)"
-    "$SF" up "$RUN_DIR/demo.conf"
+    echo "== 1. train: saeflow up deploy/demo.conf  (metrics: http://127.0.0.1:9464/metrics)"
+    "$SF" up deploy/demo.conf
     rc=$?
     if [ $interrupted = 1 ] || [ $rc != 0 ]; then
         echo "demo: stopped (rc=$rc); the checkpoint in $RUN_DIR resumes with 'make demo'"

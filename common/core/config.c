@@ -191,12 +191,13 @@ int config_parse_text(struct config *cfg, const char *text, size_t len, const ch
     return 0;
 }
 
-/* SAEFLOW_<SERVICE>_<NAME>, upper case, '-' and '.' become '_'. */
+/* SAEFLOW_<SERVICE>_<NAME>, upper case; '-', '.' and ' ' become '_' (so the
+ * `feature search` command reads SAEFLOW_FEATURE_SEARCH_<NAME>). */
 static void env_name(const struct config *cfg, const char *opt, char *out, size_t cap)
 {
     snprintf(out, cap, "SAEFLOW_%s_%s", cfg->service ? cfg->service : "", opt);
     for (char *p = out; *p; p++) {
-        if (*p == '-' || *p == '.') *p = '_';
+        if (*p == '-' || *p == '.' || *p == ' ') *p = '_';
         *p = (char)toupper((unsigned char)*p);
     }
 }
@@ -216,9 +217,11 @@ void config_help(const struct config *cfg, void *file)
     fprintf(f, "usage: %s\n\noptions:\n", cfg->usage ? cfg->usage : cfg->service);
     for (size_t i = 0; i < cfg->n_opts; i++) {
         const struct config_opt *o = &cfg->opts[i];
-        static const char *const tn[] = {"INT", "NUM", "STR", "BOOL"};
+        static const char *const tn[] = {" INT", " NUM", " STR", "[=BOOL]"};
         char flag[96];
-        snprintf(flag, sizeof flag, "--%s %s", o->name, tn[o->type]);
+        snprintf(flag, sizeof flag, "--%s%s", o->name, tn[o->type]);
+        for (char *p = flag + 2; *p && *p != ' ' && *p != '['; p++)
+            if (*p == '_') *p = '-'; /* one spelling in the help: dashes */
         fprintf(f, "  %-30s %s", flag, o->help ? o->help : "");
         if (o->def && *o->def) fprintf(f, " (default %s)", o->def);
         if ((o->type == CFG_INT || o->type == CFG_DOUBLE) && o->min <= o->max)
@@ -229,7 +232,11 @@ void config_help(const struct config *cfg, void *file)
         fprintf(f, "  %-30s %s\n", builtin_help[i][0], builtin_help[i][1]);
     char env[128];
     env_name(cfg, "NAME", env, sizeof env);
-    fprintf(f, "\nprecedence: defaults < --config file < environment (%s) < flags\n", env);
+    fprintf(f,
+            "\nflag names take '-' or '_' alike (--first-line = --first_line); a BOOL flag alone "
+            "means true,\n--flag=false (or --no-flag) means false\n"
+            "precedence: defaults < --config file < environment (%s) < flags\n",
+            env);
 }
 
 static void print_value(const struct config_opt *o, FILE *f)
@@ -309,7 +316,7 @@ static const char *flag_value(int argc, char **argv, int *i, const char *eq)
     return NULL;
 }
 
-int config_load(struct config *cfg, int argc, char **argv)
+static int load(struct config *cfg, int argc, char **argv)
 {
     const char *prog = cfg->service ? cfg->service : "saeflow";
     cfg->log_level = LOG_INFO;
@@ -347,7 +354,7 @@ int config_load(struct config *cfg, int argc, char **argv)
             printf("%s %s\n", prog, SAEFLOW_VERSION);
             return SF_EXIT;
         }
-        if (!strcmp(a, "--print-config")) print = true;
+        if (flag_eq(a, "--print-config")) print = true;
         if (!strncmp(a, "--config", 8) && (a[8] == '\0' || a[8] == '=')) {
             file = a[8] == '=' ? a + 9 : (i + 1 < argc ? argv[i + 1] : NULL);
             if (!file) {
@@ -426,9 +433,14 @@ int config_load(struct config *cfg, int argc, char **argv)
             return SF_EINVAL;
         }
         const char *v;
-        if (o->type == CFG_BOOL && !eq)
-            v = "true"; /* --flag alone sets a bool */
-        else
+        bool bv;
+        if (o->type == CFG_BOOL && !eq) {
+            /* --flag alone sets a bool; a following true/false word is its value */
+            v = "true";
+            if (i + 1 < argc && !isdigit((unsigned char)argv[i + 1][0]) &&
+                parse_bool(argv[i + 1], &bv))
+                v = argv[++i];
+        } else
             v = flag_value(argc, argv, &i, eq);
         if (!v) {
             fprintf(stderr, "%s: --%s needs a value\n", prog, o->name);
@@ -442,4 +454,13 @@ int config_load(struct config *cfg, int argc, char **argv)
         return SF_EXIT;
     }
     return 0;
+}
+
+int config_load(struct config *cfg, int argc, char **argv)
+{
+    int rc = load(cfg, argc, argv);
+    /* --help, --print-config or a usage error: the caller returns at once, often
+     * without config_free, so release what the table holds here */
+    if (rc != 0) config_free(cfg);
+    return rc;
 }

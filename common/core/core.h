@@ -50,8 +50,11 @@ int log_format_parse(const char *s, enum log_format *out); /* "logfmt" | "json" 
 /* Redirects log lines (default stderr); NULL restores stderr. Not owned. */
 void log_set_stream(void *file /* FILE * */);
 
-/* Writes `ts=... level=... svc=... event=<event> <fmt...>` (logfmt), or the JSON
- * equivalent with the formatted text under "msg". `fmt` should itself read as
+/* Writes `ts=... level=... svc=... event=<event> <fmt...>` (logfmt), or one JSON
+ * object {"ts","level","svc","event", then each key=value of the message as its own
+ * member (numbers and true/false as JSON literals; keys clashing with the first four
+ * get a leading '_')}; a message that is not key=value pairs goes whole under "msg".
+ * `fmt` should itself read as
  * logfmt key=value pairs, e.g. log_info("ckpt_saved", "path=%s tokens=%lld", ...). */
 void log_write(enum log_level level, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -64,6 +67,25 @@ void log_write(enum log_level level, const char *event, const char *fmt, ...)
 #define log_info(event, ...)  log_at(LOG_INFO, event, __VA_ARGS__)
 #define log_warn(event, ...)  log_at(LOG_WARN, event, __VA_ARGS__)
 #define log_error(event, ...) log_at(LOG_ERROR, event, __VA_ARGS__)
+
+/* ---- progress lines ---- */
+/* One progress line for a long step (eval passes, harvest, training): on a terminal it
+ * is redrawn in place (at most 10 times a second); elsewhere (a log file, a pipe) it is
+ * printed as its own line at most every `every_s` seconds, and never twice the same. */
+struct progress {
+    void *file; /* FILE *, not owned */
+    bool tty;
+    double every_s, last_s;
+    bool open; /* a TTY line is drawn and not yet ended */
+    char last[512];
+};
+void progress_init(struct progress *p, void *file /* FILE * */, double every_s);
+/* Shows the line; `force` prints it whatever the time (a stage's last line). Returns
+ * true when something was written. */
+bool progress_update(struct progress *p, bool force, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Ends a TTY line (newline) so that what follows starts on its own line. */
+void progress_end(struct progress *p);
 
 /* ---- capped growable buffer ---- */
 struct buf {
@@ -80,6 +102,12 @@ int buf_append(struct buf *b, const void *data, size_t n);
 int buf_putc(struct buf *b, char c);
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int buf_vprintf(struct buf *b, const char *fmt, va_list ap);
+/* Appends `s` as a quoted JSON string (escaped; bytes >= 0x80 pass through). */
+int buf_json_string(struct buf *b, const char *s);
+/* Appends `s` (n bytes) as a quoted JSON string. */
+int buf_json_stringn(struct buf *b, const char *s, size_t n);
+/* Appends a JSON number, or null when v is NaN or infinite. */
+int buf_json_number(struct buf *b, double v);
 /* Takes the bytes out; caller frees with free(). The buffer is left empty. */
 char *buf_steal(struct buf *b, size_t *len);
 
@@ -125,7 +153,8 @@ struct config {
 /* Fills every option: defaults, then the file named by --config (lines of
  * `name = value`, `#` comments), then the environment, then the flags. Handles
  * --help, --version, --print-config (returns SF_EXIT after printing), --log-level,
- * --log-format. Returns SF_EINVAL with a message on stderr for usage errors. */
+ * --log-format. Returns SF_EINVAL with a message on stderr for usage errors. On any
+ * non-zero return the table's strings are already released (config_free stays safe). */
 int config_load(struct config *cfg, int argc, char **argv);
 /* Parses a config file's text into the table (used by config_load; fuzzed). */
 int config_parse_text(struct config *cfg, const char *text, size_t len, const char *origin);
@@ -185,6 +214,18 @@ int parse_f64(const char *s, double *out);
 size_t str_split_list(char *s, char **out, size_t max);
 /* Environment lookup with a default: SAEFLOW_MODELS and friends. */
 const char *env_or(const char *name, const char *def);
+/* Copies `in` to `out` (capacity `cap`) replacing ${NAME} with $NAME and ${NAME:-DEF}
+ * with $NAME or DEF when NAME is unset or empty. SF_EINVAL on bad syntax or an unset
+ * variable without a default (its name, or the bad text, is copied to `what`);
+ * SF_ERANGE when the result does not fit. */
+int env_expand(const char *in, char *out, size_t cap, char *what, size_t what_cap);
+/* Reads at most the last `max_lines` lines (and at most `max_bytes` bytes) of a text
+ * file into a malloc'd NUL-terminated string the caller frees. */
+int file_read_tail(const char *path, size_t max_bytes, size_t max_lines, char **out);
+/* True when command-line argument `arg` is the flag `flag` ("--first-line"), treating
+ * '-' and '_' after the leading "--" as the same character: every saeflow flag takes
+ * both spellings. */
+bool flag_eq(const char *arg, const char *flag);
 
 #define SF_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define SF_MIN(a, b)    ((a) < (b) ? (a) : (b))

@@ -119,6 +119,52 @@ int buf_printf(struct buf *b, const char *fmt, ...)
     return rc;
 }
 
+int buf_json_stringn(struct buf *b, const char *s, size_t n)
+{
+    int rc = buf_putc(b, '"');
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\')
+            rc = buf_printf(b, "\\%c", c);
+        else if (c == '\n')
+            rc = buf_append(b, "\\n", 2);
+        else if (c == '\t')
+            rc = buf_append(b, "\\t", 2);
+        else if (c < 0x20 || c == 0x7f)
+            rc = buf_printf(b, "\\u%04x", c);
+        else if (c < 0x80)
+            rc = buf_putc(b, (char)c);
+        else {
+            /* copy a whole valid UTF-8 sequence; a stray byte becomes U+FFFD */
+            size_t len = c >= 0xf0 && c <= 0xf4   ? 4
+                         : c >= 0xe0 && c <= 0xef ? 3
+                         : c >= 0xc2 && c < 0xe0  ? 2
+                                                  : 0;
+            bool ok = len > 0 && i + len <= n;
+            for (size_t j = 1; ok && j < len; j++) ok = ((unsigned char)s[i + j] & 0xc0) == 0x80;
+            if (ok) {
+                rc = buf_append(b, s + i, len);
+                i += len - 1;
+            } else {
+                rc = buf_append(b, "\\ufffd", 6);
+            }
+        }
+    }
+    return rc ? rc : buf_putc(b, '"');
+}
+
+int buf_json_string(struct buf *b, const char *s)
+{
+    return buf_json_stringn(b, s ? s : "", s ? strlen(s) : 0);
+}
+
+int buf_json_number(struct buf *b, double v)
+{
+    if (!isfinite(v)) return buf_append(b, "null", 4);
+    if (v == (double)(int64_t)v && fabs(v) < 9e15) return buf_printf(b, "%lld", (long long)v);
+    return buf_printf(b, "%.9g", v);
+}
+
 char *buf_steal(struct buf *b, size_t *len)
 {
     if (!b->data && buf_reserve(b, 0) != 0) return NULL;
@@ -447,4 +493,100 @@ const char *env_or(const char *name, const char *def)
 {
     const char *v = getenv(name);
     return v && *v ? v : def;
+}
+
+int env_expand(const char *in, char *out, size_t cap, char *what, size_t what_cap)
+{
+    size_t n = 0;
+    if (what_cap) what[0] = '\0';
+    if (cap == 0) return SF_ERANGE;
+    for (const char *p = in; *p;) {
+        const char *val = NULL;
+        size_t vlen = 1;
+        if (p[0] == '$' && p[1] == '{') {
+            const char *close = strchr(p + 2, '}');
+            const char *name = p + 2;
+            size_t nlen = 0;
+            while (name[nlen] == '_' || (name[nlen] >= 'A' && name[nlen] <= 'Z') ||
+                   (name[nlen] >= 'a' && name[nlen] <= 'z') ||
+                   (nlen > 0 && name[nlen] >= '0' && name[nlen] <= '9'))
+                nlen++;
+            const char *after = name + nlen;
+            bool has_def = after[0] == ':' && after[1] == '-';
+            if (!close || nlen == 0 || (!has_def && after != close) || nlen >= 256) {
+                if (what_cap) snprintf(what, what_cap, "%.*s", close ? (int)(close - p + 1) : 2, p);
+                return SF_EINVAL;
+            }
+            char vname[256];
+            memcpy(vname, name, nlen);
+            vname[nlen] = '\0';
+            val = getenv(vname);
+            if (!val || !*val) {
+                if (!has_def) {
+                    if (what_cap) snprintf(what, what_cap, "%s", vname);
+                    return SF_EINVAL;
+                }
+                val = after + 2;
+                vlen = (size_t)(close - val);
+            } else {
+                vlen = strlen(val);
+            }
+            p = close + 1;
+        } else {
+            val = p++;
+        }
+        if (vlen >= cap - n) return SF_ERANGE;
+        memcpy(out + n, val, vlen);
+        n += vlen;
+    }
+    out[n] = '\0';
+    return 0;
+}
+
+int file_read_tail(const char *path, size_t max_bytes, size_t max_lines, char **out)
+{
+    *out = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return SF_EIO;
+    struct stat st;
+    if (fstat(fd, &st) < 0 || max_bytes == 0) {
+        close(fd);
+        return SF_EIO;
+    }
+    off_t size = st.st_size, from = size > (off_t)max_bytes ? size - (off_t)max_bytes : 0;
+    size_t want = (size_t)(size - from), got = 0;
+    char *text = malloc(want + 1);
+    if (!text) {
+        close(fd);
+        return SF_ENOMEM;
+    }
+    while (got < want) {
+        ssize_t r = pread(fd, text + got, want - got, from + (off_t)got);
+        if (r <= 0) break;
+        got += (size_t)r;
+    }
+    close(fd);
+    while (got > 0 && text[got - 1] == '\n') got--;
+    text[got] = '\0';
+    size_t lines = 0, start = 0;
+    for (size_t i = got; i > 0; i--) {
+        if (text[i - 1] == '\n' && ++lines >= max_lines) {
+            start = i;
+            break;
+        }
+    }
+    if (start) memmove(text, text + start, got - start + 1);
+    *out = text;
+    return 0;
+}
+
+bool flag_eq(const char *arg, const char *flag)
+{
+    if (strncmp(arg, "--", 2) != 0 || strncmp(flag, "--", 2) != 0) return !strcmp(arg, flag);
+    const char *a = arg + 2, *b = flag + 2;
+    for (; *a && *b; a++, b++) {
+        char x = *a == '_' ? '-' : *a, y = *b == '_' ? '-' : *b;
+        if (x != y) return false;
+    }
+    return *a == *b;
 }

@@ -84,10 +84,17 @@ void eval_data_destroy(struct eval_data **d);
 #define EVAL_DENSITY_LO    -10.0
 #define EVAL_DENSITY_WIDTH 0.5
 
+/* Progress of a long pass: `stage` names it ("eval 1/2 (mean)", "harvest 2/2
+ * (examples)", ...), `done` of `total` windows are through. Called after each batch. */
+typedef void (*eval_progress_fn)(void *ud, const char *stage, size_t done, size_t total);
+
 struct eval_opts {
     const char *hook;  /* NULL: sae->meta.hook_name */
     size_t batch_seqs; /* windows per forward pass (default 8) */
     size_t max_tokens; /* use only the first windows up to this many tokens (0 = all) */
+
+    eval_progress_fn progress; /* NULL: none */
+    void *progress_ud;
 };
 void eval_opts_default(struct eval_opts *o);
 

@@ -255,6 +255,7 @@ int eval_metrics_run(struct model *m, const struct sae *sae, const struct eval_d
         model_ctx_reset_all(ctx);
         rc = model_forward(ctx, seqs, nb, MODEL_LOGITS_NONE, NULL);
         if (rc) goto out;
+        if (o->progress) o->progress(o->progress_ud, "eval 1/2 (mean)", w0 + nb, n_win);
     }
     if (r.n_mean == 0) {
         log_error("eval_metrics", "reason=no_countable_tokens");
@@ -304,6 +305,7 @@ int eval_metrics_run(struct model *m, const struct sae *sae, const struct eval_d
                 if (pass == 0) n_pred++;
             }
         }
+        if (o->progress) o->progress(o->progress_ud, "eval 2/2 (metrics)", w0 + nb, n_win);
     }
     if (n_pred == 0 || r.n_tok == 0) {
         log_error("eval_metrics", "reason=no_countable_tokens");

@@ -324,6 +324,10 @@ static int run_pass(struct harvest *h, struct model_ctx *ctx, int pass)
         model_ctx_reset_all(ctx);
         int rc = model_forward(ctx, seqs, nb, MODEL_LOGITS_NONE, NULL);
         if (rc) return rc > 0 ? SF_ERR : rc;
+        if (h->o.progress)
+            h->o.progress(h->o.progress_ud,
+                          pass == 1 ? "harvest 1/2 (stats)" : "harvest 2/2 (examples)", w0 + nb,
+                          h->n_win);
     }
     return 0;
 }

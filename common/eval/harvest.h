@@ -57,6 +57,10 @@ struct harvest_opts {
     size_t n_neighbours;   /* 5 */
     size_t chunk_features; /* features per atomic write batch (64) */
     uint64_t seed;         /* reservoir sampling (1) */
+
+    /* after each batch of each pass (NULL: none) */
+    eval_progress_fn progress;
+    void *progress_ud;
 };
 void harvest_opts_default(struct harvest_opts *o);
 

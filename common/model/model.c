@@ -203,6 +203,86 @@ int model_alloc(const struct model_config *cfg, enum model_format format, size_t
     return 0;
 }
 
+/* Names the tensor holding arena element `at` and its offset in that tensor, walking
+ * the layout of model_alloc. */
+static void arena_tensor_name(const struct model *m, size_t at, char *out, size_t cap,
+                              size_t *offset)
+{
+    const struct model_config *c = &m->cfg;
+    bool g = c->arch == MODEL_ARCH_GPT2;
+    struct layer_sizes s = layer_sizes(c);
+    const struct {
+        const char *name;
+        size_t n;
+    } per[] = {
+        {"ln_1.weight", s.norm},    {"ln_1.bias", g ? s.norm : 0}, {"attn.qkv.weight", s.qkv_w},
+        {"attn.qkv.bias", s.qkv_b}, {"attn.out.weight", s.wo},     {"attn.out.bias", s.bo},
+        {"ln_2.weight", s.norm},    {"ln_2.bias", g ? s.norm : 0}, {"mlp.up.weight", s.up_w},
+        {"mlp.up.bias", s.up_b},    {"mlp.down.weight", s.down_w}, {"mlp.down.bias", s.down_b}};
+    size_t pos = 0, n = c->vocab_size * c->dim;
+    *offset = 0;
+    if (at < pos + n) {
+        snprintf(out, cap, "token_embedding");
+        *offset = at - pos;
+        return;
+    }
+    pos += n;
+    if (g) {
+        n = c->max_seq_len * c->dim;
+        if (at < pos + n) {
+            snprintf(out, cap, "position_embedding");
+            *offset = at - pos;
+            return;
+        }
+        pos += n;
+    }
+    for (size_t l = 0; l < c->n_layers; l++) {
+        for (size_t i = 0; i < SF_ARRAY_LEN(per); i++) {
+            if (at < pos + per[i].n) {
+                snprintf(out, cap, "blocks.%zu.%s", l, per[i].name);
+                *offset = at - pos;
+                return;
+            }
+            pos += per[i].n;
+        }
+    }
+    n = c->dim * (g ? 2 : 1);
+    if (at < pos + n) {
+        snprintf(out, cap, "final_norm");
+        *offset = at - pos;
+        return;
+    }
+    pos += n;
+    snprintf(out, cap, "unembedding");
+    *offset = at - pos;
+}
+
+int model_check_weights(const struct model *m)
+{
+    const uint32_t *u = (const uint32_t *)(const void *)m->arena;
+    size_t n = m->arena_len;
+    /* exponent all ones = NaN or +-inf; the OR reduction vectorises, so the common
+     * (clean) case costs one streaming read of the weights */
+    uint32_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad |= (uint32_t)((u[i] & 0x7f800000u) == 0x7f800000u);
+    if (!bad) return 0;
+    size_t first = SIZE_MAX, count = 0;
+    for (size_t i = 0; i < n; i++) {
+        if ((u[i] & 0x7f800000u) != 0x7f800000u) continue;
+        if (first == SIZE_MAX) first = i;
+        count++;
+    }
+    char name[96];
+    size_t off;
+    arena_tensor_name(m, first, name, sizeof name, &off);
+    log_error("model_weights_not_finite",
+              "tensor=%s index=%zu value=%g bad=%zu of=%zu "
+              "reason=\"the model file holds NaN or infinite weights: it is corrupt or was "
+              "saved from a diverged run\"",
+              name, off, (double)m->arena[first], count, n);
+    return SF_EFORMAT;
+}
+
 void model_destroy(struct model **pm)
 {
     if (!pm || !*pm) return;
@@ -380,6 +460,10 @@ int model_load_llama2c_mem(const void *buf, size_t len, struct model **out)
     p = take_f32(m->normf_w, p, d);
     p += c.max_seq_len * c.head_dim * sizeof(float); /* legacy freq_cis_real / imag */
     if (!c.tied_embeddings) take_f32(m->unembed, p, c.vocab_size * d);
+    if ((rc = model_check_weights(m))) {
+        model_destroy(&m);
+        return rc;
+    }
     *out = m;
     return 0;
 }

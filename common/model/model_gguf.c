@@ -177,7 +177,7 @@ static int load_gguf(const struct gguf *g, struct model **out)
     }
     struct model *m;
     if ((rc = model_alloc(&c, MODEL_FORMAT_GGUF, available, &m))) return rc;
-    if ((rc = load_weights(g, m))) {
+    if ((rc = load_weights(g, m)) || (rc = model_check_weights(m))) {
         model_destroy(&m);
         return rc;
     }

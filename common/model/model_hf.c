@@ -354,7 +354,7 @@ static int load_gpt2(const struct hf_cfg *h, const struct shards *s, struct mode
     c.tied_embeddings = shards_find(s, "lm_head.weight") == NULL;
     struct model *m;
     if ((rc = model_alloc(&c, MODEL_FORMAT_HF, shards_numel(s), &m))) return rc;
-    if ((rc = gpt2_weights(s, pre, conv1d, m))) {
+    if ((rc = gpt2_weights(s, pre, conv1d, m)) || (rc = model_check_weights(m))) {
         model_destroy(&m);
         return rc;
     }
@@ -370,7 +370,7 @@ static int load_llama(const struct hf_cfg *h, const struct shards *s, struct mod
     if (c.tied_embeddings == false && !shards_find(s, "lm_head.weight")) c.tied_embeddings = true;
     struct model *m;
     if ((rc = model_alloc(&c, MODEL_FORMAT_HF, shards_numel(s), &m))) return rc;
-    if ((rc = llama_weights(s, m))) {
+    if ((rc = llama_weights(s, m)) || (rc = model_check_weights(m))) {
         model_destroy(&m);
         return rc;
     }

@@ -61,6 +61,10 @@ int model_config_check(const struct model_config *cfg);
  * (SF_EFORMAT, before allocating, if the config needs more; SIZE_MAX: no limit). */
 int model_alloc(const struct model_config *cfg, enum model_format format, size_t available,
                 struct model **out);
+/* Checks every weight of a loaded model for NaN / infinity in one pass over the arena:
+ * SF_EFORMAT, with a log line naming the first bad tensor, the element and how many
+ * are bad, when any is; 0 otherwise. Every loader calls it before returning a model. */
+int model_check_weights(const struct model *m);
 /* Default config values for a Llama / GPT-2 model (eps, theta, ids). */
 void model_config_defaults(struct model_config *cfg, enum model_arch arch);
 

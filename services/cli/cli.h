@@ -15,6 +15,8 @@ struct cli_cmd {
 
 /* One declaration per command file. */
 int cmd_version(int argc, char **argv);
+int cmd_help(int argc, char **argv);
+int cmd_store_list(int argc, char **argv); /* cmd_store.c */
 int cmd_up(int argc, char **argv);
 int cmd_generate(int argc, char **argv); /* cmd_generate.c */
 /* cmd_generate_steer.c: generate with --sae/--steer (cmd_generate hands over) */

@@ -46,6 +46,22 @@ static int need_arg(int argc, char **argv, int i)
     return 0;
 }
 
+/* Progress of the eval and harvest passes and the store writes, on stderr. */
+static void on_progress(void *ud, const char *stage, size_t done, size_t total)
+{
+    struct progress *p = ud;
+    progress_update(p, done == total, "saeflow eval: %s %zu/%zu windows (%.0f%%)", stage, done,
+                    total, total ? 100.0 * (double)done / (double)total : 100.0);
+}
+
+static int on_store_progress(void *ud, uint32_t done, uint32_t n)
+{
+    struct progress *p = ud;
+    progress_update(p, done == n, "saeflow eval: stored %u/%u features (%.0f%%)", done, n,
+                    n ? 100.0 * done / n : 100.0);
+    return sig_stop_requested() ? SF_EXIT : 0;
+}
+
 static int parse_size(const char *flag, const char *s, size_t *out)
 {
     int64_t v;
@@ -80,11 +96,11 @@ int cmd_eval(int argc, char **argv)
     bool json_only = false, replace = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+        if (flag_eq(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;
         }
-        if (!strcmp(a, "--json")) {
+        if (flag_eq(a, "--json")) {
             json_only = true;
             continue;
         }
@@ -98,32 +114,32 @@ int cmd_eval(int argc, char **argv)
             return 2;
         }
         const char *v = argv[++i];
-        if (!strcmp(a, "--sae"))
+        if (flag_eq(a, "--sae"))
             sae_dir = v;
-        else if (!strcmp(a, "--model"))
+        else if (flag_eq(a, "--model"))
             model_path = v;
-        else if (!strcmp(a, "--tokenizer"))
+        else if (flag_eq(a, "--tokenizer"))
             tok_path = v;
-        else if (!strcmp(a, "--data"))
+        else if (flag_eq(a, "--data"))
             data_path = v;
-        else if (!strcmp(a, "--field"))
+        else if (flag_eq(a, "--field"))
             field = v;
-        else if (!strcmp(a, "--hook"))
+        else if (flag_eq(a, "--hook"))
             hook = v;
-        else if (!strcmp(a, "--store"))
+        else if (flag_eq(a, "--store"))
             store_dir = v;
-        else if (!strcmp(a, "--sae-id"))
+        else if (flag_eq(a, "--sae-id"))
             sae_id_arg = v;
-        else if (!strcmp(a, "--first-line")) {
+        else if (flag_eq(a, "--first-line")) {
             if (parse_size(a, v, &first_line) < 0) return 2;
-        } else if (!strcmp(a, "--tokens")) {
+        } else if (flag_eq(a, "--tokens")) {
             if (parse_size(a, v, &tokens) < 0) return 2;
-        } else if (!strcmp(a, "--context")) {
+        } else if (flag_eq(a, "--context")) {
             if (parse_size(a, v, &context) < 0 || context < 2) {
                 fprintf(stderr, "saeflow eval: --context must be >= 2\n");
                 return 2;
             }
-        } else if (!strcmp(a, "--batch")) {
+        } else if (flag_eq(a, "--batch")) {
             if (parse_size(a, v, &batch) < 0 || batch < 1) {
                 fprintf(stderr, "saeflow eval: --batch must be >= 1\n");
                 return 2;
@@ -162,6 +178,8 @@ int cmd_eval(int argc, char **argv)
     float *density = NULL;
     struct buf out;
     buf_init(&out, (size_t)1 << 26);
+    struct progress prog;
+    progress_init(&prog, stderr, 10);
 
     /* The store's lock first: a second writer fails now, not after the evaluation. */
     int orc = store_dir ? feature_store_open(&fs, store_dir) : 0;
@@ -241,9 +259,13 @@ int cmd_eval(int argc, char **argv)
     eval_opts_default(&eo);
     eo.hook = hook;
     eo.batch_seqs = batch;
+    eo.progress = on_progress;
+    eo.progress_ud = &prog;
     struct eval_metrics em;
     density = malloc(sae->n * sizeof *density);
-    if (!density || eval_metrics_run(m, sae, data, &eo, &em, density) < 0) {
+    int erc = density ? eval_metrics_run(m, sae, data, &eo, &em, density) : SF_ENOMEM;
+    progress_end(&prog);
+    if (erc < 0) {
         fprintf(stderr, "saeflow eval: evaluation failed (see the log line above)\n");
         goto out;
     }
@@ -261,7 +283,11 @@ int cmd_eval(int argc, char **argv)
         harvest_opts_default(&ho);
         ho.hook = hook;
         ho.batch_seqs = batch;
-        if (harvest_run(m, sae, data, &ho, &hv) < 0) {
+        ho.progress = on_progress;
+        ho.progress_ud = &prog;
+        int hrc = harvest_run(m, sae, data, &ho, &hv);
+        progress_end(&prog);
+        if (hrc < 0) {
             fprintf(stderr, "saeflow eval: harvesting failed (see the log line above)\n");
             goto out;
         }
@@ -273,7 +299,8 @@ int cmd_eval(int argc, char **argv)
                                         .source = sae_dir,
                                         .dataset = data_path,
                                         .metrics_json = mj};
-        int rc = harvest_store(hv, fs, &si, &run, NULL, NULL);
+        int rc = harvest_store(hv, fs, &si, &run, on_store_progress, &prog);
+        progress_end(&prog);
         free(mj);
         if (rc < 0) {
             fprintf(stderr, "saeflow eval: writing the feature store failed (see the log)\n");

@@ -120,13 +120,127 @@ static void print_piece(const char *s)
     buf_fini(&b);
 }
 
+static void json_bins(struct buf *b, const char *key, const struct feature_bin *bins, size_t n)
+{
+    buf_printf(b, ",\"%s\":[", key);
+    for (size_t i = 0; i < n; i++) {
+        buf_printf(b, "%s{\"lo\":", i ? "," : "");
+        buf_json_number(b, bins[i].lo);
+        buf_printf(b, ",\"hi\":");
+        buf_json_number(b, bins[i].hi);
+        buf_printf(b, ",\"count\":%llu}", (unsigned long long)bins[i].count);
+    }
+    buf_printf(b, "]");
+}
+
+static void json_examples(struct buf *b, const char *key, const struct feature_examples *e,
+                          size_t max)
+{
+    buf_printf(b, ",\"%s\":[", key);
+    for (size_t q = 0; q < e->n && q < max; q++) {
+        const struct feature_example *x = &e->ex[q];
+        buf_printf(b, "%s{\"group\":%u,\"act\":", q ? "," : "", x->group);
+        buf_json_number(b, x->act);
+        buf_printf(b, ",\"center\":%u,\"text\":", x->center);
+        buf_json_stringn(b, x->text, x->text_len);
+        buf_printf(b, ",\"tokens\":[");
+        for (size_t i = 0; i < x->n_tok; i++) buf_printf(b, "%s%u", i ? "," : "", x->tokens[i]);
+        buf_printf(b, "],\"pieces\":[");
+        for (size_t i = 0; i < x->n_tok; i++) {
+            size_t a = i ? x->text_end[i - 1] : 0, z = x->text_end[i];
+            if (i) buf_putc(b, ',');
+            buf_json_stringn(b, x->text + a, z >= a && z <= x->text_len ? z - a : 0);
+        }
+        buf_printf(b, "],\"acts\":[");
+        for (size_t i = 0; i < x->n_tok; i++) {
+            if (i) buf_putc(b, ',');
+            buf_json_number(b, x->acts[i]);
+        }
+        buf_printf(b, "]}");
+    }
+    buf_printf(b, "]");
+}
+
+/* The dashboard's facts as one JSON object. */
+static int feature_json(const char *path, const struct feature_sae *sae, int64_t feat,
+                        const struct feature_record *rec, size_t n_top, size_t per_group,
+                        size_t n_logits)
+{
+    const struct feature_stats *st = &rec->stats;
+    struct buf b;
+    buf_init(&b, (size_t)1 << 28);
+    buf_printf(&b, "{\"store\":");
+    buf_json_string(&b, path);
+    buf_printf(&b, ",\"sae_id\":");
+    buf_json_string(&b, sae->sae_id);
+    buf_printf(&b, ",\"feature\":%lld,\"run\":%llu,\"sae_state\":", (long long)feat,
+               (unsigned long long)st->run_id);
+    buf_json_string(&b, feature_state_name(sae->state));
+    buf_printf(&b, ",\"model\":");
+    buf_json_string(&b, sae->model);
+    buf_printf(&b, ",\"hook\":");
+    buf_json_string(&b, sae->hook);
+    buf_printf(&b, ",\"arch\":");
+    buf_json_string(&b, sae->arch);
+    buf_printf(&b, ",\"d_in\":%u,\"d_sae\":%u,\"k\":%u", sae->d_in, sae->d_sae, sae->k);
+    buf_printf(&b,
+               ",\"n_tokens\":%llu,\"fires\":%llu,\"density\":", (unsigned long long)st->n_tokens,
+               (unsigned long long)st->fires);
+    buf_json_number(&b, feature_stats_density(st));
+    buf_printf(&b, ",\"log10_density\":");
+    buf_json_number(&b, feature_stats_log10_density(st));
+    buf_printf(&b, ",\"max_act\":");
+    buf_json_number(&b, st->max_act);
+    buf_printf(&b, ",\"mean_act\":");
+    buf_json_number(&b, feature_stats_mean_act(st));
+    buf_printf(&b, ",\"histogram\":[");
+    for (size_t i = 0; i < st->n_hist; i++) buf_printf(&b, "%s%u", i ? "," : "", st->hist[i]);
+    buf_printf(&b, "]");
+    json_bins(&b, "intervals", st->intervals, st->n_intervals);
+    json_bins(&b, "quantiles", st->quantiles, st->n_quantiles);
+    const struct feature_logits *lg = &rec->logits;
+    for (int side = 0; side < 2; side++) {
+        const struct feature_logit *l = side ? lg->bottom : lg->top;
+        size_t n = side ? lg->n_bottom : lg->n_top;
+        buf_printf(&b, ",\"%s\":[", side ? "suppresses" : "promotes");
+        for (size_t q = 0; q < n && q < n_logits; q++) {
+            buf_printf(&b, "%s{\"token\":%u,\"piece\":", q ? "," : "", l[q].token);
+            buf_json_string(&b, l[q].piece);
+            buf_printf(&b, ",\"value\":");
+            buf_json_number(&b, l[q].value);
+            buf_printf(&b, "}");
+        }
+        buf_printf(&b, "]");
+    }
+    buf_printf(&b, ",\"neighbours\":[");
+    for (size_t q = 0; q < rec->neighbours.n; q++) {
+        buf_printf(&b, "%s{\"feature\":%u,\"cosine\":", q ? "," : "",
+                   rec->neighbours.nb[q].feature);
+        buf_json_number(&b, rec->neighbours.nb[q].cosine);
+        buf_printf(&b, "}");
+    }
+    buf_printf(&b, "]");
+    json_examples(&b, "top_examples", &rec->examples[FEATURE_EX_TOP], n_top);
+    size_t groups = per_group * (size_t)SF_MAX(st->n_intervals, st->n_quantiles);
+    json_examples(&b, "interval_examples", &rec->examples[FEATURE_EX_INTERVAL], groups);
+    json_examples(&b, "quantile_examples", &rec->examples[FEATURE_EX_QUANTILE], groups);
+    int rc = buf_printf(&b, "}\n");
+    if (rc == 0)
+        fwrite(b.data, 1, b.len, stdout);
+    else
+        fprintf(stderr, "saeflow feature show: the JSON is too large\n");
+    buf_fini(&b);
+    return rc == 0 ? 0 : 1;
+}
+
 int cmd_feature_show(int argc, char **argv)
 {
     char *store = NULL, *color_mode = NULL;
     int64_t n_top = 0, per_group = 0, width = 0, ctx_before = 0, ctx_after = 0, n_logits = 0;
-    bool no_color = false;
+    bool no_color = false, json = false;
     const struct config_opt opts[] = {
         {"store", CFG_STRING, &store, NULL, 0, -1, "feature store directory"},
+        {"json", CFG_BOOL, &json, "false", 0, -1, "print one JSON object instead"},
         {"examples", CFG_INT, &n_top, "10", 0, 4096, "top examples shown"},
         {"per-group", CFG_INT, &per_group, "2", 0, 4096,
          "examples per interval / quantile group (0: no groups)"},
@@ -201,6 +315,11 @@ int cmd_feature_show(int argc, char **argv)
         goto done;
     }
     have_rec = true;
+    if (json) {
+        ret = feature_json(path, &sae, feat, &rec, (size_t)n_top, (size_t)per_group,
+                           (size_t)n_logits);
+        goto done;
+    }
     bool color = !no_color && tty_use_color(color_mode);
     const struct feature_stats *st = &rec.stats;
 

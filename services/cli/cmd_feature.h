@@ -40,8 +40,13 @@ struct fscan {
     struct model_ctx *c;
     char hook[128];
     size_t batch, context;
-    size_t max_active; /* codes kept per token (k for topk) */
-    size_t n_cut;      /* texts cut at the context so far (their tail is not seen) */
+    size_t max_active;   /* codes kept per token (k for topk) */
+    size_t n_cut;        /* texts cut at the context so far (their tail is not seen) */
+    size_t n_seen;       /* texts run so far */
+    uint64_t cut_tokens; /* tokens beyond the context in the cut texts (never seen) */
+    size_t longest;      /* the longest text's tokens */
+    bool cut_warned;     /* the truncation warning was printed (once per process) */
+    size_t model_ctx;    /* the model's own context limit */
     bool add_bos;
     bool *special; /* (vocab) BOS/EOS/control: no codes */
     size_t vocab;

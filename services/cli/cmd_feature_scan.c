@@ -79,6 +79,7 @@ struct text_search {
     size_t *argmax; /* (n) token index of the max */
     int32_t *tokens;
     size_t n_tok;
+    struct buf *json; /* --json: the rows go here instead of stdout */
 };
 
 static int text_search_cb(void *ud, const struct fscan_text *t)
@@ -92,16 +93,30 @@ static int text_search_cb(void *ud, const struct fscan_text *t)
     if (!s->tokens) return SF_ENOMEM;
     memcpy(s->tokens, t->tokens, t->n * sizeof *s->tokens);
     s->n_tok = t->n;
-    printf("%4s  %-16s  %s\n", "pos", "token", "top features (activation)");
+    struct buf *js = s->json;
+    if (js)
+        buf_printf(js, ",\"tokens\":[");
+    else
+        printf("%4s  %-16s  %s\n", "pos", "token", "top features (activation)");
     for (size_t i = 0; i < t->n; i++) {
         piece_of(tok, i ? t->tokens[i - 1] : -1, t->tokens[i], &piece);
+        if (js) {
+            buf_printf(js, "%s{\"pos\":%zu,\"id\":%d,\"piece\":", i ? "," : "", i,
+                       (int)t->tokens[i]);
+            buf_json_stringn(js, piece.data ? piece.data : "", piece.len);
+            buf_printf(js, ",\"special\":%s,\"features\":[",
+                       s->fs->special[t->tokens[i]] ? "true" : "false");
+        }
         buf_reset(&line);
         buf_putc(&line, '"');
         tty_token(&line, piece.data ? piece.data : "", piece.len, 0, false);
         buf_putc(&line, '"');
-        printf("%4zu  %-16s ", i, line.data);
+        if (!js) printf("%4zu  %-16s ", i, line.data);
         if (s->fs->special[t->tokens[i]]) {
-            printf(" (special token: not encoded)\n");
+            if (js)
+                buf_printf(js, "]}");
+            else
+                printf(" (special token: not encoded)\n");
             continue;
         }
         const uint32_t *ix = t->idx + i * t->max_active;
@@ -114,11 +129,22 @@ static int text_search_cb(void *ud, const struct fscan_text *t)
             }
             s->total[f] += v[q];
             s->fires[f]++;
-            if (q < s->top) printf(" %6u %-7.3f", f, (double)v[q]);
+            if (q < s->top && js) {
+                buf_printf(js, "%s{\"feature\":%u,\"act\":", q ? "," : "", f);
+                buf_json_number(js, v[q]);
+                buf_printf(js, "}");
+            } else if (q < s->top) {
+                printf(" %6u %-7.3f", f, (double)v[q]);
+            }
+        }
+        if (js) {
+            buf_printf(js, "]}");
+            continue;
         }
         if (t->cnt[i] == 0) printf(" (none active)");
         printf("\n");
     }
+    if (js) buf_printf(js, "]");
     buf_fini(&piece);
     buf_fini(&line);
     return 1; /* one text */
@@ -134,6 +160,21 @@ static void print_summary(struct text_search *s, bool by_total, size_t top)
         if (s->fires[f])
             r[m++] = (struct rank){(uint32_t)f, by_total ? s->total[f] : s->max_act[f]};
     qsort(r, m, sizeof *r, cmp_rank_desc);
+    if (s->json) {
+        buf_printf(s->json, ",\"by_%s\":[", by_total ? "total" : "max");
+        for (size_t q = 0; q < m && q < top; q++) {
+            uint32_t f = r[q].f;
+            buf_printf(s->json, "%s{\"feature\":%u,\"max\":", q ? "," : "", f);
+            buf_json_number(s->json, s->max_act[f]);
+            buf_printf(s->json, ",\"total\":");
+            buf_json_number(s->json, s->total[f]);
+            buf_printf(s->json, ",\"fires\":%llu,\"max_at\":%zu}", (unsigned long long)s->fires[f],
+                       s->argmax[f]);
+        }
+        buf_printf(s->json, "]");
+        free(r);
+        return;
+    }
     printf("\nfeatures by %s activation:\n", by_total ? "total" : "max");
     printf("%7s %9s %9s %6s  %s\n", "feature", "max", "total", "fires", "where the max is");
     struct buf line;
@@ -218,7 +259,8 @@ static int word_search_cb(void *ud, const struct fscan_text *t)
 }
 
 static int run_word_search(struct fscan *fs, const struct text_list *texts, const char *word,
-                           size_t top, size_t max_tokens, bool by_diff, double min_on)
+                           struct buf *json, size_t top, size_t max_tokens, bool by_diff,
+                           double min_on)
 {
     const size_t n = fs->sae->n;
     struct word_search s = {.fs = fs, .word = word, .wlen = strlen(word), .max_tokens = max_tokens};
@@ -238,10 +280,11 @@ static int run_word_search(struct fscan *fs, const struct text_list *texts, cons
         goto out;
     int rc = fscan_run(fs, texts, word_search_cb, &s);
     if (rc < 0) goto out;
-    printf("word \"%s\": %llu occurrences (last token of each) among %llu tokens of %zu texts "
-           "(%zu cut at %zu tokens)\n",
-           word, (unsigned long long)s.n_on, (unsigned long long)(s.n_on + s.n_off), texts->n,
-           fs->n_cut, fs->context);
+    if (!json)
+        printf("word \"%s\": %llu occurrences (last token of each) among %llu tokens of %zu "
+               "texts (%zu cut at %zu tokens)\n",
+               word, (unsigned long long)s.n_on, (unsigned long long)(s.n_on + s.n_off), texts->n,
+               fs->n_cut, fs->context);
     if (s.n_on == 0) {
         fprintf(stderr, "saeflow feature search: \"%s\" does not occur in the input\n", word);
         goto out;
@@ -254,6 +297,39 @@ static int run_word_search(struct fscan *fs, const struct text_list *texts, cons
         r[m++] = (struct rank){(uint32_t)f, by_diff ? on - off : on / SF_MAX(off, 1e-6)};
     }
     qsort(r, m, sizeof *r, cmp_rank_desc);
+    if (json) {
+        buf_printf(json, "{\"hook\":");
+        buf_json_string(json, fs->hook);
+        buf_printf(json, ",\"word\":");
+        buf_json_string(json, word);
+        buf_printf(json,
+                   ",\"occurrences\":%llu,\"tokens\":%llu,\"texts\":%zu,\"texts_cut\":%zu,"
+                   "\"context\":%zu,\"rank_by\":\"%s\",\"min_on\":",
+                   (unsigned long long)s.n_on, (unsigned long long)(s.n_on + s.n_off), texts->n,
+                   fs->n_cut, fs->context, by_diff ? "diff" : "ratio");
+        buf_json_number(json, min_on);
+        buf_printf(json, ",\"features\":[");
+        for (size_t q = 0; q < top && q < m; q++) {
+            uint32_t f = r[q].f;
+            buf_printf(json, "%s{\"rank\":%zu,\"feature\":%u,\"score\":", q ? "," : "", q + 1, f);
+            buf_json_number(json, r[q].score);
+            buf_printf(json, ",\"mean_on\":");
+            buf_json_number(json, s.sum_on[f] / (double)s.n_on);
+            buf_printf(json, ",\"max_on\":");
+            buf_json_number(json, s.max_on[f]);
+            buf_printf(json, ",\"mean_off\":");
+            buf_json_number(json, s.n_off ? s.sum_off[f] / (double)s.n_off : 0.0);
+            buf_printf(json, ",\"fires_on\":");
+            buf_json_number(json, (double)s.fire_on[f] / (double)s.n_on);
+            buf_printf(json, ",\"fires_off\":");
+            buf_json_number(json, s.n_off ? (double)s.fire_off[f] / (double)s.n_off : 0.0);
+            buf_printf(json, "}");
+        }
+        buf_printf(json, "]}\n");
+        fwrite(json->data, 1, json->len, stdout);
+        ret = 0;
+        goto out;
+    }
     printf("features firing on >= %.0f%% of the word's tokens, ranked by mean activation there "
            "%s mean activation elsewhere:\n",
            100 * min_on, by_diff ? "minus" : "over");
@@ -305,6 +381,9 @@ int cmd_feature_search(int argc, char **argv)
     char *text = NULL, *input = NULL, *format = NULL, *word = NULL, *rank_by = NULL;
     double min_on = 0;
     int64_t top = 0, max_tokens = 0, max_texts = 0, summary = 0;
+    bool json = false;
+    struct buf jb;
+    buf_init(&jb, (size_t)1 << 28);
     const struct config_opt opts[] = {
         SCAN_OPTS(f),
         {"text", CFG_STRING, &text, NULL, 0, -1, "text to analyse token by token"},
@@ -318,6 +397,7 @@ int cmd_feature_search(int argc, char **argv)
         {"rank", CFG_STRING, &rank_by, "ratio", 0, -1,
          "--word: ratio (mean on / mean elsewhere) | diff (mean on - mean elsewhere)"},
         {"min-on", CFG_DOUBLE, &min_on, "0.5", 0, 1, "--word: fire on at least this share of it"},
+        {"json", CFG_BOOL, &json, "false", 0, -1, "print one JSON object instead of tables"},
     };
     struct config cfg = {
         .service = "feature search",
@@ -345,19 +425,33 @@ int cmd_feature_search(int argc, char **argv)
     if (by_text) {
         if (text_list_add(&texts, text, strlen(text)) != 0) goto done;
         const size_t n = fs.sae->n;
-        struct text_search s = {.fs = &fs, .top = (size_t)top};
+        struct text_search s = {.fs = &fs, .top = (size_t)top, .json = json ? &jb : NULL};
         s.color = !f.no_color && tty_use_color(f.color);
         s.max_act = calloc(n, sizeof *s.max_act);
         s.total = calloc(n, sizeof *s.total);
         s.fires = calloc(n, sizeof *s.fires);
         s.argmax = calloc(n, sizeof *s.argmax);
         if (s.max_act && s.total && s.fires && s.argmax) {
-            printf("SAE %s  hook %s  d_in %zu  latents %zu  %s k=%zu\n", f.sae, fs.hook,
-                   fs.sae->d_in, n, sae_arch_name(fs.sae->arch), fs.sae->k);
+            if (json) {
+                buf_printf(&jb, "{\"sae\":");
+                buf_json_string(&jb, f.sae);
+                buf_printf(&jb, ",\"hook\":");
+                buf_json_string(&jb, fs.hook);
+                buf_printf(&jb, ",\"d_in\":%zu,\"latents\":%zu,\"arch\":\"%s\",\"k\":%zu,\"text\":",
+                           fs.sae->d_in, n, sae_arch_name(fs.sae->arch), fs.sae->k);
+                buf_json_string(&jb, text);
+            } else {
+                printf("SAE %s  hook %s  d_in %zu  latents %zu  %s k=%zu\n", f.sae, fs.hook,
+                       fs.sae->d_in, n, sae_arch_name(fs.sae->arch), fs.sae->k);
+            }
             rc = fscan_run(&fs, &texts, text_search_cb, &s);
             if (rc >= 0 && s.n_tok) {
                 print_summary(&s, false, (size_t)summary);
                 print_summary(&s, true, (size_t)summary);
+                if (json) {
+                    buf_printf(&jb, ",\"texts_cut\":%zu,\"context\":%zu}\n", fs.n_cut, fs.context);
+                    fwrite(jb.data, 1, jb.len, stdout);
+                }
                 ret = 0;
             } else if (rc >= 0) {
                 fprintf(stderr, "saeflow feature search: the text has no tokens\n");
@@ -375,10 +469,11 @@ int cmd_feature_search(int argc, char **argv)
             ret = 2;
             goto done;
         }
-        ret = run_word_search(&fs, &texts, word, (size_t)top, (size_t)max_tokens,
+        ret = run_word_search(&fs, &texts, word, json ? &jb : NULL, (size_t)top, (size_t)max_tokens,
                               !strcmp(rank_by, "diff"), min_on);
     }
 done:
+    buf_fini(&jb);
     text_list_free(&texts);
     fscan_close(&fs);
     config_free(&cfg);
@@ -689,7 +784,9 @@ int cmd_feature_contrast(int argc, char **argv)
     struct scan_flags f = {0};
     char *pos = NULL, *neg = NULL, *format = NULL, *agg = NULL, *rank_by = NULL, *dump = NULL;
     int64_t top = 0, examples_for = 0, max_texts = 0, min_fires = 0;
-    bool paired = false;
+    bool paired = false, json = false;
+    struct buf jb;
+    buf_init(&jb, (size_t)1 << 28);
     const struct config_opt opts[] = {
         SCAN_OPTS(f),
         {"pos", CFG_STRING, &pos, NULL, 0, -1, "texts of the first set (files, comma-separated)"},
@@ -706,6 +803,8 @@ int cmd_feature_contrast(int argc, char **argv)
         {"dump", CFG_STRING, &dump, NULL, 0, -1,
          "write the listed features' per-text values here (TSV: feature, set, value)"},
         {"max-texts", CFG_INT, &max_texts, "0", 0, 1e9, "read at most this many texts per set"},
+        {"json", CFG_BOOL, &json, "false", 0, -1,
+         "print one JSON object (the ranked features) instead of tables"},
     };
     struct config cfg = {
         .service = "feature contrast",
@@ -733,6 +832,10 @@ int cmd_feature_contrast(int argc, char **argv)
     if (cfg.n_positional || !*pos || !*neg || (!use_mean && strcmp(agg, "max")) ||
         (!by_smd && strcmp(rank_by, "auroc"))) {
         fprintf(stderr, "usage: %s\n", cfg.usage);
+        goto done;
+    }
+    if (json && paired) {
+        fprintf(stderr, "saeflow feature contrast: --json is not available with --paired yet\n");
         goto done;
     }
     ret = 1;
@@ -805,16 +908,48 @@ int cmd_feature_contrast(int argc, char **argv)
         rk[m++] = (struct rank){(uint32_t)ff, by_smd ? fabs(st[1]) : fabs(st[0] - 0.5)};
     }
     qsort(rk, m, sizeof *rk, cmp_rank_desc);
-    printf("contrast: %zu pos texts (%s) vs %zu neg texts (%s); %zu cut at %zu tokens\n", tp.n, pos,
-           tn.n, neg, fs.n_cut, fs.context);
-    printf("SAE %s  hook %s  latents %zu; per-text value = %s activation; ranked by %s\n", f.sae,
-           fs.hook, n, use_mean ? "mean" : "max", by_smd ? "|SMD|" : "|AUROC - 0.5|");
-    printf("%4s %7s %7s %7s %9s %9s %7s %7s  %s\n", "rank", "feature", "AUROC", "SMD", "mean_pos",
-           "mean_neg", "fire_p", "fire_n", "higher in");
-    for (size_t q = 0; q < m && q < (size_t)top; q++) {
-        const double *st = stat + (size_t)rk[q].f * 6;
-        printf("%4zu %7u %7.3f %+7.3f %9.4f %9.4f %6.1f%% %6.1f%%  %s\n", q + 1, rk[q].f, st[0],
-               st[1], st[2], st[3], 100 * st[4], 100 * st[5], st[2] >= st[3] ? "pos" : "neg");
+    if (json) {
+        buf_printf(&jb, "{\"pos\":");
+        buf_json_string(&jb, pos);
+        buf_printf(&jb, ",\"neg\":");
+        buf_json_string(&jb, neg);
+        buf_printf(&jb,
+                   ",\"n_pos\":%zu,\"n_neg\":%zu,\"texts_cut\":%zu,\"context\":%zu,\"sae\":", tp.n,
+                   tn.n, fs.n_cut, fs.context);
+        buf_json_string(&jb, f.sae);
+        buf_printf(&jb, ",\"hook\":");
+        buf_json_string(&jb, fs.hook);
+        buf_printf(&jb, ",\"latents\":%zu,\"agg\":\"%s\",\"rank_by\":\"%s\",\"features\":[", n,
+                   use_mean ? "mean" : "max", by_smd ? "smd" : "auroc");
+        static const char *const keys[] = {"auroc",    "smd",      "mean_pos",
+                                           "mean_neg", "fire_pos", "fire_neg"};
+        for (size_t q = 0; q < m && q < (size_t)top; q++) {
+            const double *st = stat + (size_t)rk[q].f * 6;
+            buf_printf(&jb, "%s{\"rank\":%zu,\"feature\":%u", q ? "," : "", q + 1, rk[q].f);
+            for (size_t k = 0; k < 6; k++) {
+                buf_printf(&jb, ",\"%s\":", keys[k]);
+                buf_json_number(&jb, st[k]);
+            }
+            buf_printf(&jb, ",\"higher_in\":\"%s\"}", st[2] >= st[3] ? "pos" : "neg");
+        }
+        if (buf_printf(&jb, "]}\n") < 0) {
+            fprintf(stderr, "saeflow feature contrast: the JSON is too large\n");
+            goto done;
+        }
+        fwrite(jb.data, 1, jb.len, stdout);
+        examples_for = 0; /* the examples are for reading; --dump has the values */
+    } else {
+        printf("contrast: %zu pos texts (%s) vs %zu neg texts (%s); %zu cut at %zu tokens\n", tp.n,
+               pos, tn.n, neg, fs.n_cut, fs.context);
+        printf("SAE %s  hook %s  latents %zu; per-text value = %s activation; ranked by %s\n",
+               f.sae, fs.hook, n, use_mean ? "mean" : "max", by_smd ? "|SMD|" : "|AUROC - 0.5|");
+        printf("%4s %7s %7s %7s %9s %9s %7s %7s  %s\n", "rank", "feature", "AUROC", "SMD",
+               "mean_pos", "mean_neg", "fire_p", "fire_n", "higher in");
+        for (size_t q = 0; q < m && q < (size_t)top; q++) {
+            const double *st = stat + (size_t)rk[q].f * 6;
+            printf("%4zu %7u %7.3f %+7.3f %9.4f %9.4f %6.1f%% %6.1f%%  %s\n", q + 1, rk[q].f, st[0],
+                   st[1], st[2], st[3], 100 * st[4], 100 * st[5], st[2] >= st[3] ? "pos" : "neg");
+        }
     }
 
     if (*dump) {
@@ -870,6 +1005,7 @@ done:
             free(fe[q].tok_cnt);
         }
     free(fe);
+    buf_fini(&jb);
     free(c.vals);
     free(lv);
     free(rk);

@@ -180,6 +180,12 @@ int fscan_open(struct fscan *fs, const struct fscan_opts *o)
     snprintf(fs->hook, sizeof fs->hook, "%s", hook);
     fs->batch = o->batch ? o->batch : 16;
     fs->context = SF_MIN(o->context ? o->context : 256, mc->max_seq_len);
+    fs->model_ctx = mc->max_seq_len;
+    if (o->context > mc->max_seq_len)
+        fprintf(stderr,
+                "saeflow: warning: --context %zu is beyond the model's context of %zu tokens: "
+                "texts are cut at %zu\n",
+                o->context, mc->max_seq_len, fs->context);
     fs->max_active = fs->sae->arch == SAE_TOPK ? SF_MIN(fs->sae->k, fs->sae->n)
                                                : SF_MIN(fs->sae->n, (size_t)256);
     fs->add_bos = !o->no_bos && tokenizer_add_bos_default(fs->tok); /* as eval harvests */
@@ -240,7 +246,12 @@ int fscan_run(struct fscan *fs, const struct text_list *texts, fscan_fn fn, void
             if (rc) goto out;
             if (n == 0) continue;
             lens[nb] = SF_MIN(n, ctx);
-            if (n > ctx) fs->n_cut++;
+            fs->n_seen++;
+            fs->longest = SF_MAX(fs->longest, n);
+            if (n > ctx) {
+                fs->n_cut++;
+                fs->cut_tokens += n - ctx;
+            }
             which[nb] = t0;
             seqs[nb] = (struct model_seq){.slot = nb, .tokens = ids[nb], .n = lens[nb]};
             nb++;
@@ -271,6 +282,15 @@ int fscan_run(struct fscan *fs, const struct text_list *texts, fscan_fn fn, void
             rc = fn(ud, &t);
             row += lens[b];
         }
+    }
+    if (rc >= 0 && fs->n_cut && !fs->cut_warned) {
+        /* cutting is how a fixed context works, but never silently */
+        fs->cut_warned = true;
+        fprintf(stderr,
+                "saeflow: warning: %zu of %zu texts are longer than the context of %zu tokens "
+                "and were cut there: %llu tokens not seen (the longest text has %zu tokens)%s\n",
+                fs->n_cut, fs->n_seen, ctx, (unsigned long long)fs->cut_tokens, fs->longest,
+                ctx < fs->model_ctx ? "; raise --context" : "; that is the model's limit");
     }
 out:
     if (ids)

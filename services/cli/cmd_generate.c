@@ -114,6 +114,11 @@ int cmd_generate(int argc, char **argv)
         goto done;
     }
     size_t n_new = SF_MIN((size_t)n, max_len - n_ids);
+    if (n_new < (size_t)n)
+        fprintf(stderr,
+                "saeflow generate: warning: the model's context is %zu tokens and the prompt "
+                "takes %zu: generating at most %zu of the %lld tokens asked for\n",
+                mc->max_seq_len, n_ids, n_new, (long long)n);
     c = model_ctx_new(m, 1, max_len);
     out = malloc(n_new * sizeof *out);
     if (!c || !out) goto done;

@@ -338,6 +338,11 @@ int cmd_generate_steer(int argc, char **argv)
     }
     size_t max_len = SF_MIN(mc->max_seq_len, n_ids + (size_t)n);
     size_t n_new = SF_MIN((size_t)n, max_len - n_ids), K = (size_t)samples;
+    if (n_new < (size_t)n)
+        fprintf(stderr,
+                "saeflow generate: warning: the model's context is %zu tokens and the prompt "
+                "takes %zu: generating at most %zu of the %lld tokens asked for\n",
+                mc->max_seq_len, n_ids, n_new, (long long)n);
     c = model_ctx_new(m, K, max_len);
     out_u = calloc(K * n_new, sizeof *out_u);
     out_s = calloc(K * n_new, sizeof *out_s);

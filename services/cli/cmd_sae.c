@@ -14,10 +14,11 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: saeflow sae info DIR\n"
+    fprintf(f, "usage: saeflow sae info [--json] DIR\n"
                "  DIR: a SAELens directory (cfg.json + sae_weights.safetensors), a sparsify\n"
                "       hookpoint directory (cfg.json + sae.safetensors), or a sparsify\n"
-               "       directory with exactly one hookpoint\n");
+               "       directory with exactly one hookpoint\n"
+               "  --json  print one JSON object instead of the table\n");
 }
 
 static int cmp_float(const void *a, const void *b)
@@ -37,6 +38,146 @@ static void print_stats(const char *label, float *v, size_t n)
     /* + 0.0 prints -0 as 0 */
     printf("%-22s min %.6g  median %.6g  mean %.6g  max %.6g\n", label, (double)v[0] + 0.0,
            median + 0.0, sum / (double)n + 0.0, (double)v[n - 1] + 0.0);
+}
+
+struct stats4 {
+    double min, median, mean, max;
+};
+
+static struct stats4 stats_of(float *v, size_t n)
+{
+    struct stats4 s = {0};
+    if (n == 0) return s;
+    double sum = 0.0;
+    for (size_t i = 0; i < n; i++) sum += v[i];
+    qsort(v, n, sizeof *v, cmp_float);
+    s.min = v[0];
+    s.median = n % 2 ? v[n / 2] : 0.5 * ((double)v[n / 2 - 1] + v[n / 2]);
+    s.mean = sum / (double)n;
+    s.max = v[n - 1];
+    return s;
+}
+
+static void json_stats(struct buf *b, const char *key, float *v, size_t n)
+{
+    struct stats4 s = stats_of(v, n);
+    buf_printf(b, ",\"%s\":{\"min\":", key);
+    buf_json_number(b, s.min);
+    buf_printf(b, ",\"median\":");
+    buf_json_number(b, s.median);
+    buf_printf(b, ",\"mean\":");
+    buf_json_number(b, s.mean);
+    buf_printf(b, ",\"max\":");
+    buf_json_number(b, s.max);
+    buf_printf(b, "}");
+}
+
+static void json_kv(struct buf *b, const char *key, const char *value)
+{
+    buf_printf(b, ",\"%s\":", key);
+    if (value && *value)
+        buf_json_string(b, value);
+    else
+        buf_printf(b, "null");
+}
+
+/* The same facts as the table, as one JSON object on stdout. */
+static int sae_info_json(const char *path)
+{
+    struct sae *sae = NULL;
+    struct sae_io_info info;
+    int rc = sae_io_load_info(path, &sae, &info);
+    if (rc) {
+        fprintf(stderr,
+                "saeflow sae info: %s is not a readable SAE directory (%s); see the log "
+                "line above for why\n",
+                path, sf_strerror(rc));
+        return 1;
+    }
+    const struct sae_meta *m = &sae->meta;
+    const size_t n = sae->n, d = sae->d_in;
+    struct buf b;
+    buf_init(&b, (size_t)1 << 24);
+    float *v = malloc(n * sizeof *v);
+    int ret = 1;
+    if (!v) goto out;
+    buf_printf(&b, "{\"directory\":");
+    buf_json_string(&b, info.dir);
+    json_kv(&b, "layout", info.layout == SAE_IO_SAELENS ? "saelens" : "sparsify");
+    json_kv(&b, "architecture", info.architecture);
+    json_kv(&b, "saeflow_arch", sae_arch_name(sae->arch));
+    buf_printf(&b, ",\"d_in\":%zu,\"d_sae\":%zu,\"k\":", d, n);
+    if (sae->arch == SAE_TOPK)
+        buf_printf(&b, "%zu", sae->k);
+    else
+        buf_printf(&b, "null");
+    json_kv(&b, "dtype", info.cfg_dtype);
+    json_kv(&b, "weights_dtype", info.weights_dtype);
+    json_kv(&b, "sae_lens_version", info.layout == SAE_IO_SAELENS ? info.sae_lens_version : NULL);
+    json_kv(&b, "model", m->model_name);
+    json_kv(&b, "hook", m->hook_name);
+    buf_printf(&b, ",\"hook_layer\":");
+    if (m->hook_layer >= 0)
+        buf_printf(&b, "%lld", (long long)m->hook_layer);
+    else
+        buf_printf(&b, "null");
+    buf_printf(&b, ",\"context_size\":");
+    if (m->context_size > 0)
+        buf_printf(&b, "%lld", (long long)m->context_size);
+    else
+        buf_printf(&b, "null");
+    buf_printf(&b, ",\"prepend_bos\":%s,\"exclude_special_tokens\":%s",
+               m->prepend_bos ? "true" : "false", m->exclude_special_tokens ? "true" : "false");
+    json_kv(&b, "dataset", m->dataset_path);
+    size_t unit = 0;
+    for (size_t i = 0; i < n; i++) {
+        double s = 0.0;
+        for (size_t j = 0; j < d; j++) s += (double)sae->W_dec[i * d + j] * sae->W_dec[i * d + j];
+        v[i] = (float)sqrt(s);
+        unit += fabs(v[i] - 1.0) <= 1e-3;
+    }
+    json_stats(&b, "decoder_row_norms", v, n);
+    buf_printf(&b, ",\"unit_decoder_rows\":%zu", unit);
+    for (size_t i = 0; i < n; i++) {
+        double s = 0.0;
+        for (size_t j = 0; j < d; j++) s += (double)sae->W_enc[i * d + j] * sae->W_enc[i * d + j];
+        v[i] = (float)sqrt(s);
+    }
+    json_stats(&b, "encoder_row_norms", v, n);
+    if (sae->threshold) {
+        memcpy(v, sae->threshold, n * sizeof *v);
+        json_stats(&b, "threshold", v, n);
+    }
+    buf_printf(&b, ",\"sparsity\":");
+    if (info.layout == SAE_IO_SAELENS && info.has_sparsity) {
+        rc = sae_io_read_sparsity(info.dir, n, v);
+        if (rc) {
+            fprintf(stderr, "saeflow sae info: %s/%s is malformed (%s)\n", info.dir,
+                    SAE_IO_SAELENS_SPARSITY, sf_strerror(rc));
+            goto out;
+        }
+        size_t dead = 0, dense1 = 0, dense10 = 0;
+        for (size_t i = 0; i < n; i++) {
+            dead += v[i] <= -9.999f;
+            dense1 += v[i] > -2.0f;
+            dense10 += v[i] > -1.0f;
+        }
+        buf_printf(&b, "{\"dead\":%zu,\"dense_1pct\":%zu,\"dense_10pct\":%zu", dead, dense1,
+                   dense10);
+        json_stats(&b, "log10_density", v, n);
+        buf_printf(&b, "}");
+    } else {
+        buf_printf(&b, "null");
+    }
+    if (buf_printf(&b, "}\n") < 0) goto out;
+    fwrite(b.data, 1, b.len, stdout);
+    ret = 0;
+out:
+    if (ret && !v) fprintf(stderr, "saeflow sae info: out of memory\n");
+    free(v);
+    buf_fini(&b);
+    sae_destroy(&sae);
+    return ret;
 }
 
 static const char *or_dash(const char *s)
@@ -144,10 +285,15 @@ static int sae_info(const char *path)
 int cmd_sae_info(int argc, char **argv)
 {
     const char *dir = NULL;
+    bool json = false;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+        if (flag_eq(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
             return 0;
+        }
+        if (flag_eq(argv[i], "--json")) {
+            json = true;
+            continue;
         }
         if (argv[i][0] == '-' && argv[i][1] != '\0') {
             fprintf(stderr, "saeflow sae info: unknown option %s\n", argv[i]);
@@ -165,5 +311,5 @@ int cmd_sae_info(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    return sae_info(dir);
+    return json ? sae_info_json(dir) : sae_info(dir);
 }

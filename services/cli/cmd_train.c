@@ -244,17 +244,17 @@ static int export_out(const struct sae_trainer *t, struct data *dt, const char *
     return rc;
 }
 
-static void progress(const struct sae_train_metrics *m, int64_t total, double elapsed,
-                     int64_t start_tokens)
+static void progress(struct progress *p, const struct sae_train_metrics *m, int64_t total,
+                     double elapsed, int64_t start_tokens)
 {
     double rate = elapsed > 0 ? (double)(m->tokens - start_tokens) / elapsed : 0;
     double eta = rate > 0 ? (double)(total - m->tokens) / rate : 0;
-    fprintf(stderr,
-            "\r[%5.1f%%] tokens %lld/%lld  loss %.5f  FVU %.4f  L0 %.1f  dead %.1f%%  k %zu  "
-            "lr %.2e  %.0f tok/s  ETA %02d:%02d:%02d ",
-            100.0 * (double)m->tokens / (double)total, (long long)m->tokens, (long long)total,
-            m->loss, m->fvu, m->l0, 100.0 * m->dead_frac, m->k, m->lr, rate, (int)(eta / 3600),
-            (int)fmod(eta / 60, 60), (int)fmod(eta, 60));
+    progress_update(p, m->tokens >= total,
+                    "[%5.1f%%] tokens %lld/%lld  loss %.5f  FVU %.4f  L0 %.1f  dead %.1f%%  k %zu  "
+                    "lr %.2e  %.0f tok/s  ETA %02d:%02d:%02d ",
+                    100.0 * (double)m->tokens / (double)total, (long long)m->tokens,
+                    (long long)total, m->loss, m->fvu, m->l0, 100.0 * m->dead_frac, m->k, m->lr,
+                    rate, (int)(eta / 3600), (int)fmod(eta / 60, 60), (int)fmod(eta, 60));
 }
 
 static int want_i64(const char *flag, const char *v, int64_t lo, int64_t *out)
@@ -371,89 +371,89 @@ int cmd_train(int argc, char **argv)
     for (int i = 1; i < argc && rc == 0; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+        if (flag_eq(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             free(files);
             free(hfiles);
             return 0;
-        } else if (!strcmp(a, "--activations")) {
+        } else if (flag_eq(a, "--activations")) {
             while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) files[nf++] = argv[++i];
             continue;
-        } else if (!strcmp(a, "--heldout")) {
+        } else if (flag_eq(a, "--heldout")) {
             while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) hfiles[nhf++] = argv[++i];
             continue;
         }
         bool takes = true;
-        if (!strcmp(a, "--arch")) {
+        if (flag_eq(a, "--arch")) {
             arch_s = v;
             arch_set = true;
-        } else if (!strcmp(a, "--n")) {
+        } else if (flag_eq(a, "--n")) {
             rc = want_i64(a, v, 1, &n);
             n_set = true;
-        } else if (!strcmp(a, "--expansion")) {
+        } else if (flag_eq(a, "--expansion")) {
             rc = want_f64(a, v, &expansion);
             exp_set = true;
-        } else if (!strcmp(a, "--k")) {
+        } else if (flag_eq(a, "--k")) {
             rc = want_i64(a, v, 1, &k);
             k_set = true;
-        } else if (!strcmp(a, "--k0"))
+        } else if (flag_eq(a, "--k0"))
             rc = want_i64(a, v, 0, &k0);
-        else if (!strcmp(a, "--k-anneal-tokens"))
+        else if (flag_eq(a, "--k-anneal-tokens"))
             rc = want_i64(a, v, 0, &kanneal);
-        else if (!strcmp(a, "--k-schedule"))
+        else if (flag_eq(a, "--k-schedule"))
             sched_s = v;
-        else if (!strcmp(a, "--lr"))
+        else if (flag_eq(a, "--lr"))
             rc = want_f64(a, v, &lr);
-        else if (!strcmp(a, "--optimizer"))
+        else if (flag_eq(a, "--optimizer"))
             opt_s = v;
-        else if (!strcmp(a, "--sf-momentum"))
+        else if (flag_eq(a, "--sf-momentum"))
             rc = want_f64(a, v, &sf_mom);
-        else if (!strcmp(a, "--lr-decay-start"))
+        else if (flag_eq(a, "--lr-decay-start"))
             rc = want_f64(a, v, &decay_start);
-        else if (!strcmp(a, "--dead-run-fraction"))
+        else if (flag_eq(a, "--dead-run-fraction"))
             rc = want_f64(a, v, &dead_frac);
-        else if (!strcmp(a, "--sweep"))
+        else if (flag_eq(a, "--sweep"))
             sweep_s = v;
-        else if (!strcmp(a, "--sweep-tokens"))
+        else if (flag_eq(a, "--sweep-tokens"))
             rc = want_i64(a, v, 1, &sweep_tokens);
-        else if (!strcmp(a, "--batch"))
+        else if (flag_eq(a, "--batch"))
             rc = want_i64(a, v, 1, &batch);
-        else if (!strcmp(a, "--tokens")) {
+        else if (flag_eq(a, "--tokens")) {
             rc = want_i64(a, v, 1, &tokens);
             tokens_set = true;
-        } else if (!strcmp(a, "--warmup-tokens"))
+        } else if (flag_eq(a, "--warmup-tokens"))
             rc = want_i64(a, v, 0, &warm);
-        else if (!strcmp(a, "--auxk-alpha"))
+        else if (flag_eq(a, "--auxk-alpha"))
             rc = want_f64(a, v, &alpha);
-        else if (!strcmp(a, "--dead-tokens"))
+        else if (flag_eq(a, "--dead-tokens"))
             rc = want_i64(a, v, 1, &dead);
-        else if (!strcmp(a, "--l1"))
+        else if (flag_eq(a, "--l1"))
             rc = want_f64(a, v, &l1);
-        else if (!strcmp(a, "--grad-clip"))
+        else if (flag_eq(a, "--grad-clip"))
             rc = want_f64(a, v, &clip);
-        else if (!strcmp(a, "--seed"))
+        else if (flag_eq(a, "--seed"))
             rc = want_i64(a, v, 0, &seed);
-        else if (!strcmp(a, "--threads"))
+        else if (flag_eq(a, "--threads"))
             rc = want_i64(a, v, 0, &threads);
-        else if (!strcmp(a, "--backend"))
+        else if (flag_eq(a, "--backend"))
             backend = v;
-        else if (!strcmp(a, "--cuda-math") || !strcmp(a, "--cuda_math"))
+        else if (flag_eq(a, "--cuda-math"))
             cmath_s = v;
-        else if (!strcmp(a, "--out"))
+        else if (flag_eq(a, "--out"))
             out = v;
-        else if (!strcmp(a, "--checkpoint"))
+        else if (flag_eq(a, "--checkpoint"))
             ckdir = v;
-        else if (!strcmp(a, "--checkpoint-tokens"))
+        else if (flag_eq(a, "--checkpoint-tokens"))
             rc = want_i64(a, v, 1, &ck_every);
         else {
             takes = false;
-            if (!strcmp(a, "--multi-topk"))
+            if (flag_eq(a, "--multi-topk"))
                 multi = true;
-            else if (!strcmp(a, "--ghost-grads"))
+            else if (flag_eq(a, "--ghost-grads"))
                 ghost = true;
-            else if (!strcmp(a, "--resume"))
+            else if (flag_eq(a, "--resume"))
                 resume = true;
-            else if (!strcmp(a, "--no-init-scale"))
+            else if (flag_eq(a, "--no-init-scale"))
                 init_scale = false;
             else {
                 fprintf(stderr, "saeflow train: unknown option %s\n", a);
@@ -657,7 +657,9 @@ int cmd_train(int argc, char **argv)
     const int64_t start_tokens = sae_trainer_tokens(t);
     int64_t next_ck = ck_every > 0 ? (start_tokens / ck_every + 1) * ck_every : INT64_MAX;
     int64_t saved_at = -1;
-    double t0 = time_now_s(), last_print = 0;
+    double t0 = time_now_s();
+    struct progress prog; /* TTY: redrawn in place; otherwise a line every 10 s */
+    progress_init(&prog, stderr, 10);
     struct sae_train_metrics m = {0};
     bool stopped = false;
     while (sae_trainer_tokens(t) < total) {
@@ -672,18 +674,14 @@ int cmd_train(int argc, char **argv)
             fprintf(stderr, "\nsaeflow train: training step failed (see the log)\n");
             goto done;
         }
-        double now = time_now_s();
-        if (now - last_print > 0.2 || m.tokens >= total) {
-            progress(&m, total, now - t0, start_tokens);
-            last_print = now;
-        }
+        progress(&prog, &m, total, time_now_s() - t0, start_tokens);
         if (ckpath[0] && m.tokens >= next_ck) {
             if (sae_backend_sync(be) != 0 || sae_trainer_save(t, ckpath) != 0) goto done;
             saved_at = m.tokens;
             while (next_ck <= m.tokens) next_ck += ck_every;
         }
     }
-    fputc('\n', stderr);
+    progress_end(&prog);
     if (sae_backend_sync(be) != 0) {
         fprintf(stderr, "saeflow train: could not copy the trained state back (see the log)\n");
         goto done;
@@ -698,6 +696,13 @@ int cmd_train(int argc, char **argv)
     }
     log_info("train_done", "tokens=%lld steps=%lld loss=%.6f fvu=%.5f l0=%.2f dead_frac=%.4f",
              (long long)m.tokens, (long long)m.step, m.loss, m.fvu, m.l0, m.dead_frac);
+    if (!(m.fvu <= 1.0))
+        fprintf(stderr,
+                "saeflow train: warning: final FVU %.4g %s: this SAE reconstructs the "
+                "activations worse than predicting their mean. Try a lower --lr, more --tokens, "
+                "a larger --k or --n, or check the shards (constant or near-constant "
+                "activations)\n",
+                m.fvu, m.fvu > 1.0 ? "> 1" : "is not a number (training diverged)");
     if (out) {
         if (export_out(t, &dt, out, B, x) != 0) {
             fprintf(stderr, "saeflow train: export to %s failed (see the log)\n", out);

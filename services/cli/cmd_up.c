@@ -5,15 +5,23 @@
  * checkpoint). Running it again resumes from that checkpoint.
  *
  * The config file: `name = value` lines. `capture.<opt>` and `train.<opt>` go to the
- * services as --<opt> flags; plain names are up's own:
+ * services as --<opt> flags; plain names are up's own. Values may use ${NAME} and
+ * ${NAME:-default} for environment variables (deploy/demo.conf does).
  *   run_dir   = saeflow-run   sockets, logs, ledgers (checkpoints default below it)
  *   bin_dir   = (the directory of this saeflow binary)
  *   stop_s    = 60            how long to wait for the services after Ctrl-C
+ *   progress_s = 10           without a terminal, a progress line this often (each once)
  * Both services take backend = cpu | cuda | auto and cuda_math = fp32 | tf32 | bf16
  * (e.g. `train.backend = auto`, `capture.backend = auto`); a cuda that cannot run
  * makes the service exit 1 at startup, and up with it.
  * Unless set, up fills in train.bind, train.publish, train.ckpt_dir, train.export_dir,
- * train.exit_when_done = true, capture.connect, capture.drain_s. */
+ * train.exit_when_done = true, capture.connect, capture.drain_s.
+ *
+ * Failure: when a service exits non-zero before up was asked to stop (a bad model path,
+ * an unknown key, an unreadable file), up prints the last lines of its log, stops the
+ * other one (SIGTERM, SIGKILL after a grace period) and exits 1. The services die with
+ * up (PR_SET_PDEATHSIG), so killing up never leaves an orphaned trainer. Exit codes:
+ * 0 both services finished, 1 a service failed, 2 a bad config. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -21,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -55,14 +64,14 @@ static void argv_free(struct argv_list *a)
 static bool argv_has(const struct argv_list *a, const char *flag)
 {
     for (size_t i = 1; i < a->n; i++)
-        if (!strcmp(a->v[i], flag)) return true;
+        if (flag_eq(a->v[i], flag)) return true;
     return false;
 }
 
 static const char *argv_get(const struct argv_list *a, const char *flag)
 {
     for (size_t i = 1; i + 1 < a->n; i++)
-        if (!strcmp(a->v[i], flag)) return a->v[i + 1];
+        if (flag_eq(a->v[i], flag)) return a->v[i + 1];
     return NULL;
 }
 
@@ -77,6 +86,7 @@ struct up_conf {
     char run_dir[4096];
     char bin_dir[4096];
     double stop_s;
+    double progress_s; /* non-TTY progress period */
     struct argv_list cap, train;
 };
 
@@ -127,6 +137,39 @@ static int parse_conf(const char *path, struct up_conf *c)
         key[ke - ks] = 0;
         memcpy(val, vs, (size_t)(ve - vs));
         val[ve - vs] = 0;
+        char expanded[4096], what[256];
+        int erc = env_expand(val, expanded, sizeof expanded, what, sizeof what);
+        if (erc == SF_ERANGE) {
+            fprintf(stderr, "%s:%zu: value of '%s' too long once expanded\n", path, lineno, key);
+            rc = SF_EINVAL;
+            break;
+        }
+        if (erc < 0) {
+            if (what[0] == '$')
+                fprintf(stderr,
+                        "%s:%zu: bad variable reference '%s' (use ${NAME} or ${NAME:-default})\n",
+                        path, lineno, what);
+            else
+                fprintf(stderr,
+                        "%s:%zu: environment variable %s is not set (or write ${%s:-default})\n",
+                        path, lineno, what, what);
+            rc = SF_EINVAL;
+            break;
+        }
+        if (strstr(expanded, "@") && strchr(strchr(expanded, '@') + 1, '@')) {
+            const char *a = strchr(expanded, '@');
+            const char *b = strchr(a + 1, '@');
+            bool placeholder = b > a + 1;
+            for (const char *q = a + 1; q < b; q++)
+                placeholder = placeholder && ((*q >= 'A' && *q <= 'Z') || *q == '_');
+            if (placeholder) {
+                fprintf(stderr, "%s:%zu: '%s' holds the unfilled placeholder %.*s\n", path, lineno,
+                        key, (int)(b - a + 1), a);
+                rc = SF_EINVAL;
+                break;
+            }
+        }
+        snprintf(val, sizeof val, "%s", expanded);
         char flag[160];
         if (!strncmp(key, "capture.", 8) || !strncmp(key, "train.", 6)) {
             bool cap = key[0] == 'c';
@@ -135,14 +178,32 @@ static int parse_conf(const char *path, struct up_conf *c)
             rc = argv_add(a, flag);
             if (rc == 0) rc = argv_add(a, val);
         } else if (!strcmp(key, "run_dir")) {
+            if (!val[0]) {
+                fprintf(stderr, "%s:%zu: run_dir is empty\n", path, lineno);
+                rc = SF_EINVAL;
+            }
             snprintf(c->run_dir, sizeof c->run_dir, "%s", val);
+        } else if (!strcmp(key, "progress_s")) {
+            if (parse_f64(val, &c->progress_s) < 0 ||
+                !(c->progress_s > 0 && c->progress_s <= 86400)) {
+                fprintf(stderr, "%s:%zu: progress_s wants seconds in (0, 86400], got '%s'\n", path,
+                        lineno, val);
+                rc = SF_EINVAL;
+            }
         } else if (!strcmp(key, "bin_dir")) {
             snprintf(c->bin_dir, sizeof c->bin_dir, "%s", val);
         } else if (!strcmp(key, "stop_s")) {
-            if (parse_f64(val, &c->stop_s) < 0 || c->stop_s < 0) rc = SF_EINVAL;
+            if (parse_f64(val, &c->stop_s) < 0 || !(c->stop_s >= 0 && c->stop_s <= 86400)) {
+                fprintf(stderr, "%s:%zu: stop_s wants seconds in [0, 86400], got '%s'\n", path,
+                        lineno, val);
+                rc = SF_EINVAL;
+            }
         } else {
-            fprintf(stderr, "%s:%zu: unknown option '%s' (use capture.* / train.*)\n", path, lineno,
-                    key);
+            fprintf(stderr,
+                    "%s:%zu: unknown option '%s' (up's own: run_dir, bin_dir, stop_s, progress_s; "
+                    "services': "
+                    "capture.* / train.*)\n",
+                    path, lineno, key);
             rc = SF_EINVAL;
         }
     }
@@ -152,10 +213,14 @@ static int parse_conf(const char *path, struct up_conf *c)
 
 static pid_t spawn(const struct argv_list *a, const char *log_path)
 {
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) return -1;
     if (pid == 0) {
         setpgid(0, 0); /* Ctrl-C reaches only `up`, which forwards it once */
+        /* die with up, however up dies (SIGKILL included): no orphaned trainer */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent) _exit(1);
         int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
         if (fd >= 0) {
             dup2(fd, 1);
@@ -169,18 +234,87 @@ static pid_t spawn(const struct argv_list *a, const char *log_path)
     return pid;
 }
 
-static void usage(void)
+static void usage(FILE *f)
 {
-    fprintf(stderr, "usage: saeflow up CONFIG   (see services/cli/cmd_up.c for the keys)\n");
+    fprintf(f, "usage: saeflow up CONFIG\n"
+               "  runs saeflow-train and saeflow-capture from one config file of name = value\n"
+               "  lines: run_dir, bin_dir, stop_s, progress_s, and capture.<flag> / train.<flag>\n"
+               "  for the services' own flags; ${NAME} and ${NAME:-default} read the\n"
+               "  environment.\n"
+               "  Example: deploy/demo.conf. Exit 0 done, 1 a service failed, 2 a bad config.\n");
+}
+
+struct child {
+    const char *name; /* "train" or "capture" */
+    pid_t pid;        /* -1 once reaped */
+    int status;       /* exit code once reaped (128 + signal when killed) */
+    char log[4200];
+};
+
+/* Prints the last lines of a failed service's log, where its error is. */
+static void print_log_tail(const struct child *ch)
+{
+    char *tail = NULL;
+    if (file_read_tail(ch->log, 1 << 16, 12, &tail) < 0 || !tail || !tail[0]) {
+        fprintf(stderr, "saeflow up: %s left no log lines in %s\n", ch->name, ch->log);
+        free(tail);
+        return;
+    }
+    fprintf(stderr, "saeflow up: last lines of %s:\n", ch->log);
+    for (char *line = tail, *nl; line && *line; line = nl ? nl + 1 : NULL) {
+        nl = strchr(line, '\n');
+        if (nl) *nl = 0;
+        if (strstr(line, " event=config ")) continue; /* the effective config: no error */
+        fprintf(stderr, "  | %s\n", line);
+    }
+    free(tail);
+}
+
+/* SIGTERM to every child still running, then SIGKILL after `grace_s`; reaps them. */
+static void stop_children(struct child *ch, size_t n, double grace_s)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ch[i].pid > 0) kill(ch[i].pid, SIGTERM);
+    double deadline = time_now_s() + grace_s;
+    bool killed = false;
+    for (;;) {
+        bool alive = false;
+        for (size_t i = 0; i < n; i++) {
+            if (ch[i].pid <= 0) continue;
+            int st;
+            pid_t w = waitpid(ch[i].pid, &st, WNOHANG);
+            if (w == ch[i].pid || (w < 0 && errno == ECHILD)) {
+                ch[i].status = w < 0 ? -1 : WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+                ch[i].pid = -1;
+            } else {
+                alive = true;
+            }
+        }
+        if (!alive) return;
+        if (!killed && time_now_s() > deadline) {
+            for (size_t i = 0; i < n; i++) {
+                if (ch[i].pid <= 0) continue;
+                fprintf(stderr, "saeflow up: %s did not stop in %.0f s: SIGKILL\n", ch[i].name,
+                        grace_s);
+                kill(ch[i].pid, SIGKILL);
+            }
+            killed = true;
+        }
+        time_sleep_ms(20);
+    }
 }
 
 int cmd_up(int argc, char **argv)
 {
-    if (argc != 2 || !strcmp(argv[1], "--help")) {
-        usage();
-        return argc == 2 ? 0 : 2;
+    if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        usage(stdout);
+        return 0;
     }
-    struct up_conf c = {.stop_s = 60};
+    if (argc != 2) {
+        usage(stderr);
+        return 2;
+    }
+    struct up_conf c = {.stop_s = 60, .progress_s = 10};
     snprintf(c.run_dir, sizeof c.run_dir, "saeflow-run");
     char self[PATH_MAX];
     ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -192,13 +326,22 @@ int cmd_up(int argc, char **argv)
     }
     char bin[4300], ep_train[4200], ep_pub[4200], tmp[4300];
     int ret = 2;
-    pid_t pid_train = -1, pid_cap = -1;
+    struct child ch[2] = {{.name = "train", .pid = -1}, {.name = "capture", .pid = -1}};
+    struct child *tr = &ch[0], *cp = &ch[1];
     struct wire_sock *sub = NULL;
     if (argv_add(&c.cap, "") < 0 || argv_add(&c.train, "") < 0) goto out;
     if (parse_conf(argv[1], &c) < 0) goto out;
-    if (file_mkdirs(c.run_dir, 0755) < 0) goto out;
+    if (file_mkdirs(c.run_dir, 0755) < 0) {
+        fprintf(stderr, "saeflow up: cannot create the run directory %s: %s\n", c.run_dir,
+                strerror(errno));
+        goto out;
+    }
     char run_abs[PATH_MAX];
-    if (!realpath(c.run_dir, run_abs)) goto out;
+    if (!realpath(c.run_dir, run_abs)) {
+        fprintf(stderr, "saeflow up: cannot resolve the run directory %s: %s\n", c.run_dir,
+                strerror(errno));
+        goto out;
+    }
     free(c.train.v[0]);
     snprintf(bin, sizeof bin, "%s/saeflow-train", c.bin_dir);
     c.train.v[0] = strdup(bin);
@@ -206,6 +349,13 @@ int cmd_up(int argc, char **argv)
     snprintf(bin, sizeof bin, "%s/saeflow-capture", c.bin_dir);
     c.cap.v[0] = strdup(bin);
     if (!c.train.v[0] || !c.cap.v[0]) goto out;
+    for (size_t i = 0; i < 2; i++) {
+        const char *b = i ? c.cap.v[0] : c.train.v[0];
+        if (access(b, X_OK) < 0) {
+            fprintf(stderr, "saeflow up: %s is not an executable (set bin_dir)\n", b);
+            goto out;
+        }
+    }
     snprintf(ep_train, sizeof ep_train, "ipc://%s/train.sock", run_abs);
     snprintf(ep_pub, sizeof ep_pub, "ipc://%s/metrics.sock", run_abs);
     int rc = argv_default(&c.train, "--bind", ep_train);
@@ -221,59 +371,90 @@ int cmd_up(int argc, char **argv)
     if (rc == 0) rc = argv_default(&c.cap, "--drain_s", "10");
     snprintf(tmp, sizeof tmp, "%s/capture.ledger", run_abs);
     if (rc == 0) rc = argv_default(&c.cap, "--ledger", tmp);
-    if (rc < 0) goto out;
+    if (rc < 0) {
+        fprintf(stderr, "saeflow up: %s: too many options (at most %d per service)\n", argv[1],
+                UP_MAX_ARGS / 2);
+        goto out;
+    }
     double total = 0;
     const char *mt = argv_get(&c.cap, "--max_tokens");
     if (mt) (void)parse_f64(mt, &total);
 
     ret = 1;
     sig_install();
-    char log_train[4200], log_cap[4200];
-    snprintf(log_train, sizeof log_train, "%s/train.log", run_abs);
-    snprintf(log_cap, sizeof log_cap, "%s/capture.log", run_abs);
+    snprintf(tr->log, sizeof tr->log, "%s/train.log", run_abs);
+    snprintf(cp->log, sizeof cp->log, "%s/capture.log", run_abs);
     sub = wire_sock_new(WIRE_SUB, argv_get(&c.train, "--publish"), WIRE_CONNECT, NULL);
-    if (!sub || wire_subscribe(sub, "") < 0) goto out;
-    pid_train = spawn(&c.train, log_train);
-    if (pid_train < 0) goto out;
-    pid_cap = spawn(&c.cap, log_cap);
-    if (pid_cap < 0) goto out;
-    printf("saeflow up: train pid %d (log %s), capture pid %d (log %s)\n", (int)pid_train,
-           log_train, (int)pid_cap, log_cap);
+    if (!sub || wire_subscribe(sub, "") < 0) {
+        fprintf(stderr, "saeflow up: cannot subscribe to %s (see the log line above)\n",
+                argv_get(&c.train, "--publish"));
+        goto out;
+    }
+    tr->pid = spawn(&c.train, tr->log);
+    if (tr->pid < 0) {
+        fprintf(stderr, "saeflow up: cannot start %s: %s\n", c.train.v[0], strerror(errno));
+        goto out;
+    }
+    cp->pid = spawn(&c.cap, cp->log);
+    if (cp->pid < 0) {
+        fprintf(stderr, "saeflow up: cannot start %s: %s\n", c.cap.v[0], strerror(errno));
+        goto out;
+    }
+    printf("saeflow up: run directory %s\n", run_abs);
+    printf("saeflow up: train pid %d (log %s), capture pid %d (log %s)\n", (int)tr->pid, tr->log,
+           (int)cp->pid, cp->log);
     printf("saeflow up: Ctrl-C stops both; the trainer checkpoints and resumes next time\n");
     fflush(stdout);
 
     bool tty = isatty(1);
-    int st_train = -1, st_cap = -1;
-    bool stopping = false, train_signalled = false;
-    double stop_deadline = 0, last_print = 0;
+    bool stopping = false, train_signalled = false, failed = false, stalled = false;
+    double stop_deadline = 0, last_news = time_now_s();
+    uint64_t last_tokens = 0;
+    struct progress prog; /* non-TTY: a line every progress_s, each line once */
+    progress_init(&prog, stdout, c.progress_s);
     struct wire_msg m = {0};
     Saeflow__TrainMetrics last = SAEFLOW__TRAIN_METRICS__INIT;
     bool have = false;
     char hook[WIRE_MAX_NAME_LEN + 1] = "";
-    while (pid_train > 0 || pid_cap > 0) {
+    while (tr->pid > 0 || cp->pid > 0) {
         /* Ctrl-C: stop capture first, so that the trainer commits (and acks) every batch
          * it has before it is stopped itself and writes its final checkpoint */
         if (sig_stop_requested() && !stopping) {
             stopping = true;
             stop_deadline = time_now_s() + c.stop_s;
-            printf("%ssaeflow up: stopping capture, then train\n", tty ? "\n" : "");
+            progress_end(&prog);
+            printf("saeflow up: stopping capture, then train\n");
             fflush(stdout);
-            if (pid_cap > 0) kill(pid_cap, SIGINT);
+            if (cp->pid > 0) kill(cp->pid, SIGINT);
         }
-        if (stopping && !train_signalled && pid_train > 0 &&
-            (pid_cap < 0 || time_now_s() > stop_deadline - c.stop_s / 2)) {
-            kill(pid_train, SIGINT);
+        if (stopping && !train_signalled && tr->pid > 0 &&
+            (cp->pid < 0 || time_now_s() > stop_deadline - c.stop_s / 2)) {
+            kill(tr->pid, SIGINT);
             train_signalled = true;
         }
         if (stopping && time_now_s() > stop_deadline) {
             fprintf(stderr, "saeflow up: services did not stop in %.0f s: SIGKILL\n", c.stop_s);
-            if (pid_cap > 0) kill(pid_cap, SIGKILL);
-            if (pid_train > 0) kill(pid_train, SIGKILL);
+            if (cp->pid > 0) kill(cp->pid, SIGKILL);
+            if (tr->pid > 0) kill(tr->pid, SIGKILL);
             stop_deadline = time_now_s() + 5;
+        }
+        /* capture has ended but train goes on waiting for data that will not come (capture
+         * sent nothing it knew of): after stop_s without a new token, stop train */
+        if (!stopping && cp->pid < 0 && tr->pid > 0 && time_now_s() - last_news > c.stop_s) {
+            progress_end(&prog);
+            fprintf(stderr,
+                    "saeflow up: capture has ended and train has had no new tokens for %.0f s: "
+                    "stopping train (check capture's log %s)\n",
+                    c.stop_s, cp->log);
+            print_log_tail(cp);
+            stalled = stopping = true;
+            stop_deadline = time_now_s() + c.stop_s;
         }
         rc = wire_recv(sub, &m, 100);
         if (rc == 0 && m.kind == WIRE_METRICS) {
             const Saeflow__TrainMetrics *t = m.metrics;
+            if (t->tokens_seen != last_tokens) last_news = time_now_s();
+            last_tokens = t->tokens_seen;
             last.tokens_seen = t->tokens_seen;
             last.loss = t->loss;
             last.fvu = t->fvu;
@@ -289,47 +470,55 @@ int cmd_up(int argc, char **argv)
                        (unsigned long long)m.checkpoint->step);
         }
         wire_msg_fini(&m);
-        double now = time_now_s();
-        if (have && now - last_print >= 1.0) {
-            last_print = now;
+        if (have) {
             char eta[32] = "-";
             if (total > 0 && last.tokens_per_s > 0 && total > (double)last.tokens_seen)
                 snprintf(eta, sizeof eta, "%.0fs",
                          (total - (double)last.tokens_seen) / last.tokens_per_s);
-            printf("%s%s tokens=%llu tok/s=%.0f loss=%.4f fvu=%.4f l0=%.1f dead=%.1f%% eta=%s%s",
-                   tty ? "\r" : "", hook, (unsigned long long)last.tokens_seen, last.tokens_per_s,
-                   last.loss, last.fvu, last.l0, 100.0 * last.dead_fraction, eta,
-                   tty ? "   " : "\n");
-            fflush(stdout);
+            progress_update(
+                &prog, false,
+                "%s tokens=%llu tok/s=%.0f loss=%.4f fvu=%.4f l0=%.1f dead=%.1f%% eta=%s", hook,
+                (unsigned long long)last.tokens_seen, last.tokens_per_s, last.loss, last.fvu,
+                last.l0, 100.0 * last.dead_fraction, eta);
         }
-        int status;
-        pid_t w;
-        while ((w = waitpid(-1, &status, WNOHANG)) > 0) {
+        for (size_t i = 0; i < 2; i++) {
+            int status;
+            if (ch[i].pid <= 0 || waitpid(ch[i].pid, &status, WNOHANG) != ch[i].pid) continue;
             int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-            if (w == pid_train) {
-                st_train = code;
-                pid_train = -1;
-                printf("%ssaeflow up: train exited with %d\n", tty ? "\n" : "", code);
-                /* without its consumer, capture cannot finish: stop it too */
-                if (pid_cap > 0 && !stopping) {
-                    stopping = true;
-                    stop_deadline = time_now_s() + c.stop_s;
-                    kill(pid_cap, SIGINT);
-                }
-            } else if (w == pid_cap) {
-                st_cap = code;
-                pid_cap = -1;
-                printf("%ssaeflow up: capture exited with %d\n", tty ? "\n" : "", code);
-            }
+            ch[i].status = code;
+            ch[i].pid = -1;
+            last_news = time_now_s();
+            progress_end(&prog);
+            printf("saeflow up: %s exited with %d\n", ch[i].name, code);
             fflush(stdout);
+            if (code != 0 && !stopping) {
+                /* a service that fails on its own (bad model path, unknown flag, unreadable
+                 * input) fails the run: say why, stop the other one, exit non-zero */
+                failed = true;
+                fprintf(stderr, "saeflow up: %s failed (exit %d); stopping the pipeline\n",
+                        ch[i].name, code);
+                print_log_tail(&ch[i]);
+                stop_children(ch, 2, c.stop_s < 15 ? c.stop_s : 15);
+                break;
+            }
+            /* without its consumer, capture cannot finish: stop it too */
+            if (&ch[i] == tr && cp->pid > 0 && !stopping) {
+                stopping = true;
+                stop_deadline = time_now_s() + c.stop_s;
+                kill(cp->pid, SIGINT);
+            }
         }
     }
+    if (failed) goto out;
     printf("saeflow up: checkpoints in %s, SAE export in %s\n", argv_get(&c.train, "--ckpt_dir"),
            argv_get(&c.train, "--export_dir"));
-    ret = (st_train == 0 && st_cap == 0) ? 0 : 1;
+    ret = (tr->status == 0 && cp->status == 0 && !stalled) ? 0 : 1;
+    if (ret) {
+        for (size_t i = 0; i < 2; i++)
+            if (ch[i].status != 0) print_log_tail(&ch[i]);
+    }
 out:
-    if (pid_cap > 0) kill(pid_cap, SIGKILL);
-    if (pid_train > 0) kill(pid_train, SIGKILL);
+    stop_children(ch, 2, 5);
     wire_sock_destroy(&sub);
     argv_free(&c.cap);
     argv_free(&c.train);

@@ -102,6 +102,107 @@ static void test_config(void)
     unlink(path);
 }
 
+/* One command-line convention: '-' and '_' alike in flags, a bare BOOL flag or one with
+ * a true/false word after it, env names without spaces, help showing one spelling. */
+static void test_config_convention(void)
+{
+    struct opts o = {0};
+    struct config cfg = {.service = "feature search", .usage = "t"};
+    cfg.opts = make_table(&o, &cfg.n_opts);
+    char *a1[] = {"t", "--model_name", "x", "--model-name=y", NULL};
+    CHECK(config_load(&cfg, 4, a1) == 0 && !strcmp(o.name, "y"));
+    config_free(&cfg);
+    char *a2[] = {"t", "--verbose", "false", "pos", NULL};
+    CHECK(config_load(&cfg, 4, a2) == 0 && !o.verbose);
+    CHECK(cfg.n_positional == 1 && !strcmp(cfg.positional[0], "pos"));
+    config_free(&cfg);
+    char *a3[] = {"t", "--verbose", "pos", NULL};
+    CHECK(config_load(&cfg, 3, a3) == 0 && o.verbose && cfg.n_positional == 1);
+    config_free(&cfg);
+    char *a4[] = {"t", "--verbose", "1", NULL}; /* a digit stays a positional */
+    CHECK(config_load(&cfg, 3, a4) == 0 && o.verbose && cfg.n_positional == 1);
+    config_free(&cfg);
+    /* "feature search" reads SAEFLOW_FEATURE_SEARCH_PORT (no space in the name) */
+    setenv("SAEFLOW_FEATURE_SEARCH_PORT", "4321", 1);
+    char *a5[] = {"t", NULL};
+    CHECK(config_load(&cfg, 1, a5) == 0 && o.port == 4321);
+    config_free(&cfg);
+    unsetenv("SAEFLOW_FEATURE_SEARCH_PORT");
+    /* help: one spelling (dashes), a bool without a value word, the env name */
+    char *text = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&text, &len);
+    config_help(&cfg, mem);
+    fclose(mem);
+    CHECK(strstr(text, "--model-name STR") != NULL);
+    CHECK(strstr(text, "--verbose[=BOOL]") != NULL && strstr(text, "--verbose BOOL") == NULL);
+    CHECK(strstr(text, "SAEFLOW_FEATURE_SEARCH_NAME") != NULL);
+    free(text);
+
+    CHECK(flag_eq("--first_line", "--first-line") && flag_eq("--first-line", "--first_line"));
+    CHECK(!flag_eq("--first", "--first-line") && !flag_eq("--first-lines", "--first-line"));
+    CHECK(!flag_eq("-first-line", "--first-line") && flag_eq("-h", "-h"));
+}
+
+/* Progress on a non-TTY: a line at most every every_s, each line once, forced lines
+ * always (unless identical to the last). */
+static void test_progress(void)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&text, &len);
+    struct progress p;
+    progress_init(&p, mem, 3600);
+    CHECK(!p.tty);
+    CHECK(progress_update(&p, false, "step %d", 1));  /* the first line shows */
+    CHECK(!progress_update(&p, false, "step %d", 2)); /* too soon */
+    CHECK(!progress_update(&p, true, "step %d", 1));  /* the same line: never twice */
+    CHECK(progress_update(&p, true, "step %d", 3));   /* forced */
+    progress_end(&p);
+    fclose(mem);
+    CHECK(text && !strcmp(text, "step 1\nstep 3\n"));
+    free(text);
+}
+
+static void test_env_expand_tail_json(void)
+{
+    char out[64], what[32];
+    setenv("SF_T_A", "/m", 1);
+    unsetenv("SF_T_UNSET");
+    CHECK(env_expand("${SF_T_A}/x ${SF_T_UNSET:-d/e}", out, sizeof out, what, sizeof what) == 0);
+    CHECK(!strcmp(out, "/m/x d/e"));
+    CHECK(env_expand("a$b{}", out, sizeof out, what, sizeof what) == 0 && !strcmp(out, "a$b{}"));
+    CHECK(env_expand("${SF_T_UNSET}", out, sizeof out, what, sizeof what) == SF_EINVAL);
+    CHECK(!strcmp(what, "SF_T_UNSET"));
+    CHECK(env_expand("${SF_T_A", out, sizeof out, what, sizeof what) == SF_EINVAL);
+    CHECK(env_expand("${1A}", out, sizeof out, what, sizeof what) == SF_EINVAL);
+    CHECK(env_expand("${SF_T_A}", out, 2, what, sizeof what) == SF_ERANGE);
+    unsetenv("SF_T_A");
+
+    char path[] = "/tmp/sf_test_tail_XXXXXX";
+    int fd = mkstemp(path);
+    const char *t = "one\ntwo\nthree\nfour\n\n";
+    CHECK(write(fd, t, strlen(t)) == (ssize_t)strlen(t));
+    close(fd);
+    char *tail = NULL;
+    CHECK(file_read_tail(path, 1 << 10, 2, &tail) == 0 && !strcmp(tail, "three\nfour"));
+    free(tail);
+    CHECK(file_read_tail(path, 8, 10, &tail) == 0 && !strcmp(tail, "e\nfour"));
+    free(tail);
+    unlink(path);
+    CHECK(file_read_tail(path, 8, 10, &tail) == SF_EIO && tail == NULL);
+
+    struct buf b;
+    buf_init(&b, 1024);
+    CHECK(buf_json_string(&b, "a\"b\\c\n\x01\xc3\xa9\xff") == 0);
+    CHECK(!strcmp(b.data, "\"a\\\"b\\\\c\\n\\u0001\xc3\xa9\\ufffd\""));
+    buf_reset(&b);
+    buf_json_number(&b, 1.0 / 0.0);
+    buf_json_number(&b, 3);
+    CHECK(!strcmp(b.data, "null3"));
+    buf_fini(&b);
+}
+
 static void test_log(void)
 {
     char *text = NULL;
@@ -113,11 +214,18 @@ static void test_log(void)
     log_info("started", "port=%d", 80);
     log_init("svc", LOG_JSON, LOG_INFO);
     log_warn("odd", "q=\"%s\"", "a\\b");
+    log_info("ckpt", "path=/a tokens=%d fvu=%.2f ok=true level=x err=\"%s\"", 12, 0.5,
+             "no \\\"x\\\"");
+    log_info("free", "not logfmt at all");
     fflush(mem);
     CHECK(strstr(text, "hidden") == NULL);
     CHECK(strstr(text, "level=info svc=svc event=started port=80\n") != NULL);
-    CHECK(strstr(text, "\"level\":\"warn\",\"svc\":\"svc\",\"event\":\"odd\",\"msg\":\"q="
-                       "\\\"a\\\\b\\\"\"}\n") != NULL);
+    /* JSON lines: the message's key=value pairs are members of the object */
+    CHECK(strstr(text, "\"level\":\"warn\",\"svc\":\"svc\",\"event\":\"odd\",\"q\":"
+                       "\"a\\\\b\"}\n") != NULL);
+    CHECK(strstr(text, "\"event\":\"ckpt\",\"path\":\"/a\",\"tokens\":12,\"fvu\":0.50,"
+                       "\"ok\":true,\"_level\":\"x\",\"err\":\"no \\\"x\\\"\"}\n") != NULL);
+    CHECK(strstr(text, "\"event\":\"free\",\"msg\":\"not logfmt at all\"}\n") != NULL);
     log_set_stream(NULL);
     fclose(mem);
     free(text);
@@ -242,6 +350,9 @@ int main(void)
     log_init("test", LOG_LOGFMT, LOG_WARN);
     test_buf();
     test_config();
+    test_config_convention();
+    test_env_expand_tail_json();
+    test_progress();
     test_log();
     test_files();
     test_rng();
