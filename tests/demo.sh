@@ -57,7 +57,7 @@ echo; echo "== 3. saeflow feature search --text"
 echo; echo "== 4. saeflow feature search --word \" dog\": selective features and what they promote"
 "$SF" feature search --model "$MODEL" --sae "$SAE" --input "$TEXTS" --word " dog" \
     --max-texts 1000 --context 128 --top 10 | tee "$RUN_DIR/dog.txt"
-F=$(awk '$1 ~ /^[0-9]+$/ && NF == 10 && $10 >= 1 && $10 <= 10 { print $2; exit }' "$RUN_DIR/dog.txt")
+F=$(awk '$1 ~ /^[0-9]+$/ && NF == 9 && $9 >= 1 && $9 <= 10 { print $2; exit }' "$RUN_DIR/dog.txt")
 if [ -z "$F" ]; then
     F=$(awk '$1 == "1" { print $2; exit }' "$RUN_DIR/dog.txt")
     echo "demo: no selective feature has \" dog\" among its 10 most promoted tokens; using the most selective, $F"
@@ -71,7 +71,7 @@ fi
 #    the unsteered model gives the text; the pick keeps perplexity within 2x of unsteered
 echo; echo "== 5. saeflow generate --steer $F=1x --sweep ...: dose response"
 "$SF" generate --model "$MODEL" --sae "$SAE" --store "$RUN_DIR/features" --sae-id "$SAE_ID" \
-    --steer "$F=1x" --sweep 0.5,1,2,3,4,6 --concept " dog" --max-ppl-ratio 2 --samples 8 \
+    --steer "$F=1x" --sweep 0.25,0.5,0.75,1,1.5,2 --concept " dog" --max-ppl-ratio 2 --samples 8 \
     --seed 100 -n 80 --prompt "Once upon a time" | tee "$RUN_DIR/sweep.txt"
 S=$(sed -n 's/^# pick: strength \([0-9.e+-]*\)x.*/\1/p' "$RUN_DIR/sweep.txt")
 if [ -z "$S" ]; then
@@ -79,9 +79,9 @@ if [ -z "$S" ]; then
     echo "demo: no strength kept the text fluent; showing ${S}x"
 fi
 
-# 6. steer with the picked strength: the same seeds with and without the feature
-echo; echo "== 6. saeflow generate --steer $F=${S}x (add, every position)"
+# 6. steer with the picked strength: the sweep's first three seeds, with and without the feature
+echo; echo "== 6. saeflow generate --steer $F=${S}x (add, every position), the sweep's seeds 100-102"
 "$SF" generate --model "$MODEL" --sae "$SAE" --store "$RUN_DIR/features" --sae-id "$SAE_ID" \
-    --steer "$F=${S}x" --samples 2 --seed 7 -n 80 --prompt "Once upon a time" --measure \
+    --steer "$F=${S}x" --samples 3 --seed 100 -n 80 --prompt "Once upon a time" --measure \
     --concept " dog"
 echo; echo "demo: done. SAE (SAELens format): $SAE; feature store: $RUN_DIR/features"
