@@ -195,7 +195,9 @@ int feature_sae_encode(const struct feature_sae *s, struct buf *out)
     rc |= record_put_u64(out, s->step);
     rc |= record_put_u8(out, (uint8_t)s->state);
     rc |= put_str_or_empty(out, s->metrics_json);
-    rc |= record_put_u64(out, s->fingerprint);
+    /* 0 = unknown: written as an absent field, as older records have it (canonical: a
+     * present field is never 0) */
+    if (s->fingerprint) rc |= record_put_u64(out, s->fingerprint);
     if (rc) return SF_ENOMEM;
     return record_finish(out, st);
 }
@@ -222,7 +224,10 @@ int feature_sae_decode(const void *data, size_t len, struct feature_sae *out)
     if (!r.err && st > FEATURE_STATE_FAILED) record_reader_fail(&r, "unknown state");
     out->state = (enum feature_state)st;
     out->metrics_json = get_heap_str(&r, METRICS_JSON_MAX);
-    if (!r.err && r.left) out->fingerprint = record_get_u64(&r); /* absent in older records */
+    if (!r.err && r.left) { /* absent in older records */
+        out->fingerprint = record_get_u64(&r);
+        if (!r.err && out->fingerprint == 0) record_reader_fail(&r, "fingerprint 0 written");
+    }
     if (!r.err && feature_store_check_id(out->sae_id) < 0) record_reader_fail(&r, "bad sae id");
     if (record_reader_finish(&r, "feature_sae") < 0) {
         feature_sae_fini(out);
