@@ -358,23 +358,29 @@ static int rec_hook(void *user, const struct model_act *act)
     return 0;
 }
 
+/* A 2-layer random Llama small enough for loops (d = 16, vocab 32). */
+static struct model_config tiny_llama(void)
+{
+    return (struct model_config){.arch = MODEL_ARCH_LLAMA,
+                                 .dim = 16,
+                                 .hidden_dim = 32,
+                                 .n_layers = 2,
+                                 .n_heads = 2,
+                                 .n_kv_heads = 2,
+                                 .head_dim = 8,
+                                 .vocab_size = 32,
+                                 .max_seq_len = 64,
+                                 .norm_eps = 1e-5f,
+                                 .rope_theta = 10000.0f,
+                                 .rope_dim = 8,
+                                 .rope_layout = ROPE_INTERLEAVED,
+                                 .bos_id = 1,
+                                 .eos_id = 2};
+}
+
 static void test_hook_on_model(void)
 {
-    struct model_config cfg = {.arch = MODEL_ARCH_LLAMA,
-                               .dim = 16,
-                               .hidden_dim = 32,
-                               .n_layers = 2,
-                               .n_heads = 2,
-                               .n_kv_heads = 2,
-                               .head_dim = 8,
-                               .vocab_size = 32,
-                               .max_seq_len = 64,
-                               .norm_eps = 1e-5f,
-                               .rope_theta = 10000.0f,
-                               .rope_dim = 8,
-                               .rope_layout = ROPE_INTERLEAVED,
-                               .bos_id = 1,
-                               .eos_id = 2};
+    struct model_config cfg = tiny_llama();
     struct model *m = NULL;
     CHECK(model_new_random(&cfg, 42, 0.5f, &m) == 0);
     if (!m) return;
@@ -515,21 +521,7 @@ static void test_sweep_pick(void)
  * model_forward_logprobs; a feature read back on every token fires on 100%. */
 static void test_measure(void)
 {
-    struct model_config cfg = {.arch = MODEL_ARCH_LLAMA,
-                               .dim = 16,
-                               .hidden_dim = 32,
-                               .n_layers = 2,
-                               .n_heads = 2,
-                               .n_kv_heads = 2,
-                               .head_dim = 8,
-                               .vocab_size = 32,
-                               .max_seq_len = 64,
-                               .norm_eps = 1e-5f,
-                               .rope_theta = 10000.0f,
-                               .rope_dim = 8,
-                               .rope_layout = ROPE_INTERLEAVED,
-                               .bos_id = 1,
-                               .eos_id = 2};
+    struct model_config cfg = tiny_llama();
     struct model *m = NULL;
     CHECK(model_new_random(&cfg, 7, 0.5f, &m) == 0);
     if (!m) return;
