@@ -2,9 +2,12 @@
 # Steering works, end to end with the real binaries: saeflow-capture + saeflow-train
 # train a Top-K SAE (n = 1024, k = 16) on stories260K's blocks.2.hook_resid_post over
 # STEER_TOKENS tokens of the TinyStories sample; `saeflow feature search --word " dog"`
-# finds the feature most selective for " dog" (among features firing on at least half
+# ranks the features selective for " dog" (among features firing on at least half
 # of the " dog" tokens, the largest ratio of mean activation there to mean activation
-# elsewhere: found, not hard-coded); `saeflow generate --steer F=S` (S = 4.5 x that
+# elsewhere: found, not hard-coded) and the test takes the first of the ten that also
+# promotes the word (logit_rank <= 10; else the most selective). Which SAE the live
+# stream trains depends on timing (the mixing buffer fills as batches arrive), so the
+# feature is found by this rule, never by index; `saeflow generate --steer F=S` (S = 4.5 x that
 # feature's max activation on " dog", added at every position, prompt and generated
 # tokens) draws 16 samples of 150 tokens with seeds 1..16, unsteered and steered with
 # the same seeds. Asserts that the steered samples mention a dog far more often:
@@ -44,10 +47,12 @@ echo "RESULT steering sae $(grep '^final ' "$T/train.out" | tail -n 1)"
 
 # the feature most selective for " dog"
 "$BIN/saeflow" feature search --model "$MODEL" --sae "$SAE" --input "$CORPUS" --word " dog" \
-    --max-texts 1000 --context 128 --top 5 >"$T/search.txt" 2>"$T/search.log" ||
+    --max-texts 1000 --context 128 --top 10 >"$T/search.txt" 2>"$T/search.log" ||
     { cat "$T/search.log"; fail "feature search --word failed"; }
 cat "$T/search.txt"
-row=$(awk '$1 == "1" { print; exit }' "$T/search.txt")
+# the first selective feature that also promotes the word (logit_rank <= 10), as a user picks it
+row=$(awk '$1 ~ /^[0-9]+$/ && NF == 9 && $9 >= 1 && $9 <= 10 { print; exit }' "$T/search.txt")
+[ -n "$row" ] || row=$(awk '$1 == "1" { print; exit }' "$T/search.txt")
 F=$(echo "$row" | awk '{ print $2 }')
 MAX_ON=$(echo "$row" | awk '{ print $5 }')
 [ -n "$F" ] && [ -n "$MAX_ON" ] || fail "no ranked feature in the search output"

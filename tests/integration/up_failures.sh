@@ -92,10 +92,10 @@ rc=$?
 grep -oE '(train|capture) pid [0-9]+' "$T/empty.out" | awk '{ print $3 }' >"$T/empty.pids"
 [ $rc = 137 ] && { cat "$T/empty.out"; fail "empty input: saeflow up hung"; }
 [ $rc != 0 ] || { cat "$T/empty.out"; fail "empty input: saeflow up exited 0"; }
-grep -qE "no new tokens|capture failed" "$T/empty.out" || { cat "$T/empty.out"; fail "empty input: no reason given"; }
+grep -qE "no new tokens|capture failed|nothing captured" "$T/empty.out" || { cat "$T/empty.out"; fail "empty input: no reason given"; }
 sleep 0.2
 [ -z "$(pids_alive "$T/empty.pids")" ] || fail "empty input: services left running"
-echo "ok empty: rc=$rc, $(grep -oE 'no new tokens for [0-9]+ s|capture failed \(exit [0-9]+\)' "$T/empty.out" | head -1)"
+echo "ok empty: rc=$rc, $(grep -oE 'no new tokens for [0-9]+ s|capture failed \(exit [0-9]+\)|nothing captured from' "$T/empty.out" | head -1)"
 
 # up's own values: exit 2 and a message naming the line
 bad_up() {
