@@ -181,8 +181,8 @@ int steer_sweep_pick(const struct steer_sweep_row *rows, size_t n, double max_pp
         const struct steer_sweep_row *b = &rows[best];
         if (r->concept_rate != b->concept_rate) {
             if (r->concept_rate > b->concept_rate) best = (int)i;
-        } else if (r->fire != b->fire) {
-            if (r->fire > b->fire) best = (int)i;
+        } else if (r->ppl != b->ppl) {
+            if (r->ppl < b->ppl) best = (int)i;
         } else if (fabs(r->strength) < fabs(b->strength)) {
             best = (int)i;
         }

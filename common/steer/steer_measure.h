@@ -68,7 +68,7 @@ void steer_sweep_add(struct steer_sweep_row *row, const struct steer_measured *r
 void steer_sweep_finish(struct steer_sweep_row *row);
 /* The row a user should steer with: among rows with strength != 0 whose perplexity is at most
  * max_ppl_ratio times the unsteered row's (rows[0] must be the unsteered one), the highest
- * concept rate (then the highest fire rate, then the lower strength). -1 when no steered row
+ * concept rate (then the lower perplexity, then the lower strength). -1 when no steered row
  * keeps within the bound. */
 int steer_sweep_pick(const struct steer_sweep_row *rows, size_t n, double max_ppl_ratio);
 

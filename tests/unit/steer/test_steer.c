@@ -499,14 +499,16 @@ static void test_sweep_pick(void)
         {.strength = 3, .samples = 8, .concept_rate = 0.5, .fire = 0.2, .ppl = 4.0},
         {.strength = 8, .samples = 8, .concept_rate = 1.0, .ppl = 40},
     };
-    CHECK_EQ_INT(steer_sweep_pick(r, 5, 2.0), 3); /* same rate: more firing wins; 8 too costly */
-    r[3].fire = 0.1;
+    CHECK_EQ_INT(steer_sweep_pick(r, 5, 2.0), 2); /* same rate: the more fluent; 8 too costly */
+    r[3].ppl = 3.9;
     CHECK_EQ_INT(steer_sweep_pick(r, 5, 2.0), 2); /* all equal: the lower strength */
+    r[2].ppl = 3.95;
+    CHECK_EQ_INT(steer_sweep_pick(r, 5, 2.0), 3);
     CHECK_EQ_INT(steer_sweep_pick(r, 5, 100.0), 4);
     CHECK_EQ_INT(steer_sweep_pick(r, 5, 1.1), -1);
     CHECK_EQ_INT(steer_sweep_pick(r, 1, 2.0), -1);
-    r[4].ppl = NAN;
-    CHECK_EQ_INT(steer_sweep_pick(r, 5, 100.0), 2);
+    r[4].ppl = NAN; /* unmeasurable: never picked */
+    CHECK_EQ_INT(steer_sweep_pick(r, 5, 100.0), 3);
     struct steer_sweep_row acc = {0};
     struct steer_measured a = {.ppl = 2, .fire = 0.5, .act = 1, .concept = true};
     struct steer_measured b = {.ppl = 4, .fire = 0, .act = 0, .concept = false};
