@@ -891,6 +891,19 @@ static int import_sparsify_hook(const char *hook_dir, struct sae **out, struct s
     return 0;
 }
 
+/* path/<hook> for the one hookpoint directory below path; says why not. */
+static int single_hook_dir(const char *path, char *out, size_t cap)
+{
+    char hook[256];
+    size_t count;
+    int rc = find_single_hook(path, hook, sizeof hook, &count);
+    if (rc == SF_NOTFOUND)
+        return fail(SF_EFORMAT, path, "no cfg.json here and no hookpoint directory below");
+    if (rc) return fail(SF_EINVAL, path, "%zu hookpoint directories: name one", count);
+    if (!path_join(out, cap, path, hook)) return fail(SF_EINVAL, path, "path too long");
+    return 0;
+}
+
 static int import_sparsify(const char *path, struct sae **out, struct sae_io_info *info)
 {
     *out = NULL;
@@ -900,14 +913,8 @@ static int import_sparsify(const char *path, struct sae **out, struct sae_io_inf
     if (path_join(cfg, sizeof cfg, path, SAE_IO_SPARSIFY_CFG) && is_file(cfg)) {
         snprintf(hook_dir, sizeof hook_dir, "%s", path);
     } else {
-        char hook[256];
-        size_t count;
-        int rc = find_single_hook(path, hook, sizeof hook, &count);
-        if (rc == SF_NOTFOUND)
-            return fail(SF_EFORMAT, path, "no cfg.json here and no hookpoint directory below");
-        if (rc) return fail(SF_EINVAL, path, "%zu hookpoint directories: name one", count);
-        if (!path_join(hook_dir, sizeof hook_dir, path, hook))
-            return fail(SF_EINVAL, path, "path too long");
+        int rc = single_hook_dir(path, hook_dir, sizeof hook_dir);
+        if (rc) return rc;
     }
     int rc = import_sparsify_hook(hook_dir, out, info);
     if (!rc && info) snprintf(info->dir, sizeof info->dir, "%s", hook_dir);
@@ -940,14 +947,8 @@ int sae_io_load_info(const char *path, struct sae **out, struct sae_io_info *inf
     if (has_cfg) return import_sparsify(path, out, info);
     /* a folder of hook directories (sparsify root, or an export folder with one
      * SAELens directory per hook): the one below, whichever its layout */
-    char hook[256];
-    size_t count;
-    int rc = find_single_hook(path, hook, sizeof hook, &count);
-    if (rc == SF_NOTFOUND)
-        return fail(SF_EFORMAT, path, "no cfg.json here and no hookpoint directory below");
-    if (rc) return fail(SF_EINVAL, path, "%zu hookpoint directories: name one", count);
-    if (!path_join(a, sizeof a, path, hook)) return fail(SF_EINVAL, path, "path too long");
-    return sae_io_load_info(a, out, info);
+    int rc = single_hook_dir(path, a, sizeof a);
+    return rc ? rc : sae_io_load_info(a, out, info);
 }
 
 int sae_io_load(const char *path, struct sae **out)

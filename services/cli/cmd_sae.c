@@ -81,19 +81,25 @@ static void json_kv(struct buf *b, const char *key, const char *value)
         buf_printf(b, "null");
 }
 
+/* Loads the SAE at path (or the one hook directory below it); says why not. */
+static int load_sae(const char *path, struct sae **sae, struct sae_io_info *info)
+{
+    int rc = sae_io_load_info(path, sae, info);
+    if (rc)
+        fprintf(stderr,
+                "saeflow sae info: %s is not a readable SAE directory (%s); see the log "
+                "line above for why\n",
+                path, sf_strerror(rc));
+    return rc;
+}
+
 /* The same facts as the table, as one JSON object on stdout. */
 static int sae_info_json(const char *path)
 {
     struct sae *sae = NULL;
     struct sae_io_info info;
-    int rc = sae_io_load_info(path, &sae, &info);
-    if (rc) {
-        fprintf(stderr,
-                "saeflow sae info: %s is not a readable SAE directory (%s); see the log "
-                "line above for why\n",
-                path, sf_strerror(rc));
-        return 1;
-    }
+    int rc = load_sae(path, &sae, &info);
+    if (rc) return 1;
     const struct sae_meta *m = &sae->meta;
     const size_t n = sae->n, d = sae->d_in;
     struct buf b;
@@ -189,14 +195,8 @@ static int sae_info(const char *path)
 {
     struct sae *sae = NULL;
     struct sae_io_info info;
-    int rc = sae_io_load_info(path, &sae, &info);
-    if (rc) {
-        fprintf(stderr,
-                "saeflow sae info: %s is not a readable SAE directory (%s); see the log "
-                "line above for why\n",
-                path, sf_strerror(rc));
-        return 1;
-    }
+    int rc = load_sae(path, &sae, &info);
+    if (rc) return 1;
     const struct sae_meta *m = &sae->meta;
     printf("%-22s %s\n", "directory", info.dir);
     printf("%-22s %s\n", "layout", info.layout == SAE_IO_SAELENS ? "saelens" : "sparsify");
