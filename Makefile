@@ -15,7 +15,8 @@
 #                            <lib>_DEPS (other libs, dependency order) and
 #                            <lib>_LDLIBS (system libraries)
 #   services/<svc>/*.c       one binary per folder: build/bin/saeflow-<svc>
-#                            (services/cli builds build/bin/saeflow)
+#                            (services/cli builds build/bin/saeflow); services/<svc>/svc.mk
+#                            sets <svc>_LIBS, the libraries it calls (linked with their deps)
 #   tests/unit/<lib>/test_*.c    one test binary per file, linked with <lib> and its deps
 #   tests/fuzz/fuzz_<name>.c     libFuzzer target; corpus in tests/fuzz/corpus/<name>/;
 #                                the file's first line names its lib: // lib: <lib>
@@ -121,7 +122,9 @@ $(foreach l,$(LIBS),$(eval $(call LIB_RULES,$(l))))
 ALL_ARCHIVES := $(foreach l,$(LIBS),$(call lib_a,$(l)))
 ALL_LDLIBS := $(sort $(foreach l,$(LIBS),$($(l)_LDLIBS))) $(CUDA_LDLIBS) -lm
 
-$(BUILD)/obj/%.o: %.c $(PROTO_H)
+# The generated header is order-only: it must exist before anything compiles, and the
+# dependency files (-MMD) make exactly the objects that include it depend on it.
+$(BUILD)/obj/%.o: %.c | $(PROTO_H)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
 
@@ -138,11 +141,18 @@ SERVICES := $(notdir $(patsubst %/,%,$(dir $(wildcard services/*/*.c))))
 SERVICES := $(sort $(SERVICES))
 svc_bin = $(BUILD)/bin/$(if $(filter cli,$(1)),saeflow,saeflow-$(1))
 LINK_ALL = -Wl,--start-group $(ALL_ARCHIVES) -Wl,--end-group $(ALL_LDLIBS)
+include $(wildcard services/*/svc.mk)
+# a service links the libraries its svc.mk declares and their dependencies, nothing else
+svc_libs = $(sort $(foreach l,$($(1)_LIBS),$(call lib_closure,$(l))))
+svc_archives = $(foreach l,$(call svc_libs,$(1)),$(call lib_a,$(l)))
+svc_ldlibs = $(sort $(foreach l,$(call svc_libs,$(1)),$($(l)_LDLIBS))) \
+             $(if $(filter tensor,$(call svc_libs,$(1))),$(CUDA_LDLIBS)) -lm
 
 define SVC_RULES
-$(call svc_bin,$(1)): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard services/$(1)/*.c)) $(ALL_ARCHIVES)
+$(if $($(1)_LIBS),,$(error services/$(1)/svc.mk must set $(1)_LIBS))
+$(call svc_bin,$(1)): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard services/$(1)/*.c)) $(call svc_archives,$(1))
 	@mkdir -p $$(@D)
-	$(CC) $(LDFLAGS_ALL) -o $$@ $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard services/$(1)/*.c)) $(LINK_ALL)
+	$(CC) $(LDFLAGS_ALL) -o $$@ $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard services/$(1)/*.c)) -Wl,--start-group $(call svc_archives,$(1)) -Wl,--end-group $(call svc_ldlibs,$(1))
 endef
 $(foreach s,$(SERVICES),$(eval $(call SVC_RULES,$(s))))
 BINS := $(foreach s,$(SERVICES),$(call svc_bin,$(s)))

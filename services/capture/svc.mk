@@ -1,0 +1,1 @@
+capture_LIBS := model stream http

@@ -1,0 +1,1 @@
+cli_LIBS := eval steer model sae wire

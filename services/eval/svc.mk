@@ -1,0 +1,1 @@
+eval_LIBS := eval model sae wire http

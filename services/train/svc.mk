@@ -1,0 +1,1 @@
+train_LIBS := sae stream wire http
