@@ -762,6 +762,20 @@ static void dispatch(struct http_request *req, struct http_response *res)
     }
 }
 
+/* Dispatches the request to its handler and sends the reply, once. */
+static enum MHD_Result respond(struct http_request *req, const char *method, const char *url)
+{
+    req->responded = true;
+    req->method = method;
+    req->path = url;
+    struct http_response res;
+    response_init(&res);
+    dispatch(req, &res);
+    enum MHD_Result ret = send_response(req, &res);
+    response_fini(&res);
+    return ret;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
@@ -785,15 +799,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             /* Refuse before reading the body (a client sending "Expect: 100-continue"
              * never sends it). */
             req->too_large = true;
-            req->responded = true;
-            req->method = method;
-            req->path = url;
-            struct http_response res;
-            response_init(&res);
-            dispatch(req, &res);
-            enum MHD_Result ret = send_response(req, &res);
-            response_fini(&res);
-            return ret;
+            return respond(req, method, url);
         }
         return MHD_YES;
     }
@@ -808,15 +814,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     if (req->responded) return MHD_YES;
-    req->responded = true;
-    req->method = method;
-    req->path = url;
-    struct http_response res;
-    response_init(&res);
-    dispatch(req, &res);
-    enum MHD_Result ret = send_response(req, &res);
-    response_fini(&res);
-    return ret;
+    return respond(req, method, url);
 }
 
 static const char *method_label(const char *m)

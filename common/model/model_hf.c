@@ -190,6 +190,17 @@ static int read_w(const struct shards *s, const char *name, size_t rows, size_t 
 
 /* ---- Llama ---- */
 
+/* bos_token_id / eos_token_id, when present and inside the vocabulary. */
+static int cfg_special_ids(const struct hf_cfg *h, struct model_config *c)
+{
+    size_t id;
+    if (CFG_SIZE(h, false, SIZE_MAX, &id, "bos_token_id") == 0 && id < c->vocab_size)
+        c->bos_id = (int32_t)id;
+    if (CFG_SIZE(h, false, SIZE_MAX, &id, "eos_token_id") == 0 && id < c->vocab_size)
+        c->eos_id = (int32_t)id;
+    return 0;
+}
+
 static int llama_config(const struct hf_cfg *h, struct model_config *c)
 {
     model_config_defaults(c, MODEL_ARCH_LLAMA);
@@ -227,12 +238,7 @@ static int llama_config(const struct hf_cfg *h, struct model_config *c)
             return SF_EUNSUP;
         }
     }
-    size_t id;
-    if (CFG_SIZE(h, false, SIZE_MAX, &id, "bos_token_id") == 0 && id < c->vocab_size)
-        c->bos_id = (int32_t)id;
-    if (CFG_SIZE(h, false, SIZE_MAX, &id, "eos_token_id") == 0 && id < c->vocab_size)
-        c->eos_id = (int32_t)id;
-    return 0;
+    return cfg_special_ids(h, c);
 }
 
 static int llama_weights(const struct shards *s, struct model *m)
@@ -291,12 +297,7 @@ static int gpt2_config(const struct hf_cfg *h, struct model_config *c)
         log_error("hf_unsupported", "activation_function=%s supported=gelu_new", act);
         return SF_EUNSUP;
     }
-    size_t id;
-    if (CFG_SIZE(h, false, SIZE_MAX, &id, "bos_token_id") == 0 && id < c->vocab_size)
-        c->bos_id = (int32_t)id;
-    if (CFG_SIZE(h, false, SIZE_MAX, &id, "eos_token_id") == 0 && id < c->vocab_size)
-        c->eos_id = (int32_t)id;
-    return 0;
+    return cfg_special_ids(h, c);
 }
 
 static int gpt2_weights(const struct shards *s, const char *pre, bool conv1d, struct model *m)

@@ -94,12 +94,8 @@ static int load_sae(const char *path, struct sae **sae, struct sae_io_info *info
 }
 
 /* The same facts as the table, as one JSON object on stdout. */
-static int sae_info_json(const char *path)
+static int sae_info_json(const struct sae *sae, const struct sae_io_info *info)
 {
-    struct sae *sae = NULL;
-    struct sae_io_info info;
-    int rc = load_sae(path, &sae, &info);
-    if (rc) return 1;
     const struct sae_meta *m = &sae->meta;
     const size_t n = sae->n, d = sae->d_in;
     struct buf b;
@@ -108,18 +104,18 @@ static int sae_info_json(const char *path)
     int ret = 1;
     if (!v) goto out;
     buf_printf(&b, "{\"directory\":");
-    buf_json_string(&b, info.dir);
-    json_kv(&b, "layout", info.layout == SAE_IO_SAELENS ? "saelens" : "sparsify");
-    json_kv(&b, "architecture", info.architecture);
+    buf_json_string(&b, info->dir);
+    json_kv(&b, "layout", info->layout == SAE_IO_SAELENS ? "saelens" : "sparsify");
+    json_kv(&b, "architecture", info->architecture);
     json_kv(&b, "saeflow_arch", sae_arch_name(sae->arch));
     buf_printf(&b, ",\"d_in\":%zu,\"d_sae\":%zu,\"k\":", d, n);
     if (sae->arch == SAE_TOPK)
         buf_printf(&b, "%zu", sae->k);
     else
         buf_printf(&b, "null");
-    json_kv(&b, "dtype", info.cfg_dtype);
-    json_kv(&b, "weights_dtype", info.weights_dtype);
-    json_kv(&b, "sae_lens_version", info.layout == SAE_IO_SAELENS ? info.sae_lens_version : NULL);
+    json_kv(&b, "dtype", info->cfg_dtype);
+    json_kv(&b, "weights_dtype", info->weights_dtype);
+    json_kv(&b, "sae_lens_version", info->layout == SAE_IO_SAELENS ? info->sae_lens_version : NULL);
     json_kv(&b, "model", m->model_name);
     json_kv(&b, "hook", m->hook_name);
     buf_printf(&b, ",\"hook_layer\":");
@@ -155,10 +151,10 @@ static int sae_info_json(const char *path)
         json_stats(&b, "threshold", v, n);
     }
     buf_printf(&b, ",\"sparsity\":");
-    if (info.layout == SAE_IO_SAELENS && info.has_sparsity) {
-        rc = sae_io_read_sparsity(info.dir, n, v);
+    if (info->layout == SAE_IO_SAELENS && info->has_sparsity) {
+        int rc = sae_io_read_sparsity(info->dir, n, v);
         if (rc) {
-            fprintf(stderr, "saeflow sae info: %s/%s is malformed (%s)\n", info.dir,
+            fprintf(stderr, "saeflow sae info: %s/%s is malformed (%s)\n", info->dir,
                     SAE_IO_SAELENS_SPARSITY, sf_strerror(rc));
             goto out;
         }
@@ -182,7 +178,6 @@ out:
     if (ret && !v) fprintf(stderr, "saeflow sae info: out of memory\n");
     free(v);
     buf_fini(&b);
-    sae_destroy(&sae);
     return ret;
 }
 
@@ -191,16 +186,13 @@ static const char *or_dash(const char *s)
     return s && *s ? s : "-";
 }
 
-static int sae_info(const char *path)
+static int sae_info(const struct sae *sae, const struct sae_io_info *info)
 {
-    struct sae *sae = NULL;
-    struct sae_io_info info;
-    int rc = load_sae(path, &sae, &info);
-    if (rc) return 1;
+    int rc;
     const struct sae_meta *m = &sae->meta;
-    printf("%-22s %s\n", "directory", info.dir);
-    printf("%-22s %s\n", "layout", info.layout == SAE_IO_SAELENS ? "saelens" : "sparsify");
-    printf("%-22s %s (saeflow arch %s)\n", "architecture", info.architecture,
+    printf("%-22s %s\n", "directory", info->dir);
+    printf("%-22s %s\n", "layout", info->layout == SAE_IO_SAELENS ? "saelens" : "sparsify");
+    printf("%-22s %s (saeflow arch %s)\n", "architecture", info->architecture,
            sae_arch_name(sae->arch));
     printf("%-22s %zu\n", "d_in", sae->d_in);
     printf("%-22s %zu (%.3gx d_in)\n", "d_sae", sae->n, (double)sae->n / (double)sae->d_in);
@@ -208,9 +200,9 @@ static int sae_info(const char *path)
         printf("%-22s %zu\n", "k", sae->k);
     else
         printf("%-22s -\n", "k");
-    printf("%-22s %s (weights %s)\n", "dtype", or_dash(info.cfg_dtype), info.weights_dtype);
-    if (info.layout == SAE_IO_SAELENS)
-        printf("%-22s %s\n", "sae_lens_version", or_dash(info.sae_lens_version));
+    printf("%-22s %s (weights %s)\n", "dtype", or_dash(info->cfg_dtype), info->weights_dtype);
+    if (info->layout == SAE_IO_SAELENS)
+        printf("%-22s %s\n", "sae_lens_version", or_dash(info->sae_lens_version));
     printf("%-22s %s\n", "model", or_dash(m->model_name));
     if (m->hook_layer >= 0)
         printf("%-22s %s (layer %lld)\n", "hook", or_dash(m->hook_name), (long long)m->hook_layer);
@@ -228,7 +220,6 @@ static int sae_info(const char *path)
     float *v = malloc(n * sizeof *v);
     if (!v) {
         fprintf(stderr, "saeflow sae info: out of memory\n");
-        sae_destroy(&sae);
         return 1;
     }
     size_t unit = 0;
@@ -251,13 +242,12 @@ static int sae_info(const char *path)
         print_stats("threshold", v, n);
     }
 
-    if (info.layout == SAE_IO_SAELENS && info.has_sparsity) {
-        rc = sae_io_read_sparsity(info.dir, n, v);
+    if (info->layout == SAE_IO_SAELENS && info->has_sparsity) {
+        rc = sae_io_read_sparsity(info->dir, n, v);
         if (rc) {
-            fprintf(stderr, "saeflow sae info: %s/%s is malformed (%s)\n", info.dir,
+            fprintf(stderr, "saeflow sae info: %s/%s is malformed (%s)\n", info->dir,
                     SAE_IO_SAELENS_SPARSITY, sf_strerror(rc));
             free(v);
-            sae_destroy(&sae);
             return 1;
         }
         /* log10 density; SAELens stores log10(density + 1e-10), so never fired = -10 */
@@ -278,7 +268,6 @@ static int sae_info(const char *path)
         printf("%-22s none (no %s)\n", "sparsity", SAE_IO_SAELENS_SPARSITY);
     }
     free(v);
-    sae_destroy(&sae);
     return 0;
 }
 
@@ -311,5 +300,10 @@ int cmd_sae_info(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    return json ? sae_info_json(dir) : sae_info(dir);
+    struct sae *sae = NULL;
+    struct sae_io_info info;
+    if (load_sae(dir, &sae, &info)) return 1;
+    int ret = json ? sae_info_json(sae, &info) : sae_info(sae, &info);
+    sae_destroy(&sae);
+    return ret;
 }
